@@ -1,0 +1,3 @@
+//! Brex: the record model and the HTTP client.
+
+pub mod model;

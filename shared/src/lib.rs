@@ -1,0 +1,11 @@
+//! Domain, ports and adapters of the Brex → IFS Cloud connector. The Lambda binaries in `functions/` only
+//! build clients once and call in here.
+
+pub mod brex;
+pub mod domain;
+pub mod error;
+pub mod ifs;
+pub mod mapping;
+pub mod ports;
+pub mod proposal;
+pub mod webhook;

@@ -1,0 +1,100 @@
+//! Ports: the small capabilities the business logic needs from the outside world. Real adapters live in
+//! `crate::aws` (SQS, DynamoDB, Secrets Manager), `crate::brex` and `crate::ifs`; tests run the same logic
+//! against moto and the simulators.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::domain::{Secret, WorkItem};
+use crate::error::{AwsError, Classify, Disposition};
+
+/// Puts work on the queue. Returns only once every item is durably accepted.
+#[async_trait]
+pub trait WorkQueue: Send + Sync {
+    async fn enqueue(&self, items: &[WorkItem]) -> Result<(), AwsError>;
+}
+
+/// What a conditional "begin" found (Powertools idempotency semantics).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Begin {
+    /// We own the key now, until the in-progress expiry.
+    Started,
+    /// Someone else is working on it and their lease has not expired.
+    InProgress { until: DateTime<Utc> },
+    /// Done before; `result` is what was recorded (e.g. the IFS voucher key).
+    Completed { result: Option<String> },
+    /// Failed permanently before, with the recorded reason.
+    Failed { reason: String },
+}
+
+/// Idempotency records keyed by a string (webhook ids, record ids …), stored in the one DynamoDB table.
+#[async_trait]
+pub trait IdempotencyStore: Send + Sync {
+    /// Claims `key` unless it is completed, failed, or in progress with an unexpired lease. An expired
+    /// in-progress claim is taken over.
+    async fn begin(&self, key: &str, lease_until: DateTime<Utc>, now: DateTime<Utc>) -> Result<Begin, AwsError>;
+    /// Marks `key` completed with an optional result; kept for `retain_until`.
+    async fn complete(&self, key: &str, result: Option<&str>, retain_until: DateTime<Utc>) -> Result<(), AwsError>;
+    /// Marks `key` failed permanently with a reason.
+    async fn fail(&self, key: &str, reason: &str, retain_until: DateTime<Utc>) -> Result<(), AwsError>;
+    /// Drops an in-progress claim so a retry can start over at once (used when the work could not be done).
+    async fn release(&self, key: &str) -> Result<(), AwsError>;
+}
+
+/// Reads and writes secret strings (Secrets Manager).
+#[async_trait]
+pub trait SecretStore: Send + Sync {
+    async fn get_secret(&self, id: &str) -> Result<Secret, AwsError>;
+    async fn put_secret(&self, id: &str, value: &Secret) -> Result<(), AwsError>;
+}
+
+/// A failure of an outside HTTP system (Brex, IFS) as the ports report it.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{system}: {message}")]
+pub struct ExternalError {
+    pub system: &'static str,
+    pub message: String,
+    pub disposition: Disposition,
+}
+
+impl Classify for ExternalError {
+    fn disposition(&self) -> Disposition {
+        self.disposition
+    }
+}
+
+/// Brex's webhook signing secrets (`GET /v1/webhooks/secrets`), every one currently valid.
+#[async_trait]
+pub trait WebhookSecretSource: Send + Sync {
+    async fn webhook_secrets(&self) -> Result<Vec<Secret>, ExternalError>;
+}
+
+/// Wall-clock time, injectable so tests can move it.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> DateTime<Utc>;
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+/// A named, time-bounded lock shared by all instances (DynamoDB conditional writes). Used so that only one
+/// instance refreshes Brex's rotating OAuth refresh token at a time.
+#[async_trait]
+pub trait LeaseStore: Send + Sync {
+    /// Takes the lease `name` for `holder` until `until` if it is free or expired. `true` when taken.
+    async fn try_acquire(
+        &self,
+        name: &str,
+        holder: &str,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, AwsError>;
+    /// Gives the lease back if `holder` still has it.
+    async fn release(&self, name: &str, holder: &str) -> Result<(), AwsError>;
+}

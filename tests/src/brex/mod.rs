@@ -1,0 +1,1 @@
+//! Brex API simulator (being written).

@@ -1,0 +1,1 @@
+//! IFS Cloud simulator (being written).

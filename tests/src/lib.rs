@@ -1,0 +1,7 @@
+//! Stand-ins for the outside world: the Brex and IFS Cloud simulators and the AWS emulator (moto) harness.
+//!
+//! The simulators are product, not test scaffolding: the README's local run uses them, and they count what
+//! matters (requests, 412s, 429s, token fetches) so tests can assert on it.
+
+pub mod brex;
+pub mod ifs;
