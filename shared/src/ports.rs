@@ -98,3 +98,38 @@ pub trait LeaseStore: Send + Sync {
     /// Gives the lease back if `holder` still has it.
     async fn release(&self, name: &str, holder: &str) -> Result<(), AwsError>;
 }
+
+/// What IFS demands of a code part on an account (`ReqCodeB` …): the simulator and IFS say `M`, `O`, `N`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Demand {
+    Mandatory,
+    Optional,
+    Blocked,
+}
+
+/// An IFS GL account as far as validation needs it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AccountInfo {
+    pub company: crate::domain::CompanyCode,
+    pub account: crate::domain::AccountCode,
+    pub description: String,
+    pub valid_from: Option<chrono::NaiveDate>,
+    pub valid_until: Option<chrono::NaiveDate>,
+    pub demands: std::collections::BTreeMap<crate::proposal::CodePart, Demand>,
+}
+
+impl AccountInfo {
+    pub fn is_valid_on(&self, date: chrono::NaiveDate) -> bool {
+        self.valid_from.is_none_or(|from| from <= date) && self.valid_until.is_none_or(|until| date <= until)
+    }
+}
+
+/// Read access to IFS's chart of accounts (cached by the adapter).
+#[async_trait]
+pub trait ChartOfAccounts: Send + Sync {
+    async fn account(
+        &self,
+        company: &crate::domain::CompanyCode,
+        account: &crate::domain::AccountCode,
+    ) -> Result<Option<AccountInfo>, ExternalError>;
+}
