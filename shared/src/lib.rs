@@ -1,11 +1,15 @@
 //! Domain, ports and adapters of the Brex → IFS Cloud connector. The Lambda binaries in `functions/` only
 //! build clients once and call in here.
 
+pub mod aws;
 pub mod brex;
+pub mod config;
 pub mod domain;
 pub mod error;
 pub mod ifs;
 pub mod mapping;
 pub mod ports;
+pub mod poster;
 pub mod proposal;
+pub mod telemetry;
 pub mod webhook;

@@ -1,5 +1,21 @@
-//! IFS Cloud: the OData client (being written) and the projection names it uses.
+//! IFS Cloud: the OData client (token cache, request budget, retries, ETag-guarded mutations, paging),
+//! reference reads, the dedup query and voucher creation, and the projection names it uses.
 
 pub mod api_names;
+pub mod budget;
+pub mod client;
+pub mod error;
+pub mod filter;
+pub mod reference;
+pub mod retry;
+pub mod token;
+pub mod voucher;
 
 pub use api_names::IfsApiNames;
+pub use budget::{RequestBudget, TokenBucket};
+pub use client::{IfsClient, IfsClientConfig, IfsStats, ListQuery, Resend};
+pub use error::IfsError;
+pub use filter::Filter;
+pub use reference::{AccountingPeriodInfo, CodePartInfo};
+pub use retry::RetryPolicy;
+pub use voucher::VoucherKey;

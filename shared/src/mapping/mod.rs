@@ -1,1 +1,46 @@
-//! (being written)
+//! The mapping engine: Brex accounting records → IFS posting proposals, steered by the mapping document
+//! (contract §5; example in `infra/mapping.example.toml`).
+//!
+//! # Semantics
+//!
+//! * **One record, one voucher.** Every non-zero line becomes a row on the side Brex gave it (DEBIT → debit),
+//!   with its exact amount in the line's billed currency. Lines must balance per currency and share one
+//!   currency, or the record is a mapping error. Zero-amount lines are skipped; negative ones are an error.
+//! * **Expense and funding lines.** On a purchase the DEBIT lines carry the expense and the CREDIT lines the
+//!   funding (card liability, employee payable). Brex sends a refund (`*_REFUND`) with the sides already
+//!   reversed, so there the CREDIT lines are the expense and the DEBIT lines the funding: the voucher debits
+//!   the card liability and credits the expense account.
+//! * **Accounts.** `[passthrough] gl_account_remote_id = true` first takes a line's `GL_ACCOUNT` remote id as
+//!   its account; then the rules run in document order and a later rule overrides an earlier one (and
+//!   passthrough). A funding line still without an account takes the credit account; an expense line
+//!   without one is a mapping error naming the line.
+//! * **Which lines a rule reaches.** A rule applies to a line when every `when` condition holds. A rule with
+//!   a line-level condition (`field`/`value`, `side`) can reach any line; a rule with only record-level
+//!   conditions (`department`, `category`, `source_type`, `record_type`, `currency`, `user_email`) reaches
+//!   only expense lines — record facts describe the purchase, and copying a cost centre onto the card
+//!   liability would be refused by IFS.
+//! * **Record-wide targets.** `set.company` and `set.credit_account` apply to the whole voucher whichever line
+//!   the rule matched; lines setting different values are a mapping error. Lines that set no company use
+//!   the default `[ifs] company`, so write a company rule for every entity.
+//! * **Credit account.** `[ifs] reimbursement_credit_account` for `REIMBURSEMENT` records when given, else
+//!   `[ifs] credit_account`; any matching rule's `set.credit_account` overrides either (restrict such a rule
+//!   with `source_type` when it is meant for card records only).
+//! * **Currency.** Rows are in the billed currency (`amount.currency`); a foreign original amount is shown at
+//!   the end of the row text (`(orig 92.50 EUR)`). `currency_rate` stays `None`: the original/billed ratio is
+//!   not the rate from the row currency to the company's currency, which IFS takes from its rate table.
+//! * **Texts.** `[ifs] text` per row and `[ifs] voucher_text` for VoucherText2, each cut to 200 characters.
+
+mod document;
+mod engine;
+mod error;
+mod template;
+mod validate;
+
+pub use document::{
+    Condition, DEFAULT_TEXT, DEFAULT_VOUCHER_TEXT, DocumentError, LoadedMapping, MappingDocument, Passthrough,
+    Pattern, Rule, RuleSet, code_part_key,
+};
+pub use engine::{CATEGORY_FIELD, DEPARTMENT_FIELD, GL_ACCOUNT_FIELD, GL_ACCOUNT_REMOTE_ID, MAX_VOUCHER_TEXT, map_record};
+pub use error::{LineRef, MappingError};
+pub use template::{Placeholder, Template, TemplateError};
+pub use validate::validate_proposal;

@@ -11,8 +11,8 @@ use rust_decimal::Decimal;
 use serde_json::Map;
 
 use super::model::{
-    AccountingFieldValue, AccountingRecord, Amount, Expense, ExpenseDepartment, ExpenseMerchant,
-    ExpenseUser, LineItem, LineType, Money, Receipt, RecordUser, ReviewStatus, SourceType, Vendor,
+    AccountingFieldValue, AccountingRecord, Amount, Expense, ExpenseDepartment, ExpenseMerchant, ExpenseUser, LineItem,
+    LineType, Money, Receipt, RecordUser, ReviewStatus, SourceType, Vendor,
 };
 
 /// Departments used for users and the line `Department` field.
@@ -117,34 +117,79 @@ struct VendorSeed {
 const VENDORS: [(&[VendorSeed], (i64, i64)); 5] = [
     (
         &[
-            VendorSeed { name: "United Airlines", mcc: "3000", category: "AIRLINE_EXPENSES", website: "https://www.united.com" },
+            VendorSeed {
+                name: "United Airlines",
+                mcc: "3000",
+                category: "AIRLINE_EXPENSES",
+                website: "https://www.united.com",
+            },
             VendorSeed { name: "Marriott", mcc: "3509", category: "LODGING", website: "https://www.marriott.com" },
             VendorSeed { name: "Uber", mcc: "4121", category: "TAXI_AND_RIDESHARE", website: "https://www.uber.com" },
-            VendorSeed { name: "Hertz", mcc: "3357", category: "CAR_RENTAL_EXPENSES", website: "https://www.hertz.com" },
+            VendorSeed {
+                name: "Hertz",
+                mcc: "3357",
+                category: "CAR_RENTAL_EXPENSES",
+                website: "https://www.hertz.com",
+            },
         ],
         (1_500, 180_000),
     ),
     (
         &[
-            VendorSeed { name: "Sweetgreen", mcc: "5812", category: "RESTAURANTS", website: "https://www.sweetgreen.com" },
-            VendorSeed { name: "Blue Bottle Coffee", mcc: "5814", category: "RESTAURANTS", website: "https://bluebottlecoffee.com" },
+            VendorSeed {
+                name: "Sweetgreen",
+                mcc: "5812",
+                category: "RESTAURANTS",
+                website: "https://www.sweetgreen.com",
+            },
+            VendorSeed {
+                name: "Blue Bottle Coffee",
+                mcc: "5814",
+                category: "RESTAURANTS",
+                website: "https://bluebottlecoffee.com",
+            },
             VendorSeed { name: "DoorDash", mcc: "5812", category: "RESTAURANTS", website: "https://www.doordash.com" },
         ],
         (650, 30_000),
     ),
     (
         &[
-            VendorSeed { name: "Amazon Web Services", mcc: "4816", category: "SOFTWARE_NON_RECURRING", website: "https://aws.amazon.com" },
-            VendorSeed { name: "GitHub", mcc: "5734", category: "SOFTWARE_NON_RECURRING", website: "https://github.com" },
-            VendorSeed { name: "Figma", mcc: "5734", category: "SOFTWARE_NON_RECURRING", website: "https://www.figma.com" },
+            VendorSeed {
+                name: "Amazon Web Services",
+                mcc: "4816",
+                category: "SOFTWARE_NON_RECURRING",
+                website: "https://aws.amazon.com",
+            },
+            VendorSeed {
+                name: "GitHub",
+                mcc: "5734",
+                category: "SOFTWARE_NON_RECURRING",
+                website: "https://github.com",
+            },
+            VendorSeed {
+                name: "Figma",
+                mcc: "5734",
+                category: "SOFTWARE_NON_RECURRING",
+                website: "https://www.figma.com",
+            },
             VendorSeed { name: "Slack", mcc: "5734", category: "SOFTWARE_NON_RECURRING", website: "https://slack.com" },
         ],
         (900, 250_000),
     ),
     (
         &[
-            VendorSeed { name: "Staples", mcc: "5943", category: "OFFICE_SUPPLIES", website: "https://www.staples.com" },
-            VendorSeed { name: "Office Depot", mcc: "5943", category: "OFFICE_SUPPLIES", website: "https://www.officedepot.com" },
+            VendorSeed {
+                name: "Staples",
+                mcc: "5943",
+                category: "OFFICE_SUPPLIES",
+                website: "https://www.staples.com",
+            },
+            VendorSeed {
+                name: "Office Depot",
+                mcc: "5943",
+                category: "OFFICE_SUPPLIES",
+                website: "https://www.officedepot.com",
+            },
         ],
         (400, 60_000),
     ),
@@ -166,11 +211,8 @@ const MEMOS: [&[&str]; 5] = [
 ];
 
 /// (currency, USD per unit, minor-unit exponent, merchant country).
-const FOREIGN: [(&str, &str, u32, &str); 3] = [
-    ("EUR", "1.08", 2, "FRA"),
-    ("GBP", "1.27", 2, "GBR"),
-    ("JPY", "0.0067", 0, "JPN"),
-];
+const FOREIGN: [(&str, &str, u32, &str); 3] =
+    [("EUR", "1.08", 2, "FRA"), ("GBP", "1.27", 2, "GBR"), ("JPY", "0.0067", 0, "JPN")];
 
 /// USD per CAD, for `usd_equivalent_amount` of Canadian expenses.
 const CAD_USD: &str = "0.73";
@@ -195,10 +237,7 @@ impl RecordGenerator {
     }
 
     pub fn with_options(seed: u64, options: GeneratorOptions) -> Self {
-        RecordGenerator {
-            rng: StdRng::seed_from_u64(seed),
-            options,
-        }
+        RecordGenerator { rng: StdRng::seed_from_u64(seed), options }
     }
 
     /// `options.count` records.
@@ -235,9 +274,7 @@ impl RecordGenerator {
 
     fn id(&mut self, prefix: &str) -> String {
         const ALPHABET: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
-        let s: String = (0..24)
-            .map(|_| char::from(ALPHABET[self.rng.random_range(0..ALPHABET.len())]))
-            .collect();
+        let s: String = (0..24).map(|_| char::from(ALPHABET[self.rng.random_range(0..ALPHABET.len())])).collect();
         format!("{prefix}_{s}")
     }
 
@@ -247,11 +284,7 @@ impl RecordGenerator {
 
     fn timestamp_between(&mut self, start: DateTime<Utc>, end: DateTime<Utc>) -> DateTime<Utc> {
         let span = (end - start).num_microseconds().unwrap_or(0);
-        let offset = if span > 0 {
-            self.rng.random_range(0..=span)
-        } else {
-            0
-        };
+        let offset = if span > 0 { self.rng.random_range(0..=span) } else { 0 };
         start + TimeDelta::microseconds(offset)
     }
 
@@ -268,32 +301,22 @@ impl RecordGenerator {
         let vendor_seed = &vendors[vendor_idx];
         let memo = MEMOS[gl].choose(&mut self.rng).copied().unwrap_or("Expense");
 
-        let entity = if self.chance(o.entity_rate) {
-            Some(if self.chance(o.canada_rate) { 1 } else { 0 })
-        } else {
-            None
-        };
+        let entity =
+            if self.chance(o.entity_rate) { Some(if self.chance(o.canada_rate) { 1 } else { 0 }) } else { None };
         let canada = entity == Some(1);
         let currency = if canada { "CAD" } else { "USD" };
         let total_cents = self.rng.random_range(lo..=hi);
         let total = Decimal::new(total_cents, 2);
 
-        let foreign = if !canada && self.chance(o.foreign_rate) {
-            FOREIGN.choose(&mut self.rng).copied()
-        } else {
-            None
-        };
+        let foreign =
+            if !canada && self.chance(o.foreign_rate) { FOREIGN.choose(&mut self.rng).copied() } else { None };
         let original_total = match foreign {
             Some((cur, rate, exp, _)) => Amount::new(to_foreign(total, rate, exp), cur),
             None => Amount::new(total, currency),
         };
 
         // Expense-side parts.
-        let mut parts = vec![Part {
-            cents: total_cents,
-            gl,
-            dept: user_dept,
-        }];
+        let mut parts = vec![Part { cents: total_cents, gl, dept: user_dept }];
         if self.chance(o.split_rate) && total_cents >= 200 {
             let first = total_cents * self.rng.random_range(20..=80) / 100;
             let (gl2, dept2) = if self.rng.random_bool(0.5) {
@@ -319,11 +342,7 @@ impl RecordGenerator {
             // Original amounts split pro rata; the last part takes the remainder so they add up.
             let original = match foreign {
                 Some((cur, rate, exp, _)) => {
-                    let v = if i + 1 == n_parts {
-                        original_left
-                    } else {
-                        to_foreign(amount, rate, exp)
-                    };
+                    let v = if i + 1 == n_parts { original_left } else { to_foreign(amount, rate, exp) };
                     original_left -= v;
                     Amount::new(v, cur)
                 }
@@ -396,11 +415,7 @@ impl RecordGenerator {
             posted_at + Duration::minutes(1),
             (posted_at + Duration::hours(12)).min(o.end).max(posted_at + Duration::minutes(1)),
         ));
-        let record_amount = if refund && o.negative_refund_amounts {
-            -total
-        } else {
-            total
-        };
+        let record_amount = if refund && o.negative_refund_amounts { -total } else { total };
         let (record_type, source_type) = match (reimbursement, refund) {
             (true, _) => ("REIMBURSEMENT_EXPENSE_POST", SourceType::Reimbursement),
             (false, true) => ("CARD_EXPENSE_REFUND", SourceType::Card),
@@ -430,10 +445,7 @@ impl RecordGenerator {
             phone: None,
         };
         let receipts = if self.rng.random_bool(0.7) {
-            vec![Receipt {
-                id: self.id("receipt"),
-                download_uris: None,
-            }]
+            vec![Receipt { id: self.id("receipt"), download_uris: None }]
         } else {
             Vec::new()
         };
@@ -467,10 +479,7 @@ impl RecordGenerator {
     /// The `/v1/expenses` object behind `record` (id = `record.source_id`, amounts in cents, refunds negative).
     pub fn expense_for(&mut self, record: &AccountingRecord) -> Expense {
         let vendor_name = record.vendor.as_ref().map_or("Unknown", |v| v.name.as_str());
-        let vendor_seed = VENDORS
-            .iter()
-            .flat_map(|(vs, _)| vs.iter())
-            .find(|v| v.name == vendor_name);
+        let vendor_seed = VENDORS.iter().flat_map(|(vs, _)| vs.iter()).find(|v| v.name == vendor_name);
         let refund = record.record_type.ends_with("_REFUND");
         let sign = if refund { -1 } else { 1 };
         let billing = &record.amount;
@@ -481,14 +490,9 @@ impl RecordGenerator {
         } else {
             billing_cents
         };
-        let orig_exp = FOREIGN
-            .iter()
-            .find(|f| f.0 == original.currency)
-            .map_or(2, |f| f.2);
-        let original_money = Money {
-            amount: to_minor(original.amount.abs(), orig_exp) * sign,
-            currency: original.currency.clone(),
-        };
+        let orig_exp = FOREIGN.iter().find(|f| f.0 == original.currency).map_or(2, |f| f.2);
+        let original_money =
+            Money { amount: to_minor(original.amount.abs(), orig_exp) * sign, currency: original.currency.clone() };
         let country = FOREIGN
             .iter()
             .find(|f| f.0 == original.currency)
@@ -496,19 +500,14 @@ impl RecordGenerator {
             .unwrap_or(if billing.currency == "CAD" { "CAN" } else { "USA" });
         let user = record.user.as_ref();
         let dept_name = user.and_then(|u| u.department_name.clone());
-        let dept_idx = dept_name
-            .as_deref()
-            .and_then(|n| DEPARTMENTS.iter().position(|d| *d == n));
+        let dept_idx = dept_name.as_deref().and_then(|n| DEPARTMENTS.iter().position(|d| *d == n));
         let purchased_at = record.posted_at - Duration::hours(self.rng.random_range(2..72));
         let status = if self.rng.random_bool(0.8) { "APPROVED" } else { "SETTLED" };
         Expense {
             id: record.source_id.clone().unwrap_or_else(|| self.id("expense")),
             memo: record.memo.clone(),
             department_id: dept_idx.map(department_id),
-            department: dept_idx.map(|i| ExpenseDepartment {
-                id: department_id(i),
-                name: DEPARTMENTS[i].to_owned(),
-            }),
+            department: dept_idx.map(|i| ExpenseDepartment { id: department_id(i), name: DEPARTMENTS[i].to_owned() }),
             location_id: user.and_then(|u| u.location_id.clone()),
             updated_at: record.updated_at,
             category: vendor_seed.map(|v| v.category.to_owned()),
@@ -518,22 +517,12 @@ impl RecordGenerator {
                 mcc: vendor_seed.map_or("5999", |v| v.mcc).to_owned(),
                 country: country.to_owned(),
             }),
-            expense_type: if record.source_type == SourceType::Reimbursement {
-                "REIMBURSEMENT"
-            } else {
-                "CARD"
-            }
-            .to_owned(),
+            expense_type: if record.source_type == SourceType::Reimbursement { "REIMBURSEMENT" } else { "CARD" }
+                .to_owned(),
             original_amount: Some(original_money.clone()),
-            billing_amount: Some(Money {
-                amount: billing_cents,
-                currency: billing.currency.clone(),
-            }),
+            billing_amount: Some(Money { amount: billing_cents, currency: billing.currency.clone() }),
             purchased_amount: Some(original_money),
-            usd_equivalent_amount: Some(Money {
-                amount: usd_cents,
-                currency: "USD".to_owned(),
-            }),
+            usd_equivalent_amount: Some(Money { amount: usd_cents, currency: "USD".to_owned() }),
             purchased_at: Some(trunc_micros(purchased_at)),
             payment_posted_at: Some(record.posted_at),
             approved_at: Some(trunc_micros(record.updated_at - Duration::minutes(5))),
@@ -609,11 +598,7 @@ mod tests {
 
     fn fixed() -> GeneratorOptions {
         let end = DateTime::parse_from_rfc3339("2026-06-30T00:00:00Z").unwrap().with_timezone(&Utc);
-        GeneratorOptions {
-            start: end - Duration::days(30),
-            end,
-            ..GeneratorOptions::default()
-        }
+        GeneratorOptions { start: end - Duration::days(30), end, ..GeneratorOptions::default() }
     }
 
     #[test]
@@ -641,14 +626,15 @@ mod tests {
         assert!(has(&|r| r.amount.currency == "CAD"));
         assert!(has(&|r| r.original_amount.as_ref().unwrap().currency == "JPY"));
         assert!(has(&|r| r.line_items.len() == 3));
-        assert!(has(&|r| r.line_items.iter().any(|l| l
-            .accounting_field_values
+        assert!(has(&|r| r.line_items.iter().any(|l| l.accounting_field_values.iter().any(|f| f
+            .field_name
+            .as_deref()
+            == Some("GL Account")
+            && f.brex_field_value_id.is_none()))));
+        assert!(has(&|r| r
+            .line_items
             .iter()
-            .any(|f| f.field_name.as_deref() == Some("GL Account") && f.brex_field_value_id.is_none()))));
-        assert!(has(&|r| r.line_items.iter().any(|l| l
-            .accounting_field_values
-            .iter()
-            .any(|f| f.remote_field_value_id.as_deref() == Some("6500")))));
+            .any(|l| l.accounting_field_values.iter().any(|f| f.remote_field_value_id.as_deref() == Some("6500")))));
     }
 
     #[test]

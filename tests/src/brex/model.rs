@@ -34,9 +34,7 @@ impl ReviewStatus {
 
     /// Parses the wire spelling.
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Prepare, Self::Review, Self::ReadyForExport, Self::Exported]
-            .into_iter()
-            .find(|v| v.as_str() == s)
+        [Self::Prepare, Self::Review, Self::ReadyForExport, Self::Exported].into_iter().find(|v| v.as_str() == s)
     }
 }
 
@@ -61,9 +59,7 @@ impl SourceType {
 
     /// Parses the wire spelling.
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Card, Self::Reimbursement, Self::Bill]
-            .into_iter()
-            .find(|v| v.as_str() == s)
+        [Self::Card, Self::Reimbursement, Self::Bill].into_iter().find(|v| v.as_str() == s)
     }
 }
 
@@ -85,10 +81,7 @@ pub struct Amount {
 
 impl Amount {
     pub fn new(amount: Decimal, currency: &str) -> Self {
-        Amount {
-            amount,
-            currency: currency.to_owned(),
-        }
+        Amount { amount, currency: currency.to_owned() }
     }
 }
 
@@ -221,11 +214,7 @@ pub struct AccountingRecord {
 impl AccountingRecord {
     /// Sum of line amounts on one side.
     pub fn side_total(&self, side: LineType) -> Decimal {
-        self.line_items
-            .iter()
-            .filter(|l| l.line_type == side)
-            .map(|l| l.amount.amount)
-            .sum()
+        self.line_items.iter().filter(|l| l.line_type == side).map(|l| l.amount.amount).sum()
     }
 
     /// True when sum(DEBIT) == sum(CREDIT).
@@ -342,9 +331,7 @@ pub(crate) mod decimal_number {
         match Value::deserialize(d)? {
             Value::Number(n) => parse(&n.to_string()).map_err(serde::de::Error::custom),
             Value::String(s) => parse(&s).map_err(serde::de::Error::custom),
-            other => Err(serde::de::Error::custom(format!(
-                "expected a decimal number, got {other}"
-            ))),
+            other => Err(serde::de::Error::custom(format!("expected a decimal number, got {other}"))),
         }
     }
 
@@ -363,9 +350,7 @@ pub(crate) mod micros {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
         let s = String::deserialize(d)?;
-        DateTime::parse_from_rfc3339(&s)
-            .map(|t| t.with_timezone(&Utc))
-            .map_err(serde::de::Error::custom)
+        DateTime::parse_from_rfc3339(&s).map(|t| t.with_timezone(&Utc)).map_err(serde::de::Error::custom)
     }
 }
 
@@ -394,9 +379,9 @@ pub(crate) mod opt_micros {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
         match Option::<String>::deserialize(d)? {
-            Some(s) => DateTime::parse_from_rfc3339(&s)
-                .map(|t| Some(t.with_timezone(&Utc)))
-                .map_err(serde::de::Error::custom),
+            Some(s) => {
+                DateTime::parse_from_rfc3339(&s).map(|t| Some(t.with_timezone(&Utc))).map_err(serde::de::Error::custom)
+            }
             None => Ok(None),
         }
     }
@@ -425,9 +410,7 @@ mod tests {
 
     #[test]
     fn timestamps_use_microseconds() {
-        let t = DateTime::parse_from_rfc3339("2026-06-11T09:09:10.422192Z")
-            .unwrap()
-            .with_timezone(&Utc);
+        let t = DateTime::parse_from_rfc3339("2026-06-11T09:09:10.422192Z").unwrap().with_timezone(&Utc);
         let mut out = Vec::new();
         micros::serialize(&t, &mut serde_json::Serializer::new(&mut out)).unwrap();
         assert_eq!(String::from_utf8(out).unwrap(), "\"2026-06-11T09:09:10.422192Z\"");

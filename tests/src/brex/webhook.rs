@@ -39,9 +39,7 @@ pub fn sign(msg_id: &str, timestamp_secs: i64, body: &[u8], secrets: &[String]) 
         .iter()
         .map(|secret| {
             let trimmed = secret.strip_prefix("whsec_").unwrap_or(secret);
-            let key = STANDARD
-                .decode(trimmed)
-                .unwrap_or_else(|_| trimmed.as_bytes().to_vec());
+            let key = STANDARD.decode(trimmed).unwrap_or_else(|_| trimmed.as_bytes().to_vec());
             // HMAC accepts keys of any length, so this cannot fail.
             let mut mac = match Hmac::<Sha256>::new_from_slice(&key) {
                 Ok(m) => m,
@@ -79,13 +77,7 @@ pub struct WebhookDelivery {
 
 impl WebhookDelivery {
     /// Signs `body` with every secret and builds the headers.
-    pub fn new(
-        msg_id: &str,
-        timestamp: i64,
-        body: Vec<u8>,
-        secrets: &[String],
-        family: HeaderFamily,
-    ) -> Self {
+    pub fn new(msg_id: &str, timestamp: i64, body: Vec<u8>, secrets: &[String], family: HeaderFamily) -> Self {
         let prefix = match family {
             HeaderFamily::Webhook => "webhook",
             HeaderFamily::Svix => "svix",
@@ -93,26 +85,15 @@ impl WebhookDelivery {
         let headers = vec![
             (format!("{prefix}-id"), msg_id.to_owned()),
             (format!("{prefix}-timestamp"), timestamp.to_string()),
-            (
-                format!("{prefix}-signature"),
-                sign(msg_id, timestamp, &body, secrets),
-            ),
+            (format!("{prefix}-signature"), sign(msg_id, timestamp, &body, secrets)),
             ("content-type".to_owned(), "application/json".to_owned()),
         ];
-        WebhookDelivery {
-            msg_id: msg_id.to_owned(),
-            timestamp,
-            headers,
-            body,
-        }
+        WebhookDelivery { msg_id: msg_id.to_owned(), timestamp, headers, body }
     }
 
     /// The value of a header (case-insensitive name).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 }
 
@@ -166,14 +147,8 @@ pub struct HttpTransport {
 
 impl HttpTransport {
     pub fn new(url: impl Into<String>) -> Self {
-        let client = reqwest::Client::builder()
-            .timeout(DELIVERY_TIMEOUT)
-            .build()
-            .unwrap_or_default();
-        HttpTransport {
-            client,
-            url: url.into(),
-        }
+        let client = reqwest::Client::builder().timeout(DELIVERY_TIMEOUT).build().unwrap_or_default();
+        HttpTransport { client, url: url.into() }
     }
 }
 
@@ -290,12 +265,7 @@ impl WebhookSender {
     }
 
     /// Sends `body` under `msg_id`, retrying on the schedule until a 2xx or the schedule runs out.
-    pub async fn send_with_id(
-        &self,
-        transport: &dyn Transport,
-        msg_id: &str,
-        body: Vec<u8>,
-    ) -> DeliveryReport {
+    pub async fn send_with_id(&self, transport: &dyn Transport, msg_id: &str, body: Vec<u8>) -> DeliveryReport {
         let mut attempts = Vec::new();
         for (i, delay) in self.schedule.iter().enumerate() {
             let scaled = delay.mul_f64(self.time_scale.max(0.0));
@@ -303,13 +273,7 @@ impl WebhookSender {
                 tokio::time::sleep(scaled).await;
             }
             let timestamp = chrono::Utc::now().timestamp();
-            let delivery = WebhookDelivery::new(
-                msg_id,
-                timestamp,
-                body.clone(),
-                &(self.secrets)(),
-                self.family,
-            );
+            let delivery = WebhookDelivery::new(msg_id, timestamp, body.clone(), &(self.secrets)(), self.family);
             self.deliveries.fetch_add(1, Ordering::Relaxed);
             let status = transport.deliver(delivery).await;
             attempts.push(Attempt {
@@ -354,12 +318,7 @@ mod tests {
         let with = sign("m", 1, body, &["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into()]);
         let without = sign("m", 1, body, &["MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into()]);
         assert_eq!(with, without);
-        let two = sign(
-            "m",
-            1,
-            body,
-            &["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(), "whsec_AAAA".into()],
-        );
+        let two = sign("m", 1, body, &["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(), "whsec_AAAA".into()]);
         let parts: Vec<&str> = two.split(' ').collect();
         assert_eq!(parts.len(), 2);
         assert_eq!(parts[0], with);

@@ -69,9 +69,8 @@ enum Token {
     Other(char),
 }
 
-const UNSUPPORTED_OPS: &[&str] = &[
-    "ne", "gt", "ge", "lt", "le", "in", "has", "not", "add", "sub", "mul", "div", "mod", "any", "all",
-];
+const UNSUPPORTED_OPS: &[&str] =
+    &["ne", "gt", "ge", "lt", "le", "in", "has", "not", "add", "sub", "mul", "div", "mod", "any", "all"];
 
 fn tokenize(input: &str) -> Result<Vec<Token>, FilterError> {
     let chars: Vec<char> = input.chars().collect();
@@ -219,9 +218,7 @@ impl Parser {
                 return Err(FilterError::Unsupported(format!("'{c}' in property path or arithmetic")));
             }
             other => {
-                return Err(FilterError::Syntax(format!(
-                    "expected 'eq' after '{property}', found {other:?}"
-                )));
+                return Err(FilterError::Syntax(format!("expected 'eq' after '{property}', found {other:?}")));
             }
         }
         let literal = match self.next() {
@@ -373,14 +370,7 @@ mod tests {
 
     #[test]
     fn unsupported_operators_and_functions() {
-        for f in [
-            "A ne 'x'",
-            "A gt 1",
-            "A in ('a','b')",
-            "not A eq 'x'",
-            "contains(A,'x')",
-            "A eq 'x' and B lt 3",
-        ] {
+        for f in ["A ne 'x'", "A gt 1", "A in ('a','b')", "not A eq 'x'", "contains(A,'x')", "A eq 'x' and B lt 3"] {
             assert!(matches!(parse(f), Err(FilterError::Unsupported(_))), "{f}: {:?}", parse(f));
         }
     }

@@ -255,10 +255,7 @@ mod tests {
     fn etag_round_trips_and_matches_ifs_shape() {
         let tag = etag("AACIMGAAFAABpIHAAA", "20191031132400");
         assert_eq!(tag, "W/\"QUFDSU1HQUFGQUFCcElIQUFBOjIwMTkxMDMxMTMyNDAw\"");
-        assert_eq!(
-            decode_etag(&tag),
-            Some(("AACIMGAAFAABpIHAAA".to_string(), "20191031132400".to_string()))
-        );
+        assert_eq!(decode_etag(&tag), Some(("AACIMGAAFAABpIHAAA".to_string(), "20191031132400".to_string())));
         assert_eq!(decode_etag("\"abc\""), None);
     }
 

@@ -144,9 +144,7 @@ pub fn parse_segment(seg: &str) -> Result<(String, Option<BTreeMap<String, KeyVa
             }
             let raw: String = chars[start..i].iter().collect();
             KeyValue::Num(
-                raw.trim()
-                    .parse()
-                    .map_err(|_| ApiError::bad_url(format!("Invalid key value '{raw}' for {key}")))?,
+                raw.trim().parse().map_err(|_| ApiError::bad_url(format!("Invalid key value '{raw}' for {key}")))?,
             )
         };
         keys.insert(key, value);
@@ -160,10 +158,7 @@ pub fn parse_segment(seg: &str) -> Result<(String, Option<BTreeMap<String, KeyVa
 }
 
 /// Takes the expected keys out of a predicate, in order; missing or extra keys are a bad URL.
-pub fn expect_keys(
-    keys: &BTreeMap<String, KeyValue>,
-    expected: &[(&str, bool)],
-) -> Result<Vec<KeyValue>, ApiError> {
+pub fn expect_keys(keys: &BTreeMap<String, KeyValue>, expected: &[(&str, bool)]) -> Result<Vec<KeyValue>, ApiError> {
     if keys.len() != expected.len() {
         return Err(ApiError::bad_url(format!(
             "Expected keys {}",
@@ -263,7 +258,8 @@ pub fn parse_query(query: Option<&str>, schema: &Schema) -> Result<QueryOptions,
                 }
             }
             "$select" => {
-                let fields: Vec<String> = v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+                let fields: Vec<String> =
+                    v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
                 if let Some(bad) = fields.iter().find(|f| schema.kind(f).is_none()) {
                     return Err(ApiError::bad_url(format!("Property '{bad}' does not exist in $select")));
                 }
@@ -421,7 +417,8 @@ mod tests {
 
     #[test]
     fn key_predicates_parse() {
-        let (name, keys) = parse_segment("VoucherSet(Company='10',AccountingYear=2026,VoucherType='M',VoucherNo=1)").unwrap();
+        let (name, keys) =
+            parse_segment("VoucherSet(Company='10',AccountingYear=2026,VoucherType='M',VoucherNo=1)").unwrap();
         assert_eq!(name, "VoucherSet");
         let keys = keys.unwrap();
         assert_eq!(keys["Company"], KeyValue::Str("10".into()));
@@ -455,7 +452,8 @@ mod tests {
         let opts2 = parse_query(next.query(), &schema).unwrap();
         assert_eq!((opts2.top, opts2.skip), (Some(3), 3));
         let url3 = url::Url::parse("http://h/int/x/P.svc/S?$skip=6&$orderby=Id desc").unwrap();
-        let out = list(rows, &schema, &parse_query(url3.query(), &schema).unwrap(), &url3, paging, Render { ieee754: false });
+        let out =
+            list(rows, &schema, &parse_query(url3.query(), &schema).unwrap(), &url3, paging, Render { ieee754: false });
         assert_eq!(out["value"][0]["Id"], 0);
         assert!(out.get("@odata.nextLink").is_none());
         assert_eq!(out["@odata.context"], "http://h/int/x/P.svc/$metadata#S");

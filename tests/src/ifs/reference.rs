@@ -100,10 +100,7 @@ impl Account {
     }
 
     pub fn demand_for(&self, part: char) -> Demand {
-        CODE_PARTS
-            .iter()
-            .position(|p| *p == part)
-            .map_or(Demand::NotAllowed, |i| self.req_code[i])
+        CODE_PARTS.iter().position(|p| *p == part).map_or(Demand::NotAllowed, |i| self.req_code[i])
     }
 }
 
@@ -206,9 +203,7 @@ impl ReferenceData {
                 Account::new(co, "2420", "Employee payable").accnt_type("LIAB"),
                 Account::new(co, "6500", "Travel").demand('B', Demand::Mandatory),
                 Account::new(co, "6510", "Meals").demand('B', Demand::Mandatory),
-                Account::new(co, "6600", "Software")
-                    .demand('B', Demand::Mandatory)
-                    .demand('C', Demand::Optional),
+                Account::new(co, "6600", "Software").demand('B', Demand::Mandatory).demand('C', Demand::Optional),
                 Account::new(co, "6700", "Office supplies").demand('B', Demand::Optional),
                 Account::new(co, "7500", "Other G&A").demand('B', Demand::Mandatory),
                 Account::new(co, "7900", "Bank fees"),
@@ -234,11 +229,8 @@ impl ReferenceData {
                         NaiveDate::from_ymd_opt(year, period + 1, 1)
                     };
                     let Some(date_until) = next.and_then(|d| d.pred_opt()) else { continue };
-                    let status = if closed.contains(&(year, period)) {
-                        PeriodStatus::Closed
-                    } else {
-                        PeriodStatus::Open
-                    };
+                    let status =
+                        if closed.contains(&(year, period)) { PeriodStatus::Closed } else { PeriodStatus::Open };
                     periods.push(AccountingPeriod {
                         company: co.into(),
                         accounting_year: year,
@@ -304,29 +296,20 @@ impl ReferenceData {
     }
 
     pub fn code_part(&self, company: &str, part: char, value: &str) -> Option<&CodePartValue> {
-        self.code_parts
-            .iter()
-            .find(|c| c.company == company && c.code_part == part && c.value == value)
+        self.code_parts.iter().find(|c| c.company == company && c.code_part == part && c.value == value)
     }
 
     pub fn period(&self, company: &str, year: i32, period: u32) -> Option<&AccountingPeriod> {
-        self.periods
-            .iter()
-            .find(|p| p.company == company && p.accounting_year == year && p.accounting_period == period)
+        self.periods.iter().find(|p| p.company == company && p.accounting_year == year && p.accounting_period == period)
     }
 
     pub fn voucher_type(&self, company: &str, voucher_type: &str) -> Option<&VoucherTypeDef> {
-        self.voucher_types
-            .iter()
-            .find(|v| v.company == company && v.voucher_type == voucher_type)
+        self.voucher_types.iter().find(|v| v.company == company && v.voucher_type == voucher_type)
     }
 
     /// Display name of a code part letter.
     pub fn code_part_name(&self, part: char) -> &str {
-        CODE_PARTS
-            .iter()
-            .position(|p| *p == part)
-            .map_or("", |i| self.code_part_names[i].as_str())
+        CODE_PARTS.iter().position(|p| *p == part).map_or("", |i| self.code_part_names[i].as_str())
     }
 }
 

@@ -1,0 +1,291 @@
+//! The one DynamoDB table (`pk`/`sk`, TTL `expires_at`): idempotency records, leases and the mapping document.
+//!
+//! Item layout (ours, except the mapping document which contract §2 fixes):
+//! - idempotency: `pk = <key>`, `sk = "idem"`, `status` IN_PROGRESS | COMPLETED | FAILED, `lease_until` (N,
+//!   epoch ms), `result`/`reason` (S), `expires_at` (N, epoch s), `updated_at` (S)
+//! - lease: `pk = "lease#<name>"`, `sk = "lease"`, `holder` (S), `lease_until` (N, epoch ms)
+//! - mapping: `pk = "config"`, `sk = "mapping"`, `document` (S), `version` (N), `updated_at` (S)
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::types::AttributeValue;
+use chrono::{DateTime, TimeZone, Utc};
+
+use crate::error::{AwsError, Disposition};
+use crate::ports::{Begin, IdempotencyStore, LeaseStore};
+
+const IDEM_SK: &str = "idem";
+const IN_PROGRESS: &str = "IN_PROGRESS";
+const COMPLETED: &str = "COMPLETED";
+const FAILED: &str = "FAILED";
+
+#[derive(Debug, Clone)]
+pub struct DynamoStore {
+    client: aws_sdk_dynamodb::Client,
+    table: String,
+}
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+fn n(v: i64) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+fn get_s<'a>(item: &'a HashMap<String, AttributeValue>, key: &str) -> Option<&'a str> {
+    item.get(key).and_then(|v| v.as_s().ok()).map(String::as_str)
+}
+
+fn get_n(item: &HashMap<String, AttributeValue>, key: &str) -> Option<i64> {
+    item.get(key).and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok())
+}
+
+fn conditional_failed<E: aws_sdk_dynamodb::error::ProvideErrorMetadata>(
+    err: &aws_sdk_dynamodb::error::SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>,
+) -> bool {
+    err.as_service_error().and_then(|e| e.code()) == Some("ConditionalCheckFailedException")
+}
+
+fn corrupt(operation: &'static str, message: String) -> AwsError {
+    AwsError { service: "dynamodb", operation, code: None, message, disposition: Disposition::Permanent }
+}
+
+/// The stored mapping document (contract §2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMapping {
+    pub document: String,
+    pub version: i64,
+    pub updated_at: String,
+}
+
+impl DynamoStore {
+    pub fn new(client: aws_sdk_dynamodb::Client, table: impl Into<String>) -> Self {
+        Self { client, table: table.into() }
+    }
+
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    async fn read_idem(&self, key: &str) -> Result<Option<HashMap<String, AttributeValue>>, AwsError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(key))
+            .key("sk", s(IDEM_SK))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("dynamodb", "GetItem", &e))?;
+        Ok(out.item)
+    }
+
+    /// Reads the mapping document, if one was pushed.
+    pub async fn load_mapping(&self) -> Result<Option<StoredMapping>, AwsError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s("config"))
+            .key("sk", s("mapping"))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("dynamodb", "GetItem", &e))?;
+        let Some(item) = out.item else { return Ok(None) };
+        let document = get_s(&item, "document")
+            .ok_or_else(|| corrupt("GetItem", "mapping item has no `document`".into()))?
+            .to_owned();
+        Ok(Some(StoredMapping {
+            document,
+            version: get_n(&item, "version").unwrap_or(0),
+            updated_at: get_s(&item, "updated_at").unwrap_or_default().to_owned(),
+        }))
+    }
+
+    /// Stores a new mapping version; fails (retryable) if someone else stored one since `expected_version`.
+    pub async fn store_mapping(&self, document: &str, expected_version: Option<i64>) -> Result<i64, AwsError> {
+        let version = expected_version.unwrap_or(0) + 1;
+        let mut put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s("config"))
+            .item("sk", s("mapping"))
+            .item("document", s(document))
+            .item("version", n(version))
+            .item("updated_at", s(Utc::now().to_rfc3339()));
+        put = match expected_version {
+            Some(v) => put.condition_expression("version = :v").expression_attribute_values(":v", n(v)),
+            None => put.condition_expression("attribute_not_exists(pk)"),
+        };
+        put.send().await.map_err(|e| {
+            let mut err = AwsError::from_sdk("dynamodb", "PutItem", &e);
+            if conditional_failed(&e) {
+                err.message = "the mapping changed since it was read; read it again".into();
+                err.disposition = Disposition::Retryable;
+            }
+            err
+        })?;
+        Ok(version)
+    }
+}
+
+fn begin_from_item(item: &HashMap<String, AttributeValue>) -> Result<Begin, AwsError> {
+    match get_s(item, "status") {
+        Some(COMPLETED) => Ok(Begin::Completed { result: get_s(item, "result").map(str::to_owned) }),
+        Some(FAILED) => Ok(Begin::Failed { reason: get_s(item, "reason").unwrap_or_default().to_owned() }),
+        Some(IN_PROGRESS) => {
+            let until = get_n(item, "lease_until").and_then(|ms| Utc.timestamp_millis_opt(ms).single());
+            Ok(Begin::InProgress { until: until.unwrap_or(DateTime::<Utc>::MIN_UTC) })
+        }
+        other => Err(corrupt("GetItem", format!("idempotency item has unknown status {other:?}"))),
+    }
+}
+
+#[async_trait]
+impl IdempotencyStore for DynamoStore {
+    async fn begin(&self, key: &str, lease_until: DateTime<Utc>, now: DateTime<Utc>) -> Result<Begin, AwsError> {
+        // A claim can vanish (released) between our failed put and the read; try again a few times.
+        for _ in 0..3 {
+            let put = self
+                .client
+                .put_item()
+                .table_name(&self.table)
+                .item("pk", s(key))
+                .item("sk", s(IDEM_SK))
+                .item("status", s(IN_PROGRESS))
+                .item("lease_until", n(lease_until.timestamp_millis()))
+                // An abandoned claim must not live forever.
+                .item("expires_at", n(lease_until.timestamp() + 86_400))
+                .item("updated_at", s(now.to_rfc3339()))
+                .condition_expression("attribute_not_exists(pk) OR (#st = :inprog AND lease_until < :now)")
+                .expression_attribute_names("#st", "status")
+                .expression_attribute_values(":inprog", s(IN_PROGRESS))
+                .expression_attribute_values(":now", n(now.timestamp_millis()))
+                .send()
+                .await;
+            match put {
+                Ok(_) => return Ok(Begin::Started),
+                Err(e) if conditional_failed(&e) => {
+                    if let Some(item) = self.read_idem(key).await? {
+                        return begin_from_item(&item);
+                    }
+                }
+                Err(e) => return Err(AwsError::from_sdk("dynamodb", "PutItem", &e)),
+            }
+        }
+        Err(AwsError {
+            service: "dynamodb",
+            operation: "PutItem",
+            code: None,
+            message: format!("idempotency key {key} keeps changing under us"),
+            disposition: Disposition::Retryable,
+        })
+    }
+
+    async fn complete(&self, key: &str, result: Option<&str>, retain_until: DateTime<Utc>) -> Result<(), AwsError> {
+        let mut put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(key))
+            .item("sk", s(IDEM_SK))
+            .item("status", s(COMPLETED))
+            .item("expires_at", n(retain_until.timestamp()))
+            .item("updated_at", s(Utc::now().to_rfc3339()));
+        if let Some(result) = result {
+            put = put.item("result", s(result));
+        }
+        put.send().await.map_err(|e| AwsError::from_sdk("dynamodb", "PutItem", &e))?;
+        Ok(())
+    }
+
+    async fn fail(&self, key: &str, reason: &str, retain_until: DateTime<Utc>) -> Result<(), AwsError> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(key))
+            .item("sk", s(IDEM_SK))
+            .item("status", s(FAILED))
+            .item("reason", s(reason))
+            .item("expires_at", n(retain_until.timestamp()))
+            .item("updated_at", s(Utc::now().to_rfc3339()))
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("dynamodb", "PutItem", &e))?;
+        Ok(())
+    }
+
+    async fn release(&self, key: &str) -> Result<(), AwsError> {
+        let out = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", s(key))
+            .key("sk", s(IDEM_SK))
+            .condition_expression("#st = :inprog")
+            .expression_attribute_names("#st", "status")
+            .expression_attribute_values(":inprog", s(IN_PROGRESS))
+            .send()
+            .await;
+        match out {
+            Ok(_) => Ok(()),
+            // Already completed/failed/gone: nothing to give back.
+            Err(e) if conditional_failed(&e) => Ok(()),
+            Err(e) => Err(AwsError::from_sdk("dynamodb", "DeleteItem", &e)),
+        }
+    }
+}
+
+#[async_trait]
+impl LeaseStore for DynamoStore {
+    async fn try_acquire(
+        &self,
+        name: &str,
+        holder: &str,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, AwsError> {
+        let out = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(format!("lease#{name}")))
+            .item("sk", s("lease"))
+            .item("holder", s(holder))
+            .item("lease_until", n(until.timestamp_millis()))
+            .item("expires_at", n(until.timestamp() + 3600))
+            .condition_expression("attribute_not_exists(pk) OR lease_until < :now OR holder = :holder")
+            .expression_attribute_values(":now", n(now.timestamp_millis()))
+            .expression_attribute_values(":holder", s(holder))
+            .send()
+            .await;
+        match out {
+            Ok(_) => Ok(true),
+            Err(e) if conditional_failed(&e) => Ok(false),
+            Err(e) => Err(AwsError::from_sdk("dynamodb", "PutItem", &e)),
+        }
+    }
+
+    async fn release(&self, name: &str, holder: &str) -> Result<(), AwsError> {
+        let out = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("lease#{name}")))
+            .key("sk", s("lease"))
+            .condition_expression("holder = :holder")
+            .expression_attribute_values(":holder", s(holder))
+            .send()
+            .await;
+        match out {
+            Ok(_) => Ok(()),
+            Err(e) if conditional_failed(&e) => Ok(()),
+            Err(e) => Err(AwsError::from_sdk("dynamodb", "DeleteItem", &e)),
+        }
+    }
+}

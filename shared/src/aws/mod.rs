@@ -1,0 +1,11 @@
+//! AWS adapters for the ports: SQS (work queue), DynamoDB (idempotency, leases, the mapping document) and
+//! Secrets Manager. All of them are built from one `SdkConfig` loaded the standard way, so `AWS_ENDPOINT_URL`
+//! points them at an emulator without any custom variable.
+
+pub mod dynamodb;
+pub mod secrets;
+pub mod sqs;
+
+pub use dynamodb::DynamoStore;
+pub use secrets::SecretsManagerStore;
+pub use sqs::SqsQueue;

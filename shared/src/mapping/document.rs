@@ -1,0 +1,578 @@
+//! The mapping document (contract §5): TOML written by the finance-systems engineer, stored in DynamoDB
+//! (`pk = "config"`, `sk = "mapping"`). Parsed and checked in full before use, so a mistake is reported once,
+//! naming the rule and key, instead of surfacing record by record.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use super::template::Template;
+use crate::brex::model::LineSide;
+use crate::domain::{AccountCode, CodePartValue, CompanyCode, CurrencyCode, VoucherType};
+use crate::ifs::IfsApiNames;
+use crate::proposal::{CodePart, VoucherStatus};
+
+/// Default row text template.
+pub const DEFAULT_TEXT: &str = "{vendor} {memo}";
+/// Default VoucherText2 template.
+pub const DEFAULT_VOUCHER_TEXT: &str = "Brex {type} {record_id}";
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DocumentError {
+    /// Not TOML, a missing required key, an unknown key or a wrong type outside `[[rule]]`.
+    #[error("mapping document: {0}")]
+    Syntax(String),
+    #[error("mapping document [ifs] `{key}`: {message}")]
+    Ifs { key: &'static str, message: String },
+    /// `number` is the rule's 1-based position among the `[[rule]]` tables; `key` e.g. `set.code_k`.
+    #[error("mapping document [[rule]] #{number} `{key}`: {message}")]
+    Rule { number: usize, key: String, message: String },
+}
+
+/// A checked mapping document.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MappingDocument {
+    /// Default IFS company.
+    pub company: CompanyCode,
+    pub voucher_type: VoucherType,
+    pub voucher_status: VoucherStatus,
+    /// ReferenceSerie on every row; safe inside an OData string literal, at most 50 chars.
+    pub reference_serie: String,
+    /// Card liability: the account of funding lines (see [`crate::mapping`]) without an account of their own.
+    pub credit_account: AccountCode,
+    /// Employee payable: replaces `credit_account` as the default for `REIMBURSEMENT` records.
+    pub reimbursement_credit_account: Option<AccountCode>,
+    /// Row text (IFS `Text`).
+    pub text: Template,
+    /// Voucher text (IFS `VoucherText2`).
+    pub voucher_text: Template,
+    /// `[ifs.api]`: projection/entity-set/action names of the customer's IFS release.
+    pub api: IfsApiNames,
+    pub rules: Vec<Rule>,
+    pub passthrough: Passthrough,
+}
+
+/// The document as read from DynamoDB, with the item's `version` for audit and cache checks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadedMapping {
+    pub document: MappingDocument,
+    pub version: i64,
+}
+
+impl LoadedMapping {
+    pub fn parse(text: &str, version: i64) -> Result<Self, DocumentError> {
+        Ok(Self { document: MappingDocument::parse(text)?, version })
+    }
+}
+
+/// `[passthrough]`: take IFS codes straight from Brex where the customer created Brex field values with IFS
+/// codes as remote ids (brex-api.md §6).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Passthrough {
+    /// A line's field with `remote_field_id == "GL_ACCOUNT"` and a `remote_field_value_id` gives its account.
+    #[serde(default)]
+    pub gl_account_remote_id: bool,
+}
+
+/// One `[[rule]]`: when every condition holds for a line, `set` applies to it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rule {
+    /// 1-based position among the `[[rule]]` tables, for messages.
+    pub number: usize,
+    pub when: Vec<Condition>,
+    pub set: RuleSet,
+}
+
+impl Rule {
+    /// Rules without a line-level condition describe the purchase, so they reach only expense lines.
+    pub fn is_line_level(&self) -> bool {
+        self.when.iter().any(|c| matches!(c, Condition::Field { .. } | Condition::Side(_)))
+    }
+}
+
+/// A `when` key. Text comparisons ignore case and surrounding blanks; `*` matches any run of characters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Condition {
+    /// `field` + `value`: the line carries a field named `name` (`field_name`) whose `field_value_name` or
+    /// `remote_field_value_id` matches `value`.
+    Field { name: String, value: Pattern },
+    /// The user's department, else the first `Department` line field.
+    Department(Pattern),
+    /// The first `Category` line field.
+    Category(Pattern),
+    SourceType(Pattern),
+    RecordType(Pattern),
+    /// The record's (billed) currency.
+    Currency(Pattern),
+    UserEmail(Pattern),
+    /// The line's type as Brex sent it.
+    Side(LineSide),
+}
+
+/// A case-insensitive pattern where `*` matches any run of characters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pattern {
+    source: String,
+    folded: Vec<char>,
+}
+
+impl Pattern {
+    pub fn new(source: &str) -> Self {
+        let source = source.trim().to_owned();
+        let folded = source.to_lowercase().chars().collect();
+        Self { source, folded }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.source
+    }
+
+    pub fn matches(&self, text: &str) -> bool {
+        let text: Vec<char> = text.trim().to_lowercase().chars().collect();
+        glob(&self.folded, &text)
+    }
+
+    fn has_wildcard(&self) -> bool {
+        self.folded.contains(&'*')
+    }
+}
+
+/// Iterative wildcard match (`*` only), linear in practice, no recursion.
+fn glob(pattern: &[char], text: &[char]) -> bool {
+    let (mut p, mut t) = (0, 0);
+    let mut resume: Option<(usize, usize)> = None;
+    while t < text.len() {
+        if p < pattern.len() && pattern[p] == '*' {
+            resume = Some((p, t));
+            p += 1;
+        } else if p < pattern.len() && pattern[p] == text[t] {
+            p += 1;
+            t += 1;
+        } else if let Some((star, from)) = resume {
+            p = star + 1;
+            t = from + 1;
+            resume = Some((star, from + 1));
+        } else {
+            return false;
+        }
+    }
+    pattern[p..].iter().all(|&c| c == '*')
+}
+
+/// What a rule sets; every key optional, at least one present.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RuleSet {
+    pub account: Option<AccountCode>,
+    pub code_parts: BTreeMap<CodePart, CodePartValue>,
+    /// Record-wide: every row of the voucher lands in this company.
+    pub company: Option<CompanyCode>,
+    /// Record-wide: the account of funding lines that have none of their own.
+    pub credit_account: Option<AccountCode>,
+}
+
+/// The rule key of a code part (`code_b`).
+pub fn code_part_key(part: CodePart) -> String {
+    format!("code_{}", part.property()[4..].to_ascii_lowercase())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDocument {
+    ifs: RawIfs,
+    #[serde(default)]
+    rule: Vec<toml::Table>,
+    #[serde(default)]
+    passthrough: Passthrough,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIfs {
+    company: String,
+    voucher_type: String,
+    #[serde(default)]
+    voucher_status: Option<String>,
+    reference_serie: String,
+    credit_account: String,
+    #[serde(default)]
+    reimbursement_credit_account: Option<String>,
+    #[serde(default)]
+    text: Option<String>,
+    #[serde(default)]
+    voucher_text: Option<String>,
+    #[serde(default)]
+    api: IfsApiNames,
+}
+
+const WHEN_KEYS: &str = "field, value, department, category, source_type, record_type, currency, user_email, side";
+
+impl MappingDocument {
+    pub fn parse(text: &str) -> Result<Self, DocumentError> {
+        let raw: RawDocument = toml::from_str(text).map_err(|e| DocumentError::Syntax(e.to_string()))?;
+        let ifs = raw.ifs;
+        let ifs_err = |key: &'static str| move |message: String| DocumentError::Ifs { key, message };
+
+        let company = CompanyCode::parse(&ifs.company).map_err(|e| ifs_err("company")(e.to_string()))?;
+        let voucher_type =
+            VoucherType::parse(&ifs.voucher_type).map_err(|e| ifs_err("voucher_type")(e.to_string()))?;
+        let voucher_status = match ifs.voucher_status.as_deref() {
+            None => VoucherStatus::default(),
+            Some(s) => parse_status(s).ok_or_else(|| {
+                ifs_err("voucher_status")(format!(
+                    "{s:?} is not a voucher status; use NotApproved, AwaitingApproval or Approved"
+                ))
+            })?,
+        };
+        let reference_serie = parse_reference_serie(&ifs.reference_serie).map_err(ifs_err("reference_serie"))?;
+        let credit_account =
+            AccountCode::parse(&ifs.credit_account).map_err(|e| ifs_err("credit_account")(e.to_string()))?;
+        let reimbursement_credit_account = ifs
+            .reimbursement_credit_account
+            .as_deref()
+            .map(AccountCode::parse)
+            .transpose()
+            .map_err(|e| ifs_err("reimbursement_credit_account")(e.to_string()))?;
+        let text = Template::parse(ifs.text.as_deref().unwrap_or(DEFAULT_TEXT))
+            .map_err(|e| ifs_err("text")(e.to_string()))?;
+        let voucher_text = Template::parse(ifs.voucher_text.as_deref().unwrap_or(DEFAULT_VOUCHER_TEXT))
+            .map_err(|e| ifs_err("voucher_text")(e.to_string()))?;
+
+        let rules = raw.rule.iter().enumerate().map(|(i, table)| parse_rule(i + 1, table)).collect::<Result<_, _>>()?;
+
+        Ok(Self {
+            company,
+            voucher_type,
+            voucher_status,
+            reference_serie,
+            credit_account,
+            reimbursement_credit_account,
+            text,
+            voucher_text,
+            api: ifs.api,
+            rules,
+            passthrough: raw.passthrough,
+        })
+    }
+}
+
+fn parse_status(s: &str) -> Option<VoucherStatus> {
+    [VoucherStatus::NotApproved, VoucherStatus::AwaitingApproval, VoucherStatus::Approved]
+        .into_iter()
+        .find(|v| v.as_str() == s.trim())
+}
+
+/// ReferenceSerie goes into every row and into the dedup `$filter` as a string literal.
+fn parse_reference_serie(s: &str) -> Result<String, String> {
+    if s.is_empty() || s.len() > 50 {
+        return Err("must be 1 to 50 characters".into());
+    }
+    if !s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+        return Err(format!("{s:?}: only letters, digits, '_' and '-' are allowed"));
+    }
+    Ok(s.to_owned())
+}
+
+fn parse_rule(number: usize, table: &toml::Table) -> Result<Rule, DocumentError> {
+    let err = |key: &str, message: String| DocumentError::Rule { number, key: key.to_owned(), message };
+    if let Some(key) = table.keys().find(|k| *k != "when" && *k != "set") {
+        return Err(err(key, "unknown key; a rule has only `when` and `set`".into()));
+    }
+    let when = sub_table(table, "when").map_err(|m| err("when", m))?;
+    let set = sub_table(table, "set").map_err(|m| err("set", m))?;
+    Ok(Rule { number, when: parse_when(when, &err)?, set: parse_set(set, &err)? })
+}
+
+fn sub_table<'a>(table: &'a toml::Table, key: &str) -> Result<&'a toml::Table, String> {
+    match table.get(key) {
+        None => Err("missing".into()),
+        Some(toml::Value::Table(t)) => Ok(t),
+        Some(other) => Err(format!("must be a table, e.g. {key} = {{ … }}, not a {}", other.type_str())),
+    }
+}
+
+fn string_value(value: &toml::Value) -> Result<&str, String> {
+    match value {
+        toml::Value::String(s) if !s.trim().is_empty() => Ok(s),
+        toml::Value::String(_) => Err("must not be empty".into()),
+        toml::Value::Integer(i) => Err(format!("must be a string; quote it: \"{i}\"")),
+        other => Err(format!("must be a string, not a {}", other.type_str())),
+    }
+}
+
+fn parse_when(
+    when: &toml::Table,
+    err: &impl Fn(&str, String) -> DocumentError,
+) -> Result<Vec<Condition>, DocumentError> {
+    if when.is_empty() {
+        return Err(err("when", "is empty; a rule must say which lines it matches".into()));
+    }
+    let mut conditions = Vec::new();
+    let mut field = None;
+    let mut value = None;
+    for (key, raw) in when {
+        let full = format!("when.{key}");
+        let s = string_value(raw).map_err(|m| err(&full, m))?;
+        let pattern = Pattern::new(s);
+        match key.as_str() {
+            "field" => field = Some(s.trim().to_owned()),
+            "value" => value = Some(pattern),
+            "department" => conditions.push(Condition::Department(pattern)),
+            "category" => conditions.push(Condition::Category(pattern)),
+            "source_type" => {
+                if !pattern.has_wildcard() && !["CARD", "REIMBURSEMENT", "BILL"].iter().any(|t| pattern.matches(t)) {
+                    return Err(err(&full, format!("{s:?} is not a Brex source type (CARD, REIMBURSEMENT, BILL)")));
+                }
+                conditions.push(Condition::SourceType(pattern));
+            }
+            "record_type" => conditions.push(Condition::RecordType(pattern)),
+            "currency" => {
+                if !pattern.has_wildcard() && CurrencyCode::parse(s).is_err() {
+                    return Err(err(&full, format!("{s:?} is not a three-letter currency code")));
+                }
+                conditions.push(Condition::Currency(pattern));
+            }
+            "user_email" => conditions.push(Condition::UserEmail(pattern)),
+            "side" => {
+                let side = match s.trim().to_ascii_uppercase().as_str() {
+                    "DEBIT" => LineSide::Debit,
+                    "CREDIT" => LineSide::Credit,
+                    _ => return Err(err(&full, format!("{s:?}: use DEBIT or CREDIT"))),
+                };
+                conditions.push(Condition::Side(side));
+            }
+            _ => return Err(err(&full, format!("unknown condition; known: {WHEN_KEYS}"))),
+        }
+    }
+    match (field, value) {
+        (Some(name), Some(value)) => conditions.insert(0, Condition::Field { name, value }),
+        (None, None) => {}
+        (Some(_), None) => return Err(err("when.field", "needs a `value` to compare the field with".into())),
+        (None, Some(_)) => return Err(err("when.value", "needs a `field` naming the accounting field".into())),
+    }
+    Ok(conditions)
+}
+
+fn parse_set(set: &toml::Table, err: &impl Fn(&str, String) -> DocumentError) -> Result<RuleSet, DocumentError> {
+    if set.is_empty() {
+        return Err(err("set", "is empty; a rule must set at least one target".into()));
+    }
+    let mut out = RuleSet::default();
+    for (key, raw) in set {
+        let full = format!("set.{key}");
+        let s = string_value(raw).map_err(|m| err(&full, m))?;
+        let invalid = |e: crate::domain::InvalidId| err(&full, e.to_string());
+        match key.as_str() {
+            "account" => out.account = Some(AccountCode::parse(s).map_err(invalid)?),
+            "company" => out.company = Some(CompanyCode::parse(s).map_err(invalid)?),
+            "credit_account" => out.credit_account = Some(AccountCode::parse(s).map_err(invalid)?),
+            other if other.starts_with("code") => {
+                // Only the `code_b` spelling is accepted, so one document reads one way.
+                let part = CodePart::parse(other)
+                    .filter(|p| code_part_key(*p) == other)
+                    .ok_or_else(|| err(&full, "unknown code part; IFS code parts are code_b … code_j".into()))?;
+                out.code_parts.insert(part, CodePartValue::parse(s).map_err(invalid)?);
+            }
+            _ => {
+                return Err(err(
+                    &full,
+                    "unknown target; known: account, company, credit_account, code_b … code_j".into(),
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[ifs]
+company = "10"
+voucher_type = "M"
+reference_serie = "BREX"
+credit_account = "2410"
+"#;
+
+    fn with_rules(rules: &str) -> Result<MappingDocument, DocumentError> {
+        MappingDocument::parse(&format!("{MINIMAL}\n{rules}"))
+    }
+
+    fn rule_error(rules: &str) -> (usize, String, String) {
+        match with_rules(rules) {
+            Err(DocumentError::Rule { number, key, message }) => (number, key, message),
+            other => panic!("expected a rule error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_example_document_parses() {
+        let doc = MappingDocument::parse(include_str!("../../../infra/mapping.example.toml")).unwrap();
+        assert_eq!(doc.company.as_str(), "10");
+        assert_eq!(doc.voucher_status, VoucherStatus::NotApproved);
+        assert_eq!(doc.reference_serie, "BREX");
+        assert_eq!(doc.credit_account.as_str(), "2410");
+        assert_eq!(doc.reimbursement_credit_account.as_ref().map(AccountCode::as_str), Some("2420"));
+        assert!(doc.passthrough.gl_account_remote_id);
+        assert_eq!(doc.api, IfsApiNames::default());
+        assert!(doc.rules.len() >= 10);
+        let canada = doc
+            .rules
+            .iter()
+            .find(|r| r.set.company.as_ref().is_some_and(|c| c.as_str() == "20"))
+            .expect("a rule books Acme Canada in company 20");
+        assert!(canada.is_line_level());
+    }
+
+    #[test]
+    fn the_contract_example_parses_with_defaults() {
+        let doc = with_rules(
+            r#"
+[[rule]]
+when = { field = "GL Account", value = "7500 Other G&A" }
+set  = { account = "6500" }
+
+[[rule]]
+when = { department = "Engineering" }
+set  = { code_b = "200" }
+
+[[rule]]
+when = { field = "Entity", value = "Acme Canada" }
+set  = { company = "20", credit_account = "2415" }
+
+[passthrough]
+gl_account_remote_id = true
+"#,
+        )
+        .unwrap();
+        assert_eq!(doc.rules.len(), 3);
+        assert_eq!(doc.rules[1].number, 2);
+        assert!(!doc.rules[1].is_line_level());
+        assert_eq!(doc.rules[1].set.code_parts.get(&CodePart::B).map(CodePartValue::as_str), Some("200"));
+        assert_eq!(doc.text.as_str(), DEFAULT_TEXT);
+        assert_eq!(doc.voucher_status, VoucherStatus::NotApproved);
+        assert_eq!(doc.reimbursement_credit_account, None);
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let (n, key, msg) = rule_error(
+            "[[rule]]\nwhen = { department = \"Sales\" }\nset = { code_b = \"100\" }\n\
+             [[rule]]\nwhen = { department = \"Sales\" }\nset = { code_k = \"1\" }",
+        );
+        assert_eq!((n, key.as_str()), (2, "set.code_k"));
+        assert!(msg.contains("code part"), "{msg}");
+
+        let (n, key, _) = rule_error("[[rule]]\nwhen = { departement = \"Sales\" }\nset = { code_b = \"100\" }");
+        assert_eq!((n, key.as_str()), (1, "when.departement"));
+        let (_, key, _) = rule_error("[[rule]]\nwhen = { department = \"Sales\" }\nset = { acount = \"6500\" }");
+        assert_eq!(key, "set.acount");
+        let (_, key, _) = rule_error("[[rule]]\nwhen = { department = \"Sales\" }\nset = { CodeB = \"1\" }");
+        assert_eq!(key, "set.CodeB");
+        let (_, key, _) =
+            rule_error("[[rule]]\nwhen = { department = \"Sales\" }\nset = { code_b = \"1\" }\nname = \"x\"");
+        assert_eq!(key, "name");
+
+        let err = MappingDocument::parse(&format!("{MINIMAL}voucher_typ = \"M\"")).unwrap_err();
+        assert!(matches!(&err, DocumentError::Syntax(m) if m.contains("voucher_typ")), "{err}");
+        let err = MappingDocument::parse(&format!("{MINIMAL}[ifs.api]\nvoucher_set = \"X\"")).unwrap_err();
+        assert!(matches!(&err, DocumentError::Syntax(m) if m.contains("voucher_set")), "{err}");
+        let err = MappingDocument::parse(&format!("{MINIMAL}[passthrough]\ngl_account = true")).unwrap_err();
+        assert!(matches!(err, DocumentError::Syntax(_)));
+    }
+
+    #[test]
+    fn bad_codes_are_named() {
+        let (n, key, msg) = rule_error("[[rule]]\nwhen = { department = \"Sales\" }\nset = { account = \"65 00\" }");
+        assert_eq!((n, key.as_str()), (1, "set.account"));
+        assert!(msg.contains("IFS account"), "{msg}");
+        let (_, key, msg) = rule_error("[[rule]]\nwhen = { department = \"Sales\" }\nset = { account = 6500 }");
+        assert_eq!(key, "set.account");
+        assert!(msg.contains("quote it"), "{msg}");
+        let (_, key, _) = rule_error(&format!(
+            "[[rule]]\nwhen = {{ department = \"Sales\" }}\nset = {{ company = \"{}\" }}",
+            "1".repeat(21)
+        ));
+        assert_eq!(key, "set.company");
+        let (_, key, _) = rule_error("[[rule]]\nwhen = { department = \"Sales\" }\nset = { code_c = \"\" }");
+        assert_eq!(key, "set.code_c");
+
+        let err = MappingDocument::parse(&MINIMAL.replace("\"2410\"", "\"24'10\"")).unwrap_err();
+        assert!(matches!(err, DocumentError::Ifs { key: "credit_account", .. }), "{err}");
+        let err = MappingDocument::parse(&MINIMAL.replace("\"BREX\"", "\"BR EX\"")).unwrap_err();
+        assert!(matches!(err, DocumentError::Ifs { key: "reference_serie", .. }), "{err}");
+        let err = MappingDocument::parse(&MINIMAL.replace("company = \"10\"", "company = \"\"")).unwrap_err();
+        assert!(matches!(err, DocumentError::Ifs { key: "company", .. }), "{err}");
+    }
+
+    #[test]
+    fn bad_conditions_are_named() {
+        let (_, key, msg) = rule_error("[[rule]]\nwhen = {}\nset = { account = \"6500\" }");
+        assert_eq!(key, "when");
+        assert!(msg.contains("empty"));
+        let (_, key, _) = rule_error("[[rule]]\nset = { account = \"6500\" }");
+        assert_eq!(key, "when");
+        let (_, key, _) = rule_error("[[rule]]\nwhen = { department = \"Sales\" }\nset = {}");
+        assert_eq!(key, "set");
+        let (_, key, _) = rule_error("[[rule]]\nwhen = { field = \"GL Account\" }\nset = { account = \"6500\" }");
+        assert_eq!(key, "when.field");
+        let (_, key, _) = rule_error("[[rule]]\nwhen = { value = \"6500\" }\nset = { account = \"6500\" }");
+        assert_eq!(key, "when.value");
+        let (_, key, _) = rule_error("[[rule]]\nwhen = { side = \"LEFT\" }\nset = { account = \"6500\" }");
+        assert_eq!(key, "when.side");
+        let (_, key, _) = rule_error("[[rule]]\nwhen = { source_type = \"REIMBURSMENT\" }\nset = { account = \"1\" }");
+        assert_eq!(key, "when.source_type");
+        let (_, key, _) = rule_error("[[rule]]\nwhen = { currency = \"US\" }\nset = { account = \"1\" }");
+        assert_eq!(key, "when.currency");
+        let (_, key, _) = rule_error("[[rule]]\nwhen = \"always\"\nset = { account = \"1\" }");
+        assert_eq!(key, "when");
+    }
+
+    #[test]
+    fn ifs_values_are_checked() {
+        let err = MappingDocument::parse(&format!("{MINIMAL}voucher_status = \"Posted\"")).unwrap_err();
+        assert!(matches!(&err, DocumentError::Ifs { key: "voucher_status", message } if message.contains("AwaitingApproval")));
+        let doc = MappingDocument::parse(&format!("{MINIMAL}voucher_status = \"AwaitingApproval\"")).unwrap();
+        assert_eq!(doc.voucher_status, VoucherStatus::AwaitingApproval);
+        let err = MappingDocument::parse(&format!("{MINIMAL}text = \"{{vendor}} {{memmo}}\"")).unwrap_err();
+        assert!(matches!(&err, DocumentError::Ifs { key: "text", message } if message.contains("memmo")), "{err}");
+        let err = MappingDocument::parse(&format!("{MINIMAL}voucher_text = \"{{oops\"")).unwrap_err();
+        assert!(matches!(err, DocumentError::Ifs { key: "voucher_text", .. }));
+        let err = MappingDocument::parse(&MINIMAL.replace("voucher_type = \"M\"", "voucher_type = \"MANUAL\""))
+            .unwrap_err();
+        assert!(matches!(err, DocumentError::Ifs { key: "voucher_type", .. }));
+        let err = MappingDocument::parse(&MINIMAL.replace("credit_account = \"2410\"\n", "")).unwrap_err();
+        assert!(matches!(&err, DocumentError::Syntax(m) if m.contains("credit_account")), "{err}");
+        assert!(matches!(MappingDocument::parse("not toml ["), Err(DocumentError::Syntax(_))));
+    }
+
+    #[test]
+    fn the_error_message_names_rule_and_key() {
+        let err = with_rules("[[rule]]\nwhen = { department = \"Sales\" }\nset = { code_x = \"1\" }").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "mapping document [[rule]] #1 `set.code_x`: unknown code part; IFS code parts are code_b … code_j"
+        );
+    }
+
+    #[test]
+    fn patterns_fold_case_and_take_wildcards() {
+        assert!(Pattern::new("*_REFUND").matches("card_expense_refund"));
+        assert!(!Pattern::new("*_REFUND").matches("CARD_EXPENSE_POST"));
+        assert!(Pattern::new("6500*").matches("6500 Travel"));
+        assert!(Pattern::new("a*b*c").matches("aXXbYYc"));
+        assert!(!Pattern::new("a*b*c").matches("aXXbYY"));
+        assert!(Pattern::new(" Engineering ").matches("engineering"));
+        assert!(!Pattern::new("Eng").matches("Engineering"));
+        assert!(Pattern::new("*").matches(""));
+    }
+
+    #[test]
+    fn loaded_mapping_keeps_the_version() {
+        let loaded = LoadedMapping::parse(MINIMAL, 7).unwrap();
+        assert_eq!(loaded.version, 7);
+        assert!(loaded.document.rules.is_empty());
+    }
+}

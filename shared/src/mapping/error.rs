@@ -1,0 +1,157 @@
+//! Mapping errors. Each is meant for a bookkeeper reading it in Brex (export-results failure message) or in
+//! the operator CLI, so it names the record, the line or row, and the missing piece.
+
+use std::fmt;
+
+use chrono::NaiveDate;
+use rust_decimal::Decimal;
+
+use crate::brex::model::{LineItem, LineSide};
+use crate::domain::{AccountCode, CompanyCode, CurrencyCode, Money, ReferenceNumber};
+use crate::error::{Classify, Disposition};
+use crate::ports::ExternalError;
+use crate::proposal::CodePart;
+
+/// A Brex line as messages show it: `line 1 (accrli_9, DEBIT 42.00 USD)`; `index` is 1-based.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LineRef {
+    pub index: usize,
+    pub id: Option<String>,
+    pub side: LineSide,
+    pub amount: Money,
+}
+
+impl LineRef {
+    pub(crate) fn new(position: usize, line: &LineItem) -> Self {
+        Self { index: position + 1, id: line.id.clone(), side: line.side, amount: line.amount }
+    }
+}
+
+impl fmt::Display for LineRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let side = match self.side {
+            LineSide::Debit => "DEBIT",
+            LineSide::Credit => "CREDIT",
+        };
+        write!(
+            f,
+            "line {} ({}, {side} {} {})",
+            self.index,
+            self.id.as_deref().unwrap_or("no id"),
+            show_amount(self.amount.amount, self.amount.currency),
+            self.amount.currency
+        )
+    }
+}
+
+/// Shows an amount with at least the currency's minor digits (`42.00`), as bookkeepers read money.
+pub(crate) fn show_amount(amount: Decimal, currency: CurrencyCode) -> Decimal {
+    let mut shown = amount;
+    let digits = currency.minor_unit_digits();
+    if shown.scale() < digits {
+        shown.rescale(digits);
+    }
+    shown
+}
+
+/// Why a record cannot become a posting proposal. Permanent: retrying cannot fix the record or the
+/// document, so it is reported to Brex as a failure and listed by the operator CLI. The one exception is
+/// [`MappingError::Chart`], an IFS failure while validating, which keeps IFS's own classification.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum MappingError {
+    #[error("record {record}: no lines with a non-zero amount, nothing to post")]
+    NoLines { record: ReferenceNumber },
+
+    #[error("record {record} {line}: negative line amount (Brex sends line amounts positive, the type gives the side)")]
+    NegativeAmount { record: ReferenceNumber, line: LineRef },
+
+    /// `detail` says why, e.g. `no rule matched field "GL Account" = "9999 Unknown"`.
+    #[error("record {record} {line}: no GL account — {detail}")]
+    NoAccount { record: ReferenceNumber, line: LineRef, detail: String },
+
+    #[error("record {record} {line}: GL_ACCOUNT remote id {value:?} is not a valid IFS account ({reason})")]
+    InvalidRemoteAccount { record: ReferenceNumber, line: LineRef, value: String, reason: String },
+
+    /// `first` and `second` are (company, where it came from).
+    #[error(
+        "record {record}: lines disagree on the IFS company — {first_line} → {first} (rule #{first_rule}), \
+         {second_line} → {second} (rule #{second_rule}); one voucher needs one company"
+    )]
+    CompanyConflict {
+        record: ReferenceNumber,
+        first: CompanyCode,
+        first_line: LineRef,
+        first_rule: usize,
+        second: CompanyCode,
+        second_line: LineRef,
+        second_rule: usize,
+    },
+
+    #[error(
+        "record {record}: lines disagree on the credit account — {first_line} → {first} (rule #{first_rule}), \
+         {second_line} → {second} (rule #{second_rule})"
+    )]
+    CreditAccountConflict {
+        record: ReferenceNumber,
+        first: AccountCode,
+        first_line: LineRef,
+        first_rule: usize,
+        second: AccountCode,
+        second_line: LineRef,
+        second_rule: usize,
+    },
+
+    #[error("record {record}: lines do not balance in {currency} (debits {debits}, credits {credits})")]
+    Unbalanced { record: ReferenceNumber, currency: CurrencyCode, debits: Decimal, credits: Decimal },
+
+    #[error("record {record}: lines are in several currencies ({}); one voucher takes one currency", join(.currencies))]
+    MixedCurrencies { record: ReferenceNumber, currencies: Vec<CurrencyCode> },
+
+    /// Rows are numbered from 1 in proposal order (= the Brex line order).
+    #[error("record {record} row {row}: account {account} does not exist in IFS company {company}")]
+    UnknownAccount { record: ReferenceNumber, row: usize, company: CompanyCode, account: AccountCode },
+
+    #[error("record {record} row {row}: account {account} is not valid on the voucher date {date} ({validity})")]
+    AccountNotValid { record: ReferenceNumber, row: usize, account: AccountCode, date: NaiveDate, validity: String },
+
+    #[error(
+        "record {record} row {row}: account {account} ({description}) demands {part} but no rule sets {key}",
+        key = super::document::code_part_key(*.part)
+    )]
+    MissingCodePart { record: ReferenceNumber, row: usize, account: AccountCode, description: String, part: CodePart },
+
+    #[error(
+        "record {record} row {row}: account {account} ({description}) does not allow {part}, but {key} = {value:?} \
+         is set",
+        key = super::document::code_part_key(*.part)
+    )]
+    BlockedCodePart {
+        record: ReferenceNumber,
+        row: usize,
+        account: AccountCode,
+        description: String,
+        part: CodePart,
+        value: String,
+    },
+
+    /// IFS could not be asked (validation): retryable or not as IFS's failure is.
+    #[error("record {record}: could not check the chart of accounts: {source}")]
+    Chart {
+        record: ReferenceNumber,
+        #[source]
+        source: ExternalError,
+    },
+}
+
+fn join(currencies: &[CurrencyCode]) -> String {
+    currencies.iter().map(CurrencyCode::as_str).collect::<Vec<_>>().join(", ")
+}
+
+impl Classify for MappingError {
+    fn disposition(&self) -> Disposition {
+        match self {
+            Self::Chart { source, .. } => source.disposition(),
+            _ => Disposition::Permanent,
+        }
+    }
+}

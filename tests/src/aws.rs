@@ -1,0 +1,287 @@
+//! The AWS stand-in: a moto server on loopback, reached only through the real AWS SDK for Rust.
+//!
+//! `.ci/run` (and the local run) start one moto and export the standard `AWS_ENDPOINT_URL`; a test process
+//! started without it launches its own moto from the project venv (`infra/scripts/bootstrap.sh` installs
+//! it). If neither works the tests fail with instructions — they never skip.
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, TimeToLiveSpecification,
+};
+use aws_sdk_sqs::types::QueueAttributeName;
+
+/// Everything a test needs to know about the emulator.
+#[derive(Debug, Clone)]
+pub struct Moto {
+    endpoint: String,
+}
+
+/// Keeps the moto child alive for the life of this process: when the process exits, the pipe closes and the
+/// wrapper kills moto, so no emulator outlives its tests.
+struct Guard {
+    _child: Child,
+    _stdin: ChildStdin,
+}
+
+static MOTO: OnceLock<Result<(Moto, Option<Guard>), String>> = OnceLock::new();
+
+const INSTALL_HINT: &str = "moto is needed for these tests: run `infra/scripts/bootstrap.sh` (creates .venv with \
+     moto[server]) or start one and export AWS_ENDPOINT_URL=http://127.0.0.1:PORT";
+
+impl Moto {
+    /// The process-wide emulator: the one at `AWS_ENDPOINT_URL` if set, else one started from `.venv`.
+    ///
+    /// # Panics
+    /// When no emulator can be reached or started — on purpose: a test without its AWS stand-in must fail
+    /// loudly, never skip.
+    pub fn get() -> Moto {
+        match MOTO.get_or_init(start_or_attach) {
+            Ok((moto, _)) => moto.clone(),
+            Err(why) => panic!("{why}\n{INSTALL_HINT}"),
+        }
+    }
+
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// SDK configuration equivalent to `aws_config::load_from_env()` with `AWS_ENDPOINT_URL` set to moto.
+    pub async fn sdk_config(&self) -> SdkConfig {
+        aws_config::defaults(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .endpoint_url(&self.endpoint)
+            .credentials_provider(aws_sdk_sqs::config::Credentials::new("test", "test", None, None, "moto"))
+            .load()
+            .await
+    }
+
+    /// Environment for child processes (Lambda binaries, the local run): the standard variables only.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ENDPOINT_URL", self.endpoint.clone()),
+            ("AWS_REGION", "us-east-1".into()),
+            ("AWS_ACCESS_KEY_ID", "test".into()),
+            ("AWS_SECRET_ACCESS_KEY", "test".into()),
+        ]
+    }
+}
+
+fn start_or_attach() -> Result<(Moto, Option<Guard>), String> {
+    if let Ok(endpoint) = std::env::var("AWS_ENDPOINT_URL") {
+        let addr = endpoint.trim_start_matches("http://").trim_end_matches('/');
+        let addr: SocketAddr =
+            addr.parse().map_err(|e| format!("AWS_ENDPOINT_URL={endpoint} is not host:port: {e}"))?;
+        wait_until_listening(addr, Duration::from_secs(10))
+            .map_err(|e| format!("AWS_ENDPOINT_URL={endpoint} is set but nothing answers there: {e}"))?;
+        return Ok((Moto { endpoint }, None));
+    }
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let moto_server = root.join(".venv/bin/moto_server");
+    let python = root.join(".venv/bin/python");
+    if !moto_server.exists() {
+        return Err(format!("{} does not exist", moto_server.display()));
+    }
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| format!("no free loopback port: {e}"))?
+        .port();
+    // The wrapper terminates moto when our end of its stdin closes (i.e. when this process exits).
+    let wrapper = "import subprocess, sys\n\
+                   p = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n\
+                   sys.stdout.write('started\\n'); sys.stdout.flush()\n\
+                   sys.stdin.read()\n\
+                   p.terminate()\n";
+    let mut child = Command::new(&python)
+        .arg("-c")
+        .arg(wrapper)
+        .arg(&moto_server)
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", moto_server.display()))?;
+    let stdin = child.stdin.take().ok_or("moto wrapper has no stdin")?;
+    if let Some(out) = child.stdout.take() {
+        let mut line = String::new();
+        let _ = BufReader::new(out).read_line(&mut line);
+    }
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    wait_until_listening(addr, Duration::from_secs(30)).map_err(|e| format!("moto did not start on {addr}: {e}"))?;
+    Ok((Moto { endpoint: format!("http://{addr}") }, Some(Guard { _child: child, _stdin: stdin })))
+}
+
+fn wait_until_listening(addr: SocketAddr, timeout: Duration) -> Result<(), String> {
+    let start = Instant::now();
+    loop {
+        match TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+            Ok(_) => return Ok(()),
+            Err(e) if start.elapsed() > timeout => return Err(e.to_string()),
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
+
+/// The resources of one stack (what template.yaml creates), with names unique to one test.
+#[derive(Debug, Clone)]
+pub struct Stack {
+    pub sdk: SdkConfig,
+    pub queue_url: String,
+    pub dlq_url: String,
+    pub table_name: String,
+    pub brex_secret_id: String,
+    pub ifs_secret_id: String,
+}
+
+pub struct StackSpec<'a> {
+    pub name: &'a str,
+    pub brex_secret: &'a str,
+    pub ifs_secret: &'a str,
+    /// Seconds a received message stays hidden (short in tests so redelivery is quick).
+    pub visibility_timeout: u32,
+    pub max_receive_count: u32,
+}
+
+impl Default for StackSpec<'_> {
+    fn default() -> Self {
+        Self {
+            name: "test",
+            brex_secret: r#"{"token":"bxt_sim_user_token"}"#,
+            ifs_secret: "{}",
+            visibility_timeout: 30,
+            max_receive_count: 5,
+        }
+    }
+}
+
+impl Stack {
+    /// Creates queue + DLQ (redrive), table (`pk`/`sk`, TTL `expires_at`) and both secrets.
+    pub async fn create(moto: &Moto, spec: StackSpec<'_>) -> Result<Stack, String> {
+        let sdk = moto.sdk_config().await;
+        let unique = format!("{}-{}", spec.name, &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        let sqs = aws_sdk_sqs::Client::new(&sdk);
+        let dlq_url = sqs
+            .create_queue()
+            .queue_name(format!("{unique}-dlq"))
+            .send()
+            .await
+            .map_err(|e| format!("create DLQ: {e:?}"))?
+            .queue_url
+            .ok_or("no DLQ url")?;
+        let dlq_arn = sqs
+            .get_queue_attributes()
+            .queue_url(&dlq_url)
+            .attribute_names(QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .map_err(|e| format!("DLQ arn: {e:?}"))?
+            .attributes
+            .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
+            .ok_or("no DLQ arn")?;
+        let redrive = serde_json::json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": spec.max_receive_count});
+        let queue_url = sqs
+            .create_queue()
+            .queue_name(format!("{unique}-work"))
+            .attributes(QueueAttributeName::RedrivePolicy, redrive.to_string())
+            .attributes(QueueAttributeName::VisibilityTimeout, spec.visibility_timeout.to_string())
+            .send()
+            .await
+            .map_err(|e| format!("create queue: {e:?}"))?
+            .queue_url
+            .ok_or("no queue url")?;
+
+        let ddb = aws_sdk_dynamodb::Client::new(&sdk);
+        let table_name = format!("{unique}-table");
+        let key = |name: &str, kind| KeySchemaElement::builder().attribute_name(name).key_type(kind).build();
+        let attr = |name: &str| {
+            AttributeDefinition::builder().attribute_name(name).attribute_type(ScalarAttributeType::S).build()
+        };
+        ddb.create_table()
+            .table_name(&table_name)
+            .billing_mode(BillingMode::PayPerRequest)
+            .key_schema(key("pk", KeyType::Hash).map_err(|e| e.to_string())?)
+            .key_schema(key("sk", KeyType::Range).map_err(|e| e.to_string())?)
+            .attribute_definitions(attr("pk").map_err(|e| e.to_string())?)
+            .attribute_definitions(attr("sk").map_err(|e| e.to_string())?)
+            .send()
+            .await
+            .map_err(|e| format!("create table: {e:?}"))?;
+        ddb.update_time_to_live()
+            .table_name(&table_name)
+            .time_to_live_specification(
+                TimeToLiveSpecification::builder()
+                    .attribute_name("expires_at")
+                    .enabled(true)
+                    .build()
+                    .map_err(|e| e.to_string())?,
+            )
+            .send()
+            .await
+            .map_err(|e| format!("ttl: {e:?}"))?;
+
+        let sm = aws_sdk_secretsmanager::Client::new(&sdk);
+        let mut ids = Vec::new();
+        for (which, value) in [("brex", spec.brex_secret), ("ifs", spec.ifs_secret)] {
+            let arn = sm
+                .create_secret()
+                .name(format!("{unique}/{which}"))
+                .secret_string(value)
+                .send()
+                .await
+                .map_err(|e| format!("create secret {which}: {e:?}"))?
+                .arn
+                .ok_or("no secret arn")?;
+            ids.push(arn);
+        }
+        let ifs_secret_id = ids.pop().unwrap_or_default();
+        let brex_secret_id = ids.pop().unwrap_or_default();
+        Ok(Stack { sdk, queue_url, dlq_url, table_name, brex_secret_id, ifs_secret_id })
+    }
+
+    /// Receives and deletes every message currently visible on `queue_url`, returning the bodies.
+    pub async fn drain(&self, queue_url: &str) -> Vec<String> {
+        let sqs = aws_sdk_sqs::Client::new(&self.sdk);
+        let mut bodies = Vec::new();
+        let mut empty_polls = 0;
+        while empty_polls < 2 {
+            let received = match sqs.receive_message().queue_url(queue_url).max_number_of_messages(10).send().await {
+                Ok(out) => out.messages.unwrap_or_default(),
+                Err(_) => break,
+            };
+            if received.is_empty() {
+                empty_polls += 1;
+                continue;
+            }
+            for message in received {
+                if let Some(handle) = message.receipt_handle() {
+                    let _ = sqs.delete_message().queue_url(queue_url).receipt_handle(handle).send().await;
+                }
+                bodies.extend(message.body);
+            }
+        }
+        bodies
+    }
+
+    /// `ApproximateNumberOfMessages` (visible) + `…NotVisible` (in flight) of a queue.
+    pub async fn queue_depth(&self, queue_url: &str) -> usize {
+        let sqs = aws_sdk_sqs::Client::new(&self.sdk);
+        let attrs = sqs
+            .get_queue_attributes()
+            .queue_url(queue_url)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+            .send()
+            .await
+            .ok()
+            .and_then(|o| o.attributes)
+            .unwrap_or_default();
+        attrs.values().filter_map(|v| v.parse::<usize>().ok()).sum()
+    }
+}

@@ -1,0 +1,130 @@
+//! The AWS adapters of `shared` against moto, through the real SDK.
+
+use chrono::{Duration, Utc};
+use shared::aws::{DynamoStore, SecretsManagerStore, SqsQueue};
+use shared::domain::{AccountingRecordId, Origin, Secret, WorkItem};
+use shared::ports::{Begin, IdempotencyStore, LeaseStore, SecretStore, WorkQueue};
+use sims::aws::{Moto, Stack, StackSpec};
+
+async fn stack(name: &str) -> Stack {
+    Stack::create(&Moto::get(), StackSpec { name, ..StackSpec::default() }).await.expect("stack")
+}
+
+#[tokio::test]
+async fn idempotency_follows_powertools_semantics() {
+    let stack = stack("idem").await;
+    let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&stack.sdk), &stack.table_name);
+    let now = Utc::now();
+    let lease = now + Duration::seconds(60);
+
+    assert_eq!(store.begin("record#accr_1", lease, now).await.unwrap(), Begin::Started);
+    match store.begin("record#accr_1", lease, now).await.unwrap() {
+        Begin::InProgress { until } => assert_eq!(until.timestamp_millis(), lease.timestamp_millis()),
+        other => panic!("expected in progress, got {other:?}"),
+    }
+    // An expired lease is taken over.
+    let later = lease + Duration::seconds(1);
+    assert_eq!(store.begin("record#accr_1", later + Duration::seconds(60), later).await.unwrap(), Begin::Started);
+
+    store.complete("record#accr_1", Some("10-2026-M-1"), now + Duration::days(30)).await.unwrap();
+    assert_eq!(
+        store.begin("record#accr_1", lease, now).await.unwrap(),
+        Begin::Completed { result: Some("10-2026-M-1".into()) }
+    );
+    // Release never removes a completed record.
+    IdempotencyStore::release(&store, "record#accr_1").await.unwrap();
+    assert!(matches!(store.begin("record#accr_1", lease, now).await.unwrap(), Begin::Completed { .. }));
+
+    assert_eq!(store.begin("record#accr_2", lease, now).await.unwrap(), Begin::Started);
+    IdempotencyStore::release(&store, "record#accr_2").await.unwrap();
+    assert_eq!(store.begin("record#accr_2", lease, now).await.unwrap(), Begin::Started, "released claims restart");
+    store.fail("record#accr_2", "no GL account", now + Duration::days(30)).await.unwrap();
+    assert_eq!(
+        store.begin("record#accr_2", lease, now).await.unwrap(),
+        Begin::Failed { reason: "no GL account".into() }
+    );
+}
+
+#[tokio::test]
+async fn concurrent_begins_have_exactly_one_winner() {
+    let stack = stack("race").await;
+    let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&stack.sdk), &stack.table_name);
+    let now = Utc::now();
+    let attempts = (0..8).map(|_| {
+        let store = store.clone();
+        async move { store.begin("webhook#msg_1", now + Duration::seconds(30), now).await.unwrap() }
+    });
+    let results = futures::future::join_all(attempts).await;
+    assert_eq!(results.iter().filter(|r| **r == Begin::Started).count(), 1, "{results:?}");
+}
+
+#[tokio::test]
+async fn leases_exclude_other_holders_until_expiry() {
+    let stack = stack("lease").await;
+    let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&stack.sdk), &stack.table_name);
+    let now = Utc::now();
+    let until = now + Duration::seconds(10);
+    assert!(store.try_acquire("refresh", "a", until, now).await.unwrap());
+    assert!(!store.try_acquire("refresh", "b", until, now).await.unwrap());
+    assert!(store.try_acquire("refresh", "a", until, now).await.unwrap(), "holder may extend");
+    assert!(store.try_acquire("refresh", "b", until + Duration::seconds(10), until + Duration::seconds(1)).await.unwrap());
+    LeaseStore::release(&store, "refresh", "a").await.unwrap();
+    assert!(!store.try_acquire("refresh", "c", until, now).await.unwrap(), "a's release must not free b's lease");
+    LeaseStore::release(&store, "refresh", "b").await.unwrap();
+    assert!(store.try_acquire("refresh", "c", until, now).await.unwrap());
+}
+
+#[tokio::test]
+async fn mapping_document_is_versioned() {
+    let stack = stack("mapping").await;
+    let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&stack.sdk), &stack.table_name);
+    assert!(store.load_mapping().await.unwrap().is_none());
+    assert_eq!(store.store_mapping("[ifs]\ncompany = \"10\"\n", None).await.unwrap(), 1);
+    assert!(store.store_mapping("x", None).await.is_err(), "creating twice must fail");
+    assert_eq!(store.store_mapping("[ifs]\ncompany = \"20\"\n", Some(1)).await.unwrap(), 2);
+    assert!(store.store_mapping("stale", Some(1)).await.is_err(), "stale version must fail");
+    let loaded = store.load_mapping().await.unwrap().unwrap();
+    assert_eq!((loaded.version, loaded.document.as_str()), (2, "[ifs]\ncompany = \"20\"\n"));
+}
+
+#[tokio::test]
+async fn queue_receives_every_item_in_batches() {
+    let stack = stack("queue").await;
+    let queue = SqsQueue::new(aws_sdk_sqs::Client::new(&stack.sdk), &stack.queue_url);
+    let ids: Vec<_> = (0..1234).map(|i| AccountingRecordId::parse(&format!("accr_{i}")).unwrap()).collect();
+    let items = WorkItem::accounting_records(&ids, &Origin::Poll, Utc::now());
+    assert_eq!(items.len(), 25);
+    queue.enqueue(&items).await.unwrap();
+    let bodies = stack.drain(&stack.queue_url).await;
+    let mut seen: Vec<String> = bodies
+        .iter()
+        .flat_map(|b| match serde_json::from_str::<WorkItem>(b).unwrap() {
+            WorkItem::AccountingRecords { ids, .. } => ids.into_iter().map(|i| i.to_string()).collect::<Vec<_>>(),
+            WorkItem::Expenses { .. } => vec![],
+        })
+        .collect();
+    seen.sort();
+    let mut expected: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
+    expected.sort();
+    assert_eq!(seen, expected);
+}
+
+#[tokio::test]
+async fn queue_errors_are_retryable_when_sqs_is_unreachable() {
+    let stack = stack("gone").await;
+    let queue = SqsQueue::new(aws_sdk_sqs::Client::new(&stack.sdk), format!("{}-missing", stack.queue_url));
+    let item = WorkItem::accounting_records(&[AccountingRecordId::parse("accr_1").unwrap()], &Origin::Poll, Utc::now());
+    let err = queue.enqueue(&item).await.unwrap_err();
+    assert_eq!(err.service, "sqs");
+}
+
+#[tokio::test]
+async fn secrets_round_trip() {
+    let stack = stack("secrets").await;
+    let store = SecretsManagerStore::new(aws_sdk_secretsmanager::Client::new(&stack.sdk));
+    assert_eq!(store.get_secret(&stack.brex_secret_id).await.unwrap().expose(), r#"{"token":"bxt_sim_user_token"}"#);
+    store.put_secret(&stack.brex_secret_id, &Secret::new(r#"{"token":"bxt_rotated"}"#)).await.unwrap();
+    assert_eq!(store.get_secret(&stack.brex_secret_id).await.unwrap().expose(), r#"{"token":"bxt_rotated"}"#);
+    let missing = store.get_secret("no-such-secret").await.unwrap_err();
+    assert!(!shared::error::Classify::is_retryable(&missing), "unknown secret is permanent: {missing}");
+}
