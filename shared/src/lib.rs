@@ -6,6 +6,7 @@ pub mod brex;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod lambda;
 pub mod ifs;
 pub mod mapping;
 pub mod ports;

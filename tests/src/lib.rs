@@ -3,6 +3,7 @@
 //! The simulators are product, not test scaffolding: the README's local run uses them, and they count what
 //! matters (requests, 412s, 429s, token fetches) so tests can assert on it.
 
+pub mod apigw;
 pub mod aws;
 pub mod brex;
 pub mod ifs;

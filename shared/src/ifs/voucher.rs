@@ -278,7 +278,9 @@ impl IfsClient {
             uncertain += 1;
             tracing::warn!(reference = %proposal.reference_number, error = %why, "CreateVoucher outcome unknown; re-checking IFS");
             // Give a commit that is still in flight time to land before looking.
-            if let super::retry::Backoff::Wait(delay) = self.inner.retry.backoff(uncertain, None, &mut rand::rng()) {
+            // The RNG must be dropped before the await: it is not Send.
+            let backoff = self.inner.retry.backoff(uncertain, None, &mut rand::rng());
+            if let super::retry::Backoff::Wait(delay) = backoff {
                 tokio::time::sleep(delay).await;
             }
             let refs = std::slice::from_ref(&proposal.reference_number);

@@ -365,3 +365,525 @@ pub fn map_record(doc: &MappingDocument, record: &AccountingRecord) -> Result<Pr
     );
     Ok(proposal)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::{Classify, Disposition};
+    use serde_json::{Value, json};
+    use std::str::FromStr;
+
+    fn example() -> MappingDocument {
+        MappingDocument::parse(include_str!("../../../infra/mapping.example.toml")).unwrap()
+    }
+
+    fn doc(extra: &str) -> MappingDocument {
+        MappingDocument::parse(&format!(
+            "[ifs]\ncompany = \"10\"\nvoucher_type = \"M\"\nreference_serie = \"BREX\"\ncredit_account = \"2410\"\n{extra}"
+        ))
+        .unwrap()
+    }
+
+    fn dec(s: &str) -> Decimal {
+        Decimal::from_str(s).unwrap()
+    }
+
+    fn gl(name: Option<&str>, remote: Option<&str>) -> Value {
+        json!({"brex_field_id": "extended_field_gl_account", "remote_field_id": "GL_ACCOUNT",
+               "brex_field_value_id": name.map(|_| "efo_gl"), "remote_field_value_id": remote,
+               "field_name": "GL Account", "field_value_name": name, "type": "IDENTIFIER"})
+    }
+
+    fn field(name: &str, value: &str) -> Value {
+        json!({"brex_field_id": format!("extended_field_{name}"), "remote_field_id": name.to_uppercase(),
+               "brex_field_value_id": "efo_x", "remote_field_value_id": null,
+               "field_name": name, "field_value_name": value, "type": "IDENTIFIER"})
+    }
+
+    fn line(id: &str, side: &str, amount: &str, currency: &str, fields: Vec<Value>) -> Value {
+        json!({"id": id, "type": side, "amount": {"amount": amount, "currency": currency},
+               "accounting_field_values": fields})
+    }
+
+    fn with_original(mut line: Value, amount: &str, currency: &str) -> Value {
+        line["original_amount"] = json!({"amount": amount, "currency": currency});
+        line
+    }
+
+    fn record(record_type: &str, source_type: &str, lines: Vec<Value>) -> AccountingRecord {
+        let debits: Decimal = lines
+            .iter()
+            .filter(|l| l["type"] == "DEBIT")
+            .map(|l| dec(l["amount"]["amount"].as_str().unwrap()))
+            .sum();
+        let currency = lines[0]["amount"]["currency"].clone();
+        serde_json::from_value(json!({
+            "id": "accr_1", "amount": {"amount": debits.to_string(), "currency": currency},
+            "type": record_type, "review_status": "READY_FOR_EXPORT", "source_id": "expense_1",
+            "source_type": source_type, "erp_posting_date": "2026-06-11T00:00:00Z",
+            "posted_at": "2026-06-10T09:09:10Z", "updated_at": "2026-06-11T09:09:10Z", "version": 3,
+            "user": {"id": "cuuser_1", "first_name": "Ada", "last_name": "Lovelace",
+                     "email": "ada.lovelace@acme.example", "department_name": "Engineering"},
+            "vendor": {"id": "pmch_1", "name": "Delta"}, "memo": "Flight to SFO",
+            "line_items": lines,
+        }))
+        .unwrap()
+    }
+
+    /// A plain card purchase: DEBIT expense coded "6500 Travel", CREDIT liability without fields.
+    fn card_purchase() -> AccountingRecord {
+        record(
+            "CARD_EXPENSE_POST",
+            "CARD",
+            vec![
+                line("accrli_1", "DEBIT", "171.75", "USD", vec![gl(Some("6500 Travel"), None), field("Department", "Engineering")]),
+                line("accrli_2", "CREDIT", "171.75", "USD", vec![]),
+            ],
+        )
+    }
+
+    fn accounts(p: &Proposal) -> Vec<(&str, Side, Decimal)> {
+        p.rows.iter().map(|r| (r.account.as_str(), r.side, r.amount)).collect()
+    }
+
+    fn code_b(row: &ProposalRow) -> Option<&str> {
+        row.code_parts.get(&CodePart::B).map(CodePartValue::as_str)
+    }
+
+    #[test]
+    fn a_card_expense_becomes_a_balanced_two_row_voucher() {
+        let p = map_record(&example(), &card_purchase()).unwrap();
+        assert!(p.is_balanced());
+        assert_eq!(
+            accounts(&p),
+            vec![("6500", Side::Debit, dec("171.75")), ("2410", Side::Credit, dec("171.75"))]
+        );
+        assert_eq!(code_b(&p.rows[0]), Some("200"));
+        assert!(p.rows[1].code_parts.is_empty(), "the card liability takes no cost centre");
+        assert!(p.rows.iter().all(|r| r.currency.as_str() == "USD" && r.currency_rate.is_none()));
+        assert_eq!(p.rows[0].text, "Delta Flight to SFO / Ada Lovelace");
+        assert_eq!(p.text, "Brex CARD_EXPENSE_POST accr_1 Delta");
+        assert_eq!(p.company.as_str(), "10");
+        assert_eq!(p.reference_number.as_str(), "accr_1");
+        assert_eq!(p.reference_serie, "BREX");
+        assert_eq!(p.voucher_type.as_str(), "M");
+        assert_eq!(p.voucher_status, crate::proposal::VoucherStatus::NotApproved);
+        assert_eq!(p.voucher_date.to_string(), "2026-06-11");
+        assert_eq!(p.source_version, 3);
+    }
+
+    #[test]
+    fn a_split_purchase_gives_one_row_per_debit_line() {
+        let r = record(
+            "CARD_EXPENSE_POST",
+            "CARD",
+            vec![
+                line("accrli_1", "DEBIT", "100.10", "USD", vec![gl(Some("6500 Travel"), None), field("Department", "Engineering")]),
+                line("accrli_2", "DEBIT", "71.65", "USD", vec![gl(Some("6510 Meals"), Some("6510")), field("Department", "Sales")]),
+                line("accrli_3", "CREDIT", "171.75", "USD", vec![]),
+            ],
+        );
+        let p = map_record(&example(), &r).unwrap();
+        assert_eq!(
+            accounts(&p),
+            vec![
+                ("6500", Side::Debit, dec("100.10")),
+                ("6510", Side::Debit, dec("71.65")),
+                ("2410", Side::Credit, dec("171.75"))
+            ]
+        );
+        assert_eq!(code_b(&p.rows[0]), Some("200"));
+        assert_eq!(code_b(&p.rows[1]), Some("100"), "the line's Department beats the user's");
+        assert!(p.is_balanced());
+    }
+
+    #[test]
+    fn a_refund_debits_the_card_liability_and_credits_the_expense() {
+        // Brex sends the refund with sides reversed and the liability line first.
+        let r = record(
+            "CARD_EXPENSE_REFUND",
+            "CARD",
+            vec![
+                line("accrli_1", "DEBIT", "42.00", "USD", vec![]),
+                line("accrli_2", "CREDIT", "42.00", "USD", vec![gl(Some("6500 Travel"), None), field("Department", "Engineering")]),
+            ],
+        );
+        let p = map_record(&example(), &r).unwrap();
+        assert_eq!(accounts(&p), vec![("2410", Side::Debit, dec("42")), ("6500", Side::Credit, dec("42"))]);
+        assert!(p.rows[0].code_parts.is_empty());
+        assert_eq!(code_b(&p.rows[1]), Some("200"));
+        assert!(p.is_balanced());
+
+        // A refund shaped like a purchase has no coded expense line: refused, not booked the wrong way.
+        let wrong = record(
+            "CARD_EXPENSE_REFUND",
+            "CARD",
+            vec![
+                line("accrli_1", "DEBIT", "42.00", "USD", vec![gl(Some("6500 Travel"), None)]),
+                line("accrli_2", "CREDIT", "42.00", "USD", vec![]),
+            ],
+        );
+        let err = map_record(&example(), &wrong).unwrap_err();
+        assert!(err.to_string().contains("line 2 (accrli_2, CREDIT 42.00 USD)"), "{err}");
+        assert!(err.to_string().contains("on a refund"), "{err}");
+    }
+
+    #[test]
+    fn reimbursements_credit_the_employee_payable() {
+        let r = record(
+            "REIMBURSEMENT_EXPENSE_POST",
+            "REIMBURSEMENT",
+            vec![
+                line("accrli_1", "DEBIT", "58.20", "USD", vec![gl(Some("6510 Meals"), None)]),
+                line("accrli_2", "CREDIT", "58.20", "USD", vec![]),
+            ],
+        );
+        let p = map_record(&example(), &r).unwrap();
+        assert_eq!(accounts(&p), vec![("6510", Side::Debit, dec("58.20")), ("2420", Side::Credit, dec("58.20"))]);
+        assert_eq!(code_b(&p.rows[0]), Some("200"), "user department Engineering");
+
+        // Without a reimbursement account the card liability is the fallback.
+        let plain = doc("[[rule]]\nwhen = { field = \"GL Account\", value = \"6510*\" }\nset = { account = \"6510\" }");
+        assert_eq!(map_record(&plain, &r).unwrap().rows[1].account.as_str(), "2410");
+
+        // A Canadian reimbursement: company 20, still the employee payable (the 2415 rule is for cards).
+        let ca = record(
+            "REIMBURSEMENT_EXPENSE_POST",
+            "REIMBURSEMENT",
+            vec![
+                line("accrli_1", "DEBIT", "58.20", "CAD", vec![gl(Some("6510 Meals"), None), field("Entity", "Acme Canada")]),
+                line("accrli_2", "CREDIT", "58.20", "CAD", vec![]),
+            ],
+        );
+        let p = map_record(&example(), &ca).unwrap();
+        assert_eq!(p.company.as_str(), "20");
+        assert_eq!(p.rows[1].account.as_str(), "2420");
+    }
+
+    #[test]
+    fn the_canadian_entity_books_in_company_20_against_2415() {
+        let r = record(
+            "CARD_EXPENSE_POST",
+            "CARD",
+            vec![
+                line("accrli_1", "DEBIT", "250.00", "CAD", vec![gl(Some("6600 Software"), Some("6600")), field("Department", "Marketing"), field("Entity", "Acme Canada")]),
+                line("accrli_2", "CREDIT", "250.00", "CAD", vec![]),
+            ],
+        );
+        let p = map_record(&example(), &r).unwrap();
+        assert_eq!(p.company.as_str(), "20");
+        assert_eq!(accounts(&p), vec![("6600", Side::Debit, dec("250")), ("2415", Side::Credit, dec("250"))]);
+        assert_eq!(code_b(&p.rows[0]), Some("300"));
+        assert!(p.rows.iter().all(|r| r.currency.as_str() == "CAD"));
+    }
+
+    #[test]
+    fn foreign_purchases_stay_in_the_billed_currency_and_show_the_original() {
+        let r = record(
+            "CARD_EXPENSE_POST",
+            "CARD",
+            vec![
+                with_original(line("accrli_1", "DEBIT", "99.90", "USD", vec![gl(Some("6500 Travel"), None)]), "92.5", "EUR"),
+                with_original(line("accrli_2", "CREDIT", "99.90", "USD", vec![]), "92.5", "EUR"),
+            ],
+        );
+        let p = map_record(&example(), &r).unwrap();
+        assert!(p.is_balanced());
+        assert!(p.rows.iter().all(|r| r.currency.as_str() == "USD" && r.currency_rate.is_none()));
+        assert_eq!(p.rows[0].amount, dec("99.90"));
+        assert_eq!(p.rows[0].text, "Delta Flight to SFO / Ada Lovelace (orig 92.50 EUR)");
+
+        // Same-currency originals (Brex fills them in for every line) add nothing.
+        let home = record(
+            "CARD_EXPENSE_POST",
+            "CARD",
+            vec![
+                with_original(line("accrli_1", "DEBIT", "10", "USD", vec![gl(Some("6500 Travel"), None)]), "10", "USD"),
+                line("accrli_2", "CREDIT", "10", "USD", vec![]),
+            ],
+        );
+        assert!(!map_record(&example(), &home).unwrap().rows[0].text.contains("orig"));
+
+        // Only the record carries the original: lines with the whole amount show it.
+        let mut rec_only = record(
+            "CARD_EXPENSE_POST",
+            "CARD",
+            vec![
+                line("accrli_1", "DEBIT", "1.34", "USD", vec![gl(Some("6500 Travel"), None)]),
+                line("accrli_2", "CREDIT", "1.34", "USD", vec![]),
+            ],
+        );
+        rec_only.original_amount = Some(Money::new(dec("200"), CurrencyCode::parse("JPY").unwrap()));
+        let p = map_record(&example(), &rec_only).unwrap();
+        assert!(p.rows.iter().all(|r| r.text.ends_with("(orig 200 JPY)")), "{:?}", p.rows);
+    }
+
+    #[test]
+    fn an_uncoded_expense_line_is_an_error_naming_the_line() {
+        let unknown = record(
+            "CARD_EXPENSE_POST",
+            "CARD",
+            vec![
+                line("accrli_9", "DEBIT", "42", "USD", vec![gl(Some("9999 Unknown"), None)]),
+                line("accrli_10", "CREDIT", "42", "USD", vec![]),
+            ],
+        );
+        let err = map_record(&example(), &unknown).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "record accr_1 line 1 (accrli_9, DEBIT 42.00 USD): no GL account — no rule matched field \"GL Account\" = \"9999 Unknown\""
+        );
+        assert_eq!(err.disposition(), Disposition::Permanent);
+
+        let empty = record(
+            "CARD_EXPENSE_POST",
+            "CARD",
+            vec![line("accrli_9", "DEBIT", "42", "USD", vec![gl(None, None)]), line("accrli_10", "CREDIT", "42", "USD", vec![])],
+        );
+        let err = map_record(&example(), &empty).unwrap_err().to_string();
+        assert!(err.ends_with("its \"GL Account\" field has no value (not coded in Brex)"), "{err}");
+
+        let absent = record(
+            "CARD_EXPENSE_POST",
+            "CARD",
+            vec![
+                line("accrli_9", "DEBIT", "42", "USD", vec![field("Department", "Sales")]),
+                line("accrli_10", "CREDIT", "42", "USD", vec![]),
+            ],
+        );
+        let err = map_record(&example(), &absent).unwrap_err();
+        assert!(matches!(&err, MappingError::NoAccount { line, .. } if line.index == 1 && line.id.as_deref() == Some("accrli_9")));
+        assert!(err.to_string().contains("carries no \"GL Account\" field"), "{err}");
+    }
+
+    #[test]
+    fn lines_in_two_entities_are_a_company_conflict() {
+        let r = record(
+            "CARD_EXPENSE_POST",
+            "CARD",
+            vec![
+                line("accrli_1", "DEBIT", "10", "USD", vec![gl(Some("6500 Travel"), None), field("Entity", "Acme Inc")]),
+                line("accrli_2", "DEBIT", "5", "USD", vec![gl(Some("6500 Travel"), None), field("Entity", "Acme Canada")]),
+                line("accrli_3", "CREDIT", "15", "USD", vec![]),
+            ],
+        );
+        let err = map_record(&example(), &r).unwrap_err();
+        let MappingError::CompanyConflict { first, second, first_line, second_line, .. } = &err else {
+            panic!("expected a company conflict, got {err}");
+        };
+        assert_eq!((first.as_str(), second.as_str()), ("10", "20"));
+        assert_eq!((first_line.index, second_line.index), (1, 2));
+        let msg = err.to_string();
+        assert!(msg.contains("line 1 (accrli_1, DEBIT 10.00 USD) → 10 (rule #16)"), "{msg}");
+        assert!(msg.contains("line 2 (accrli_2, DEBIT 5.00 USD) → 20 (rule #17)"), "{msg}");
+        assert_eq!(err.disposition(), Disposition::Permanent);
+    }
+
+    #[test]
+    fn conflicting_credit_accounts_are_refused() {
+        let d = doc(
+            "[passthrough]\ngl_account_remote_id = true\n\
+             [[rule]]\nwhen = { field = \"Entity\", value = \"A\" }\nset = { credit_account = \"2410\" }\n\
+             [[rule]]\nwhen = { field = \"Entity\", value = \"B\" }\nset = { credit_account = \"2415\" }",
+        );
+        let r = record(
+            "CARD_EXPENSE_POST",
+            "CARD",
+            vec![
+                line("accrli_1", "DEBIT", "1", "USD", vec![gl(None, Some("6500")), field("Entity", "A")]),
+                line("accrli_2", "DEBIT", "1", "USD", vec![gl(None, Some("6500")), field("Entity", "B")]),
+                line("accrli_3", "CREDIT", "2", "USD", vec![]),
+            ],
+        );
+        assert!(matches!(map_record(&d, &r), Err(MappingError::CreditAccountConflict { .. })));
+    }
+
+    #[test]
+    fn row_text_is_cut_to_200_chars_on_char_boundaries() {
+        let mut r = card_purchase();
+        r.memo = Some("é🚀".repeat(150));
+        let p = map_record(&example(), &r).unwrap();
+        assert_eq!(p.rows[0].text.chars().count(), MAX_ROW_TEXT);
+        assert!(p.rows[0].text.starts_with("Delta é🚀"));
+
+        // With a foreign original the amount survives the cut.
+        let mut foreign = card_purchase();
+        foreign.memo = Some("ü".repeat(400));
+        foreign.line_items[0].original_amount = Some(Money::new(dec("92.5"), CurrencyCode::parse("EUR").unwrap()));
+        let p = map_record(&example(), &foreign).unwrap();
+        assert!(p.rows[0].text.chars().count() <= MAX_ROW_TEXT);
+        assert!(p.rows[0].text.ends_with("üü (orig 92.50 EUR)"), "{}", p.rows[0].text);
+
+        let d = doc(&format!(
+            "voucher_text = \"{{memo}}\"\n[[rule]]\nwhen = {{ field = \"GL Account\", value = \"*\" }}\nset = {{ account = \"6500\" }}"
+        ));
+        let mut long = card_purchase();
+        long.memo = Some("ß".repeat(250));
+        assert_eq!(map_record(&d, &long).unwrap().text.chars().count(), MAX_VOUCHER_TEXT);
+    }
+
+    #[test]
+    fn passthrough_takes_the_remote_id_and_rules_override_it() {
+        let r = record(
+            "CARD_EXPENSE_POST",
+            "CARD",
+            vec![
+                line("accrli_1", "DEBIT", "20", "USD", vec![gl(Some("Software subscriptions"), Some("6600"))]),
+                line("accrli_2", "CREDIT", "20", "USD", vec![]),
+            ],
+        );
+        let on = doc("[passthrough]\ngl_account_remote_id = true");
+        assert_eq!(map_record(&on, &r).unwrap().rows[0].account.as_str(), "6600");
+
+        let off = doc("");
+        let err = map_record(&off, &r).unwrap_err().to_string();
+        assert!(err.contains("\"Software subscriptions\"") && err.contains("gl_account_remote_id is off"), "{err}");
+
+        let overridden = doc(
+            "[passthrough]\ngl_account_remote_id = true\n\
+             [[rule]]\nwhen = { field = \"GL Account\", value = \"6600\" }\nset = { account = \"6700\" }",
+        );
+        assert_eq!(map_record(&overridden, &r).unwrap().rows[0].account.as_str(), "6700");
+
+        // A remote id IFS could never accept is an error, unless a rule supplies the account.
+        let bad = record(
+            "CARD_EXPENSE_POST",
+            "CARD",
+            vec![
+                line("accrli_1", "DEBIT", "20", "USD", vec![gl(Some("Travel"), Some("65 00"))]),
+                line("accrli_2", "CREDIT", "20", "USD", vec![]),
+            ],
+        );
+        let err = map_record(&on, &bad).unwrap_err();
+        assert!(matches!(&err, MappingError::InvalidRemoteAccount { value, .. } if value == "65 00"), "{err}");
+        let rescued = doc(
+            "[passthrough]\ngl_account_remote_id = true\n\
+             [[rule]]\nwhen = { field = \"GL Account\", value = \"Travel\" }\nset = { account = \"6500\" }",
+        );
+        assert_eq!(map_record(&rescued, &bad).unwrap().rows[0].account.as_str(), "6500");
+    }
+
+    #[test]
+    fn later_rules_override_earlier_ones() {
+        let d = doc(
+            "[[rule]]\nwhen = { field = \"GL Account\", value = \"6500*\" }\nset = { account = \"6500\", code_b = \"100\", code_c = \"P100\" }\n\
+             [[rule]]\nwhen = { department = \"engineering\" }\nset = { code_b = \"200\" }\n\
+             [[rule]]\nwhen = { user_email = \"*@acme.example\", record_type = \"CARD_*\" }\nset = { account = \"7500\" }\n\
+             [[rule]]\nwhen = { currency = \"EUR\" }\nset = { account = \"7900\" }",
+        );
+        let p = map_record(&d, &card_purchase()).unwrap();
+        assert_eq!(p.rows[0].account.as_str(), "7500", "rule 3 overrides rule 1; rule 4 does not match");
+        assert_eq!(code_b(&p.rows[0]), Some("200"));
+        assert_eq!(p.rows[0].code_parts.get(&CodePart::C).map(CodePartValue::as_str), Some("P100"), "parts merge");
+
+        // Swap the order: now the GL rule comes last and wins.
+        let swapped = doc(
+            "[[rule]]\nwhen = { source_type = \"CARD\" }\nset = { account = \"7500\" }\n\
+             [[rule]]\nwhen = { field = \"GL Account\", value = \"6500 Travel\" }\nset = { account = \"6500\" }",
+        );
+        assert_eq!(map_record(&swapped, &card_purchase()).unwrap().rows[0].account.as_str(), "6500");
+    }
+
+    #[test]
+    fn record_level_rules_reach_only_expense_lines_and_side_rules_reach_any() {
+        let d = doc(
+            "[[rule]]\nwhen = { source_type = \"CARD\" }\nset = { account = \"6500\", code_d = \"X\" }\n\
+             [[rule]]\nwhen = { record_type = \"CARD_EXPENSE_POST\", side = \"CREDIT\" }\nset = { account = \"1910\", code_e = \"Y\" }",
+        );
+        let p = map_record(&d, &card_purchase()).unwrap();
+        assert_eq!(accounts(&p), vec![("6500", Side::Debit, dec("171.75")), ("1910", Side::Credit, dec("171.75"))]);
+        assert_eq!(p.rows[0].code_parts.keys().collect::<Vec<_>>(), vec![&CodePart::D]);
+        assert_eq!(p.rows[1].code_parts.keys().collect::<Vec<_>>(), vec![&CodePart::E]);
+    }
+
+    #[test]
+    fn category_and_field_placeholders_read_the_line() {
+        let d = doc(
+            "text = \"{category}|{department}|{field:Entity}|{type}|{source_type}|{date}|{user_email}\"\n\
+             voucher_text = \"{field:Entity} {department}\"\n\
+             [[rule]]\nwhen = { category = \"Air*\" }\nset = { account = \"6500\" }",
+        );
+        let mut r = card_purchase();
+        r.line_items[0].accounting_field_values.push(serde_json::from_value(field("Category", "Airfare")).unwrap());
+        r.line_items[0].accounting_field_values.push(serde_json::from_value(field("Entity", "Acme Inc")).unwrap());
+        let p = map_record(&d, &r).unwrap();
+        assert_eq!(p.rows[0].account.as_str(), "6500");
+        assert_eq!(
+            p.rows[0].text,
+            "Airfare|Engineering|Acme Inc|CARD_EXPENSE_POST|CARD|2026-06-11|ada.lovelace@acme.example"
+        );
+        assert_eq!(p.text, "Acme Inc Engineering");
+    }
+
+    #[test]
+    fn the_department_falls_back_to_the_line_field() {
+        let mut r = card_purchase();
+        r.user = None;
+        r.line_items[0].accounting_field_values[1] = serde_json::from_value(field("Department", "Finance")).unwrap();
+        let d = doc(
+            "[[rule]]\nwhen = { department = \"Finance\" }\nset = { account = \"6500\", code_b = \"400\" }",
+        );
+        let p = map_record(&d, &r).unwrap();
+        assert_eq!(code_b(&p.rows[0]), Some("400"));
+    }
+
+    #[test]
+    fn malformed_records_are_refused() {
+        let unbalanced = record(
+            "CARD_EXPENSE_POST",
+            "CARD",
+            vec![
+                line("accrli_1", "DEBIT", "10.01", "USD", vec![gl(Some("6500 Travel"), None)]),
+                line("accrli_2", "CREDIT", "10", "USD", vec![]),
+            ],
+        );
+        let err = map_record(&example(), &unbalanced).unwrap_err();
+        assert_eq!(err.to_string(), "record accr_1: lines do not balance in USD (debits 10.01, credits 10.00)");
+
+        let mixed = record(
+            "CARD_EXPENSE_POST",
+            "CARD",
+            vec![
+                line("accrli_1", "DEBIT", "10", "USD", vec![gl(Some("6500 Travel"), None)]),
+                line("accrli_2", "CREDIT", "10", "USD", vec![]),
+                line("accrli_3", "DEBIT", "5", "CAD", vec![gl(Some("6500 Travel"), None)]),
+                line("accrli_4", "CREDIT", "5", "CAD", vec![]),
+            ],
+        );
+        assert!(matches!(map_record(&example(), &mixed), Err(MappingError::MixedCurrencies { currencies, .. }) if currencies.len() == 2));
+
+        let mut none = card_purchase();
+        none.line_items.clear();
+        assert!(matches!(map_record(&example(), &none), Err(MappingError::NoLines { .. })));
+
+        let zero = record(
+            "CARD_EXPENSE_POST",
+            "CARD",
+            vec![line("accrli_1", "DEBIT", "0", "USD", vec![]), line("accrli_2", "CREDIT", "0.00", "USD", vec![])],
+        );
+        assert!(matches!(map_record(&example(), &zero), Err(MappingError::NoLines { .. })));
+
+        let negative = record(
+            "CARD_EXPENSE_POST",
+            "CARD",
+            vec![line("accrli_1", "DEBIT", "-5", "USD", vec![]), line("accrli_2", "CREDIT", "-5", "USD", vec![])],
+        );
+        let err = map_record(&example(), &negative).unwrap_err();
+        assert!(matches!(&err, MappingError::NegativeAmount { line, .. } if line.index == 1), "{err}");
+    }
+
+    #[test]
+    fn zero_lines_are_skipped_but_numbering_follows_brex() {
+        let r = record(
+            "CARD_EXPENSE_POST",
+            "CARD",
+            vec![
+                line("accrli_0", "DEBIT", "0", "USD", vec![]),
+                line("accrli_1", "DEBIT", "3", "USD", vec![gl(Some("nope"), None)]),
+                line("accrli_2", "CREDIT", "3", "USD", vec![]),
+            ],
+        );
+        let err = map_record(&example(), &r).unwrap_err();
+        assert!(err.to_string().contains("line 2 (accrli_1, DEBIT 3.00 USD)"), "{err}");
+    }
+}

@@ -6,6 +6,7 @@
 //! yet; record the outcome; report export results to Brex in one call; return only the messages that hold a
 //! record worth retrying. Permanent failures are recorded and reported, never looped to the DLQ.
 
+mod ifs_ledger;
 mod ports;
 
 use std::collections::{BTreeMap, HashSet};
@@ -20,7 +21,7 @@ use crate::mapping::{map_record, validate_proposal};
 use crate::ports::{Begin, Clock, IdempotencyStore};
 use crate::proposal::Proposal;
 
-pub use ports::{CachedMapping, ExportOutcome, FetchedRecords, Ledger, MappingSource, RecordSource};
+pub use ports::{CachedMapping, ExportOutcome, FetchedRecords, Ledger, MappingLoadError, MappingSource, RecordSource};
 
 #[derive(Debug, Clone)]
 pub struct PosterOptions {

@@ -700,7 +700,7 @@ mod tests {
         rig.clock.advance(Duration::seconds(6));
         assert_eq!(rig.send("msg_d", &body).await.status, 200);
         // Unsigned junk never triggers a fetch.
-        let fresh = rig();
+        let fresh = super::tests::rig();
         assert_eq!(fresh.service.handle(&HeaderMap::new(), &body).await.status, 401);
         assert_eq!(fresh.secrets.fetches.load(Ordering::SeqCst), 0);
     }

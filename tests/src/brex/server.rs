@@ -343,9 +343,13 @@ fn random_secret(rng: &mut StdRng) -> String {
     format!("whsec_{}", STANDARD.encode(key))
 }
 
+/// Truncates to the microsecond precision the wire carries, so keyset cursors (µs) and stored values agree.
+fn to_micros(t: DateTime<Utc>) -> DateTime<Utc> {
+    t - TimeDelta::nanoseconds(i64::from(t.timestamp_subsec_nanos() % 1000))
+}
+
 fn now_micros() -> DateTime<Utc> {
-    let now = Utc::now();
-    now - TimeDelta::nanoseconds(i64::from(now.timestamp_subsec_nanos() % 1000))
+    to_micros(Utc::now())
 }
 
 /// Marks a record as changed: newer `updated_at` (strictly increasing) and `version + 1`.
@@ -446,7 +450,8 @@ impl BrexSimHandle {
     /// Inserts or replaces records (by id), stored exactly as given.
     pub fn insert_records(&self, records: Vec<AccountingRecord>) {
         let mut st = self.inner.lock();
-        for r in records {
+        for mut r in records {
+            r.updated_at = to_micros(r.updated_at);
             st.records.insert(r.id.clone(), r);
         }
     }
@@ -462,7 +467,8 @@ impl BrexSimHandle {
     /// Inserts or replaces expenses (by id).
     pub fn insert_expenses(&self, expenses: Vec<Expense>) {
         let mut st = self.inner.lock();
-        for e in expenses {
+        for mut e in expenses {
+            e.updated_at = to_micros(e.updated_at);
             st.expenses.insert(e.id.clone(), e);
         }
     }

@@ -1,0 +1,40 @@
+//! The poster's SQS event source: `ReportBatchItemFailures` semantics.
+
+use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use chrono::{DateTime, Utc};
+
+use crate::poster::{Message, Poster};
+
+/// Lambda's deadline (epoch ms) as a time; an absent or absurd one means "no time left to promise".
+pub fn deadline_from_epoch_ms(deadline_ms: u64) -> DateTime<Utc> {
+    i64::try_from(deadline_ms).ok().and_then(DateTime::from_timestamp_millis).unwrap_or_else(Utc::now)
+}
+
+/// Runs one SQS batch and answers with exactly the message ids SQS must redeliver.
+///
+/// Every id returned comes from the event itself, so the response is always well-formed: a malformed
+/// failure response would make Lambda retry the whole batch.
+pub async fn handle_sqs_event(poster: &Poster, event: SqsEvent, deadline: DateTime<Utc>) -> SqsBatchResponse {
+    let mut messages = Vec::with_capacity(event.records.len());
+    let mut response = SqsBatchResponse::default();
+    for record in event.records {
+        match (record.message_id, record.body) {
+            (Some(message_id), Some(body)) => messages.push(Message { message_id, body }),
+            (Some(message_id), None) => {
+                tracing::error!(%message_id, "SQS message without a body");
+                let mut failure = BatchItemFailure::default();
+                failure.item_identifier = message_id;
+                response.batch_item_failures.push(failure);
+            }
+            // Without an id nothing can be reported for it; Lambda deletes it with the batch.
+            (None, _) => tracing::error!("SQS record without a message id"),
+        }
+    }
+    let report = poster.process(&messages, deadline).await;
+    for message_id in report.failed_messages {
+        let mut failure = BatchItemFailure::default();
+        failure.item_identifier = message_id;
+        response.batch_item_failures.push(failure);
+    }
+    response
+}

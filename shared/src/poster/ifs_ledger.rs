@@ -1,0 +1,32 @@
+//! The IFS client as the poster's [`Ledger`].
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+
+use super::ports::Ledger;
+use crate::domain::{CompanyCode, ReferenceNumber};
+use crate::ifs::IfsClient;
+use crate::ports::{ChartOfAccounts, ExternalError};
+use crate::proposal::Proposal;
+
+#[async_trait]
+impl Ledger for IfsClient {
+    fn as_chart(&self) -> &dyn ChartOfAccounts {
+        self
+    }
+
+    async fn find_posted(
+        &self,
+        company: &CompanyCode,
+        serie: &str,
+        refs: &[ReferenceNumber],
+    ) -> Result<HashMap<ReferenceNumber, String>, ExternalError> {
+        let found = IfsClient::find_posted(self, company, serie, refs).await?;
+        Ok(found.into_iter().map(|(reference, key)| (reference, key.to_string())).collect())
+    }
+
+    async fn create_voucher(&self, proposal: &Proposal) -> Result<String, ExternalError> {
+        Ok(IfsClient::create_voucher(self, proposal).await?.to_string())
+    }
+}
