@@ -1,1 +1,22 @@
-fn main() {}
+//! The poster Lambda on the SQS work queue (`ReportBatchItemFailures`). All logic is in `shared`.
+
+use aws_lambda_events::event::sqs::SqsEvent;
+use lambda_runtime::{Error, LambdaEvent, service_fn};
+use shared::config::{PosterConfig, ProcessEnv};
+use shared::lambda::{build, poster};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    shared::telemetry::init_json_logging();
+    let config = PosterConfig::from_env(&ProcessEnv)?;
+    let sdk = aws_config::load_from_env().await;
+    let service = build::poster(&config, &sdk).await?;
+    lambda_runtime::run(service_fn(|event: LambdaEvent<SqsEvent>| {
+        let service = &service;
+        async move {
+            let deadline = poster::deadline_from_epoch_ms(event.context.deadline);
+            Ok::<_, Error>(poster::handle_sqs_event(service, event.payload, deadline).await)
+        }
+    }))
+    .await
+}

@@ -1,1 +1,14 @@
-fn main() {}
+//! The webhook Lambda behind API Gateway (HTTP API): Brex `ACCOUNTING_RECORD_READY_FOR_EXPORT` events in,
+//! record ids onto SQS. All logic is in `shared`.
+
+use shared::config::{ProcessEnv, WebhookConfig};
+use shared::lambda::{build, webhook};
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    shared::telemetry::init_json_logging();
+    let config = WebhookConfig::from_env(&ProcessEnv)?;
+    let sdk = aws_config::load_from_env().await;
+    let service = build::webhook_service(&config, &sdk).await?;
+    lambda_http::run(lambda_http::service_fn(|request| webhook::handle_request(&service, request))).await
+}

@@ -76,7 +76,9 @@ impl fmt::Debug for BrexAuth {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.kind {
             Kind::UserToken(_) => f.write_str("BrexAuth::UserToken([redacted])"),
-            Kind::OAuth(o) => f.debug_struct("BrexAuth::OAuth").field("secret_id", &o.ctx.secret_id).finish_non_exhaustive(),
+            Kind::OAuth(o) => {
+                f.debug_struct("BrexAuth::OAuth").field("secret_id", &o.ctx.secret_id).finish_non_exhaustive()
+            }
         }
     }
 }
@@ -161,7 +163,9 @@ impl OAuthState {
 fn parse_credentials(secret: &Secret) -> Result<BrexCredentials, BrexError> {
     // serde's message could quote part of the secret, so it is not passed on.
     serde_json::from_str(secret.expose()).map_err(|_| {
-        BrexError::InvalidSecret("expected {\"token\"} or {\"client_id\",\"client_secret\",\"refresh_token\",\"token_url\"}".into())
+        BrexError::InvalidSecret(
+            "expected {\"token\"} or {\"client_id\",\"client_secret\",\"refresh_token\",\"token_url\"}".into(),
+        )
     })
 }
 
@@ -193,7 +197,11 @@ impl BrexAuth {
         Self::from_credentials(parse_credentials(&secret)?, ctx, options)
     }
 
-    pub fn from_credentials(creds: BrexCredentials, ctx: OAuthContext, options: AuthOptions) -> Result<Self, BrexError> {
+    pub fn from_credentials(
+        creds: BrexCredentials,
+        ctx: OAuthContext,
+        options: AuthOptions,
+    ) -> Result<Self, BrexError> {
         match creds {
             BrexCredentials::UserToken { token } => Ok(Self::user_token(token)),
             oauth @ BrexCredentials::OAuth { .. } => {
@@ -280,15 +288,21 @@ impl OAuth {
         if let Some(refresh) = response.refresh_token {
             state.refresh_token = refresh;
         }
-        state.access =
-            Some(AccessToken { token: response.access_token.clone(), expires_at: now + chrono::Duration::seconds(lifetime) });
+        state.access = Some(AccessToken {
+            token: response.access_token.clone(),
+            expires_at: now + chrono::Duration::seconds(lifetime),
+        });
         state.rejected = None;
         self.store(state).await;
         tracing::info!(expires_in = lifetime, rotated, "refreshed the Brex access token");
         Ok(response.access_token)
     }
 
-    async fn call_token_endpoint(&self, state: &OAuthState, http: &reqwest::Client) -> Result<TokenResponse, BrexError> {
+    async fn call_token_endpoint(
+        &self,
+        state: &OAuthState,
+        http: &reqwest::Client,
+    ) -> Result<TokenResponse, BrexError> {
         let form = [
             ("grant_type", "refresh_token"),
             ("refresh_token", state.refresh_token.expose()),
@@ -302,12 +316,12 @@ impl OAuth {
             // second use of the old one would only be refused.
             let response = http.post(&state.token_url).form(&form).send().await.map_err(|e| BrexError::Token {
                 status: None,
-                message: format!("token endpoint unreachable: {}", without_url(&e)),
+                message: format!("token endpoint unreachable: {}", e.without_url()),
             })?;
             let status = response.status().as_u16();
             let body = response.bytes().await.map_err(|e| BrexError::Token {
                 status: Some(status),
-                message: format!("token response unreadable: {}", without_url(&e)),
+                message: format!("token response unreadable: {}", e.without_url()),
             })?;
             if (200..300).contains(&status) {
                 return serde_json::from_slice::<TokenResponse>(&body).map_err(|_| BrexError::Token {
@@ -354,15 +368,6 @@ impl OAuth {
             }
         }
     }
-}
-
-/// reqwest errors print the URL; the token URL is not secret, but keep messages short and uniform.
-fn without_url(err: &reqwest::Error) -> String {
-    let mut text = err.to_string();
-    if let Some(url) = err.url() {
-        text = text.replace(url.as_str(), "<token url>");
-    }
-    text
 }
 
 #[cfg(test)]

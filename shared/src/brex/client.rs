@@ -210,13 +210,7 @@ impl BrexClient {
             .user_agent(concat!("brex-ifs-connector/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| BrexError::InvalidRequest(format!("HTTP client: {e}")))?;
-        Ok(Self {
-            http,
-            base,
-            auth,
-            limiter: RateLimiter::per_minute(config.requests_per_minute),
-            retry: config.retry,
-        })
+        Ok(Self { http, base, auth, limiter: RateLimiter::per_minute(config.requests_per_minute), retry: config.retry })
     }
 
     /// `GET /v3/accounting/records?ids=…` in chunks of ≤ 500 ids, following pages. Each item is parsed on
@@ -386,7 +380,12 @@ impl BrexClient {
     }
 
     /// Sends with rate limiting, auth and the retry policy; returns the final answer.
-    async fn execute(&self, operation: &'static str, path_and_query: &str, method: Method) -> Result<Answer, BrexError> {
+    async fn execute(
+        &self,
+        operation: &'static str,
+        path_and_query: &str,
+        method: Method,
+    ) -> Result<Answer, BrexError> {
         let url = format!("{}{path_and_query}", self.base);
         let mut attempt: u32 = 0;
         let mut auth_retried = false;
@@ -416,15 +415,13 @@ impl BrexClient {
                     let body = match response.bytes().await {
                         Ok(bytes) => bytes.to_vec(),
                         Err(err) => {
-                            let failure = BrexError::Transport {
-                                operation,
-                                message: err.without_url().to_string(),
-                                timeout: err.is_timeout(),
-                            };
-                            match self.pause(operation, attempt, None, &failure).await {
-                                true => continue,
-                                false => return Err(failure),
+                            let timeout = err.is_timeout();
+                            let failure =
+                                BrexError::Transport { operation, message: err.without_url().to_string(), timeout };
+                            if self.pause(operation, attempt, None, &failure).await {
+                                continue;
                             }
+                            return Err(failure);
                         }
                     };
                     let answer = Answer { status, trace_id, body };
@@ -447,7 +444,13 @@ impl BrexClient {
     }
 
     /// Sleeps before the next attempt; `false` when the policy says stop.
-    async fn pause(&self, operation: &'static str, attempt: u32, retry_after: Option<Duration>, failure: &BrexError) -> bool {
+    async fn pause(
+        &self,
+        operation: &'static str,
+        attempt: u32,
+        retry_after: Option<Duration>,
+        failure: &BrexError,
+    ) -> bool {
         // The thread-local RNG must not live across the await below (it is not Send).
         let delay = self.retry.next_delay(attempt, retry_after, &mut rand::rng());
         match delay {
@@ -607,7 +610,10 @@ mod tests {
             limit: 50,
             cursor: None,
         };
-        assert_eq!(filter_query(&bills).unwrap(), "source_type=BILL&updated_at[gt]=1970-01-01T00%3A00%3A00.000000Z&limit=50");
+        assert_eq!(
+            filter_query(&bills).unwrap(),
+            "source_type=BILL&updated_at[gt]=1970-01-01T00%3A00%3A00.000000Z&limit=50"
+        );
         assert!(filter_query(&RecordQuery { limit: 0, ..bills.clone() }).is_err());
         assert!(filter_query(&RecordQuery { source_type: Some(SourceType::Unknown), ..bills }).is_err());
     }

@@ -1,3 +1,14 @@
-//! Brex: the record model and the HTTP client.
+//! Brex: the record model, authentication and the HTTP client.
 
+pub mod auth;
+pub mod client;
+pub mod error;
 pub mod model;
+pub mod retry;
+
+pub use auth::{AuthOptions, BrexAuth, OAuthContext};
+pub use client::{
+    BrexClient, BrexConfig, ExportOutcome, ExportReport, ExportResult, MalformedRecord, RecordFetch, RecordQuery,
+    RecordQueryPage, WebhookSecretEntry,
+};
+pub use error::BrexError;

@@ -88,7 +88,11 @@ impl RateLimiter {
     pub fn per_minute(requests: u32) -> Self {
         let requests = f64::from(requests.max(1));
         let capacity = (requests / 10.0).max(1.0);
-        Self { capacity, per_second: requests / 60.0, bucket: Mutex::new(Bucket { tokens: capacity, at: Instant::now() }) }
+        Self {
+            capacity,
+            per_second: requests / 60.0,
+            bucket: Mutex::new(Bucket { tokens: capacity, at: Instant::now() }),
+        }
     }
 
     /// Takes a token if one is there at `now`; otherwise says how long until one is.
@@ -176,9 +180,12 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn acquire_waits_for_a_token() {
-        let limiter = RateLimiter::per_minute(60); // 1/s, burst 1
+        let limiter = RateLimiter::per_minute(60); // 1/s, burst 6
         let start = Instant::now();
-        limiter.acquire().await;
+        for _ in 0..6 {
+            limiter.acquire().await;
+        }
+        assert_eq!(start.elapsed(), Duration::ZERO);
         limiter.acquire().await;
         limiter.acquire().await;
         let waited = start.elapsed();

@@ -30,7 +30,9 @@ impl fmt::Debug for Secret {
 #[derive(Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(untagged)]
 pub enum BrexCredentials {
-    UserToken { token: Secret },
+    UserToken {
+        token: Secret,
+    },
     OAuth {
         client_id: String,
         client_secret: Secret,

@@ -6,6 +6,7 @@
 //! yet; record the outcome; report export results to Brex in one call; return only the messages that hold a
 //! record worth retrying. Permanent failures are recorded and reported, never looped to the DLQ.
 
+mod brex_source;
 mod ifs_ledger;
 mod ports;
 

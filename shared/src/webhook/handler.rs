@@ -78,6 +78,9 @@ impl WebhookResponse {
 struct SecretCache {
     verifier: Option<Arc<WebhookVerifier>>,
     last_fetch_attempt: Option<DateTime<Utc>>,
+    /// Only re-fetches after a mismatch count against the once-per-interval budget: the cold-start fetch
+    /// does not, or a rotation right after a cold start would be refused for a whole interval.
+    last_refetch: Option<DateTime<Utc>>,
 }
 
 pub struct WebhookService {
@@ -285,9 +288,10 @@ impl WebhookService {
     /// A fresh verifier if a re-fetch is allowed now and succeeds.
     async fn refetch(&self, now: DateTime<Utc>) -> Option<Arc<WebhookVerifier>> {
         let mut cache = self.cache.lock().await;
-        if cache.last_fetch_attempt.is_some_and(|at| now - at < self.options.refetch_interval) {
+        if cache.last_refetch.is_some_and(|at| now - at < self.options.refetch_interval) {
             return None;
         }
+        cache.last_refetch = Some(now);
         self.fetch_into(&mut cache, now).await
     }
 
@@ -345,13 +349,7 @@ mod tests {
     use crate::webhook::verify::sign;
 
     fn aws_down(operation: &'static str) -> AwsError {
-        AwsError {
-            service: "test",
-            operation,
-            code: None,
-            message: "down".into(),
-            disposition: Disposition::Retryable,
-        }
+        AwsError { service: "test", operation, code: None, message: "down".into(), disposition: Disposition::Retryable }
     }
 
     #[derive(Default)]
@@ -521,10 +519,7 @@ mod tests {
         assert_eq!(body_json(&response), json!({ "status": "accepted", "enqueued": 2 }));
         assert_eq!(rig.queued_ids(), ["accr_1", "accr_2"]);
         let items = rig.queue.items.lock().unwrap().clone();
-        assert_eq!(
-            items[0].origin(),
-            &Origin::Webhook { webhook_id: WebhookId::parse("msg_1").unwrap() }
-        );
+        assert_eq!(items[0].origin(), &Origin::Webhook { webhook_id: WebhookId::parse("msg_1").unwrap() });
         assert_eq!(
             rig.store.entries.lock().unwrap().get("webhook#msg_1"),
             Some(&Entry::Completed(Some("enqueued=2".into())))
@@ -722,10 +717,7 @@ mod tests {
         for body in [&b""[..], b"null", b"\"s\"", b"{\"event_type\":null}", b"{\"event_type\":\"\"}", b"{{{{"] {
             let _ = parse_event(body, 10);
         }
-        assert_eq!(
-            parse_event(br#"{"event_type":"X"}"#, 10),
-            Ok(Event::Other { event_type: "X".into() })
-        );
+        assert_eq!(parse_event(br#"{"event_type":"X"}"#, 10), Ok(Event::Other { event_type: "X".into() }));
         assert_eq!(
             parse_event(
                 br#"{"event_type":"ACCOUNTING_RECORD_READY_FOR_EXPORT","accountingRecordIds":["accr_1"],"accounting_record_ids":["accr_2"]}"#,

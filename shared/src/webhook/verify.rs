@@ -119,8 +119,7 @@ impl<'a> SignedHeaders<'a> {
         let id = WebhookId::parse(id).map_err(|_| VerifyError::InvalidHeader(family.id))?;
 
         // Digits only: no sign, no fraction, no exponent; 18 digits keep the i64 math below overflow-free.
-        if raw_timestamp.is_empty() || raw_timestamp.len() > 18 || !raw_timestamp.bytes().all(|b| b.is_ascii_digit())
-        {
+        if raw_timestamp.is_empty() || raw_timestamp.len() > 18 || !raw_timestamp.bytes().all(|b| b.is_ascii_digit()) {
             return Err(VerifyError::InvalidTimestamp);
         }
         let timestamp: i64 = raw_timestamp.parse().map_err(|_| VerifyError::InvalidTimestamp)?;
@@ -254,8 +253,14 @@ mod tests {
     fn headers(prefix: &str, id: &str, ts: &str, sig: &str) -> HeaderMap {
         let mut h = HeaderMap::new();
         h.insert(http::HeaderName::try_from(format!("{prefix}-id")).unwrap(), HeaderValue::from_str(id).unwrap());
-        h.insert(http::HeaderName::try_from(format!("{prefix}-timestamp")).unwrap(), HeaderValue::from_str(ts).unwrap());
-        h.insert(http::HeaderName::try_from(format!("{prefix}-signature")).unwrap(), HeaderValue::from_str(sig).unwrap());
+        h.insert(
+            http::HeaderName::try_from(format!("{prefix}-timestamp")).unwrap(),
+            HeaderValue::from_str(ts).unwrap(),
+        );
+        h.insert(
+            http::HeaderName::try_from(format!("{prefix}-signature")).unwrap(),
+            HeaderValue::from_str(sig).unwrap(),
+        );
         h
     }
 
@@ -329,7 +334,9 @@ mod tests {
         let sig_new = sign(&new, "msg_1", VECTOR_TS, body).unwrap();
         let both = WebhookVerifier::new(&[old.clone(), new.clone()]).unwrap();
         for sig in [&sig_old, &sig_new, &format!("{sig_old} {sig_new}"), &format!("{sig_new} {sig_old}")] {
-            assert!(both.verify(&headers("webhook", "msg_1", &VECTOR_TS.to_string(), sig), body, at(VECTOR_TS)).is_ok());
+            assert!(
+                both.verify(&headers("webhook", "msg_1", &VECTOR_TS.to_string(), sig), body, at(VECTOR_TS)).is_ok()
+            );
         }
         // Only the new secret known: a header with an invalid and a valid entry still passes.
         let only_new = WebhookVerifier::new(&[new]).unwrap();
@@ -422,8 +429,11 @@ mod tests {
     #[test]
     fn invalid_ids_and_secrets_are_rejected() {
         let v = vector_verifier();
-        let h = headers("webhook", "msg\u{7f}", &VECTOR_TS.to_string(), VECTOR_SIG);
+        let h = headers("webhook", "msg 1", &VECTOR_TS.to_string(), VECTOR_SIG);
         assert_eq!(v.verify(&h, VECTOR_BODY, at(VECTOR_TS)), Err(VerifyError::InvalidHeader("webhook-id")));
+        let mut h = vector_headers(VECTOR_SIG);
+        h.insert("webhook-signature", HeaderValue::from_bytes(b"v1,\xff").unwrap());
+        assert_eq!(v.verify(&h, VECTOR_BODY, at(VECTOR_TS)), Err(VerifyError::InvalidHeader("webhook-signature")));
         assert_eq!(WebhookVerifier::new(&[]).unwrap_err(), VerifyError::NoSecrets);
         for bad in ["whsec_", "", "whsec_not base64!"] {
             assert_eq!(WebhookVerifier::new(&[Secret::new(bad)]).unwrap_err(), VerifyError::InvalidSecret, "{bad:?}");

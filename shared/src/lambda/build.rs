@@ -1,0 +1,99 @@
+//! Builds each function's service once per cold start, from its configuration and one AWS `SdkConfig`
+//! (loaded the standard way, so `AWS_ENDPOINT_URL` points everything at an emulator). The Lambda binaries,
+//! the local run and the end-to-end tests all go through here.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_config::SdkConfig;
+
+use crate::aws::{DynamoStore, SecretsManagerStore, SqsQueue};
+use crate::brex::{AuthOptions, BrexAuth, BrexClient, BrexConfig, BrexError, OAuthContext};
+use crate::config::{CommonConfig, ConfigError, IfsConfig, PosterConfig, WebhookConfig};
+use crate::domain::IfsCredentials;
+use crate::error::AwsError;
+use crate::ifs::{IfsClient, IfsClientConfig, IfsError};
+use crate::poster::{CachedMapping, MappingSource, Poster, PosterOptions};
+use crate::ports::{Clock, SecretStore, SystemClock};
+use crate::webhook::{WebhookOptions, WebhookService};
+
+/// How long a warm poster keeps a mapping document before re-reading it.
+pub const MAPPING_TTL: Duration = Duration::from_secs(60);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("reading a secret: {0}")]
+    Secret(#[from] AwsError),
+    #[error("the IFS secret is not {{\"client_id\": …, \"client_secret\": …}}: {0}")]
+    IfsSecretShape(String),
+    #[error("Brex client: {0}")]
+    Brex(#[from] BrexError),
+    #[error("IFS client: {0}")]
+    Ifs(#[from] IfsError),
+}
+
+fn clock() -> Arc<dyn Clock> {
+    Arc::new(SystemClock)
+}
+
+async fn brex_client(common: &CommonConfig, sdk: &SdkConfig, store: &DynamoStore) -> Result<BrexClient, StartupError> {
+    let ctx = OAuthContext {
+        secrets: Arc::new(SecretsManagerStore::new(aws_sdk_secretsmanager::Client::new(sdk))),
+        leases: Arc::new(store.clone()),
+        clock: clock(),
+        secret_id: common.brex_secret_id.clone(),
+    };
+    let auth = BrexAuth::load(ctx, AuthOptions::default()).await?;
+    Ok(BrexClient::new(BrexConfig::new(&common.brex_api_url, common.brex_requests_per_minute), auth)?)
+}
+
+pub async fn webhook_service(config: &WebhookConfig, sdk: &SdkConfig) -> Result<WebhookService, StartupError> {
+    let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(sdk), &config.common.table_name);
+    let brex = brex_client(&config.common, sdk, &store).await?;
+    Ok(WebhookService::new(
+        Arc::new(SqsQueue::new(aws_sdk_sqs::Client::new(sdk), &config.queue_url)),
+        Arc::new(store),
+        Arc::new(brex),
+        clock(),
+        WebhookOptions::default(),
+    ))
+}
+
+pub async fn ifs_client(
+    ifs: &IfsConfig,
+    sdk: &SdkConfig,
+    mapping: &dyn MappingSource,
+) -> Result<IfsClient, StartupError> {
+    let secret = SecretsManagerStore::new(aws_sdk_secretsmanager::Client::new(sdk)).get_secret(&ifs.ifs_secret_id).await?;
+    let credentials: IfsCredentials =
+        serde_json::from_str(secret.expose()).map_err(|e| StartupError::IfsSecretShape(e.to_string()))?;
+    let mut client_config = IfsClientConfig::new(&ifs.ifs_url, &ifs.ifs_realm, credentials);
+    client_config.requests_per_minute = ifs.ifs_requests_per_minute;
+    // Projection names come from the mapping document's `[ifs.api]`; read at cold start, defaults until a
+    // document exists (the poster refuses to post without one anyway).
+    if let Ok(loaded) = mapping.mapping().await {
+        client_config.api = loaded.document.api.clone();
+    }
+    Ok(IfsClient::new(client_config, reqwest::Client::new())?)
+}
+
+pub async fn poster(config: &PosterConfig, sdk: &SdkConfig) -> Result<Poster, StartupError> {
+    let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(sdk), &config.common.table_name);
+    let mapping = Arc::new(CachedMapping::new(store.clone(), MAPPING_TTL));
+    let brex = brex_client(&config.common, sdk, &store).await?;
+    let ifs = ifs_client(&config.ifs, sdk, mapping.as_ref()).await?;
+    Ok(Poster {
+        records: Arc::new(brex),
+        ledger: Arc::new(ifs),
+        idempotency: Arc::new(store),
+        mapping,
+        clock: clock(),
+        options: PosterOptions {
+            report_export_results: config.report_export_results,
+            dry_run: config.dry_run,
+            ..PosterOptions::default()
+        },
+    })
+}

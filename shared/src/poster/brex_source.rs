@@ -1,0 +1,55 @@
+//! The Brex client as the poster's [`RecordSource`].
+
+use async_trait::async_trait;
+
+use super::ports::{ExportOutcome, FetchedRecords, RecordSource};
+use crate::brex::BrexClient;
+use crate::brex::client::{ExportOutcome as WireOutcome, ExportResult};
+use crate::domain::AccountingRecordId;
+use crate::ports::ExternalError;
+
+#[async_trait]
+impl RecordSource for BrexClient {
+    async fn fetch_records(&self, ids: &[AccountingRecordId]) -> Result<FetchedRecords, ExternalError> {
+        let fetch = self.records_by_ids(ids).await?;
+        let mut malformed = Vec::new();
+        for bad in fetch.malformed {
+            match bad.id {
+                Some(id) => malformed.push((id, bad.error)),
+                // Without a usable id it cannot be tied to a claim; the claim shows up as missing instead.
+                None => tracing::warn!(error = %bad.error, "Brex returned an unreadable record without an id"),
+            }
+        }
+        let mut missing = fetch.missing;
+        // Ids that came back unreadable but whose id we could not read are "missing" as far as we can tell.
+        let seen: std::collections::HashSet<&AccountingRecordId> =
+            fetch.records.iter().map(|r| &r.id).chain(malformed.iter().map(|(id, _)| id)).collect();
+        for id in ids {
+            if !seen.contains(id) && !missing.contains(id) {
+                missing.push(id.clone());
+            }
+        }
+        Ok(FetchedRecords { records: fetch.records, malformed, missing })
+    }
+
+    async fn report_export_results(&self, results: &[ExportOutcome]) -> Result<(), ExternalError> {
+        let wire: Vec<ExportResult> = results
+            .iter()
+            .map(|r| match r {
+                ExportOutcome::Success { id, reference_id } => ExportResult {
+                    accounting_record_id: id.clone(),
+                    outcome: WireOutcome::Success { reference_id: Some(reference_id.clone()), deep_link_url: None },
+                },
+                ExportOutcome::Failure { id, message } => ExportResult {
+                    accounting_record_id: id.clone(),
+                    outcome: WireOutcome::Failure { error_message: message.clone() },
+                },
+            })
+            .collect();
+        let report = BrexClient::report_export_results(self, &wire).await?;
+        if !report.not_found.is_empty() {
+            tracing::warn!(ids = ?report.not_found, "Brex does not know some reported records");
+        }
+        Ok(())
+    }
+}
