@@ -285,3 +285,92 @@ impl Stack {
         attrs.values().filter_map(|v| v.parse::<usize>().ok()).sum()
     }
 }
+
+/// One batch received from SQS, shaped as the Lambda SQS event source delivers it.
+#[derive(Debug, Clone)]
+pub struct ReceivedBatch {
+    /// The `SqsEvent` JSON (`Records[…]` with `messageId`, `receiptHandle`, `body`, `eventSource`, …).
+    pub event: serde_json::Value,
+    /// message id → receipt handle.
+    pub receipts: Vec<(String, String)>,
+}
+
+/// What Lambda's SQS event source mapping does: receive up to a batch, invoke, then delete every message
+/// not named in `batchItemFailures` (those become visible again after the visibility timeout).
+#[derive(Debug, Clone)]
+pub struct SqsEventSource {
+    client: aws_sdk_sqs::Client,
+    queue_url: String,
+    queue_arn: String,
+}
+
+impl SqsEventSource {
+    pub fn new(sdk: &SdkConfig, queue_url: &str) -> Self {
+        let name = queue_url.rsplit('/').next().unwrap_or_default();
+        Self {
+            client: aws_sdk_sqs::Client::new(sdk),
+            queue_url: queue_url.to_owned(),
+            queue_arn: format!("arn:aws:sqs:us-east-1:123456789012:{name}"),
+        }
+    }
+
+    pub async fn receive(&self, max: i32, wait_seconds: i32) -> Result<Option<ReceivedBatch>, String> {
+        let out = self
+            .client
+            .receive_message()
+            .queue_url(&self.queue_url)
+            .max_number_of_messages(max)
+            .wait_time_seconds(wait_seconds)
+            .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::All)
+            .send()
+            .await
+            .map_err(|e| format!("receive: {e:?}"))?;
+        let messages = out.messages.unwrap_or_default();
+        if messages.is_empty() {
+            return Ok(None);
+        }
+        let mut records = Vec::new();
+        let mut receipts = Vec::new();
+        for m in messages {
+            let (Some(id), Some(handle)) = (m.message_id.clone(), m.receipt_handle.clone()) else { continue };
+            let attributes: serde_json::Map<String, serde_json::Value> = m
+                .attributes
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k.as_str().to_owned(), serde_json::Value::String(v)))
+                .collect();
+            records.push(serde_json::json!({
+                "messageId": id,
+                "receiptHandle": handle,
+                "body": m.body.unwrap_or_default(),
+                "attributes": attributes,
+                "messageAttributes": {},
+                "md5OfBody": m.md5_of_body.unwrap_or_default(),
+                "eventSource": "aws:sqs",
+                "eventSourceARN": self.queue_arn,
+                "awsRegion": "us-east-1"
+            }));
+            receipts.push((id, handle));
+        }
+        Ok(Some(ReceivedBatch { event: serde_json::json!({ "Records": records }), receipts }))
+    }
+
+    /// Deletes the batch's messages except `failed` (message ids from `batchItemFailures`).
+    pub async fn settle(&self, batch: &ReceivedBatch, failed: &[String]) -> Result<usize, String> {
+        let mut deleted = 0;
+        for (id, handle) in &batch.receipts {
+            if failed.contains(id) {
+                continue;
+            }
+            self.client
+                .delete_message()
+                .queue_url(&self.queue_url)
+                .receipt_handle(handle)
+                .send()
+                .await
+                .map_err(|e| format!("delete: {e:?}"))?;
+            deleted += 1;
+        }
+        Ok(deleted)
+    }
+}

@@ -1,0 +1,344 @@
+//! The poster end to end on moto: records in the Brex simulator → work items on SQS → the poster invoked
+//! with SQS batches exactly as Lambda's event source would → vouchers in the IFS simulator, export results in
+//! the Brex simulator.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use aws_lambda_events::event::sqs::SqsEvent;
+use chrono::Utc;
+use rust_decimal::Decimal;
+use shared::aws::{DynamoStore, SqsQueue};
+use shared::config::PosterConfig;
+use shared::domain::{AccountingRecordId, Origin, WebhookId, WorkItem};
+use shared::lambda::{build, poster};
+use shared::ports::WorkQueue;
+use shared::poster::Poster;
+use sims::aws::{Moto, SqsEventSource, Stack, StackSpec};
+use sims::brex::generator::{GeneratorOptions, RecordGenerator};
+use sims::brex::model::{AccountingRecord, LineType, ReviewStatus};
+use sims::brex::{BrexSim, BrexSimConfig, ExportOutcome};
+use sims::ifs::model::Voucher;
+use sims::ifs::{IfsFaults, IfsSim, IfsSimConfig};
+
+const MAPPING: &str = include_str!("../../infra/mapping.example.toml");
+
+struct World {
+    stack: Stack,
+    brex: BrexSim,
+    ifs: IfsSim,
+    poster: Poster,
+    source: SqsEventSource,
+}
+
+fn poster_env(stack: &Stack, brex: &BrexSim, ifs: &IfsSim, extra: &[(&str, &str)]) -> HashMap<String, String> {
+    let mut env: HashMap<String, String> = [
+        ("TABLE_NAME", stack.table_name.clone()),
+        ("BREX_SECRET_ID", stack.brex_secret_id.clone()),
+        ("IFS_SECRET_ID", stack.ifs_secret_id.clone()),
+        ("BREX_API_URL", brex.base_url()),
+        ("IFS_URL", ifs.base_url().to_owned()),
+        ("IFS_REALM", ifs.realm().to_owned()),
+        ("QUEUE_URL", stack.queue_url.clone()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    for (k, v) in extra {
+        env.insert((*k).to_owned(), (*v).to_owned());
+    }
+    env
+}
+
+async fn world(name: &str, ifs_config: IfsSimConfig, extra_env: &[(&str, &str)]) -> World {
+    let stack = Stack::create(
+        &Moto::get(),
+        StackSpec {
+            name,
+            ifs_secret: r#"{"client_id":"brex-connector","client_secret":"sim-secret"}"#,
+            // Short, so redelivery after a retryable failure is quick; Lambda uses 6 × the function timeout.
+            visibility_timeout: 1,
+            ..StackSpec::default()
+        },
+    )
+    .await
+    .expect("stack");
+    DynamoStore::new(aws_sdk_dynamodb::Client::new(&stack.sdk), &stack.table_name)
+        .store_mapping(MAPPING, None)
+        .await
+        .expect("mapping stored");
+    let brex = BrexSim::start(BrexSimConfig::default()).await.expect("brex sim");
+    let ifs = IfsSim::start(ifs_config).await.expect("ifs sim");
+    let config = PosterConfig::from_env(&poster_env(&stack, &brex, &ifs, extra_env)).expect("config");
+    let poster = build::poster(&config, &stack.sdk).await.expect("poster");
+    let source = SqsEventSource::new(&stack.sdk, &stack.queue_url);
+    World { stack, brex, ifs, poster, source }
+}
+
+fn clean_records(seed: u64, n: usize) -> Vec<AccountingRecord> {
+    let options = GeneratorOptions { count: n, missing_gl_rate: 0.0, ..GeneratorOptions::default() };
+    RecordGenerator::with_options(seed, options).batch()
+}
+
+impl World {
+    fn insert(&self, records: Vec<AccountingRecord>) -> Vec<String> {
+        let ids = records.iter().map(|r| r.id.clone()).collect();
+        self.brex.insert_records(records);
+        ids
+    }
+
+    async fn enqueue(&self, ids: &[String]) {
+        let ids: Vec<_> = ids.iter().map(|i| AccountingRecordId::parse(i).unwrap()).collect();
+        let origin = Origin::Webhook { webhook_id: WebhookId::parse("msg_test").unwrap() };
+        let queue = SqsQueue::new(aws_sdk_sqs::Client::new(&self.stack.sdk), &self.stack.queue_url);
+        queue.enqueue(&WorkItem::accounting_records(&ids, &origin, Utc::now())).await.unwrap();
+    }
+
+    /// Lambda's SQS event source: batches of ≤ 10, delete what succeeded, until the queue is empty.
+    async fn drain(&self, limit: Duration) -> usize {
+        let start = Instant::now();
+        let mut invocations = 0;
+        while start.elapsed() < limit {
+            match self.source.receive(10, 0).await.unwrap() {
+                Some(batch) => {
+                    invocations += 1;
+                    let failed = self.invoke(&batch.event).await;
+                    self.source.settle(&batch, &failed).await.unwrap();
+                }
+                None if self.stack.queue_depth(&self.stack.queue_url).await == 0 => return invocations,
+                None => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+        panic!("queue not drained within {limit:?}");
+    }
+
+    async fn invoke(&self, event: &serde_json::Value) -> Vec<String> {
+        let event: SqsEvent = serde_json::from_value(event.clone()).expect("SqsEvent");
+        let response = poster::handle_sqs_event(&self.poster, event, Utc::now() + chrono::Duration::seconds(60)).await;
+        response.batch_item_failures.into_iter().map(|f| f.item_identifier).collect()
+    }
+
+    fn vouchers_by_reference(&self) -> BTreeMap<String, Vec<Voucher>> {
+        let mut by_ref: BTreeMap<String, Vec<Voucher>> = BTreeMap::new();
+        for v in self.ifs.vouchers() {
+            let reference = v.rows.first().and_then(|r| r.reference_number.clone()).expect("reference on row");
+            assert!(v.rows.iter().all(|r| r.reference_number.as_deref() == Some(&reference)), "one reference per voucher");
+            by_ref.entry(reference).or_default().push(v);
+        }
+        by_ref
+    }
+}
+
+fn debit_credit(v: &Voucher) -> (Decimal, Decimal) {
+    v.rows.iter().fold((Decimal::ZERO, Decimal::ZERO), |(d, c), r| {
+        (d + r.currency_debet_amount.unwrap_or_default(), c + r.currency_credit_amount.unwrap_or_default())
+    })
+}
+
+fn field<'a>(record: &'a AccountingRecord, line: LineType, name: &str) -> Option<&'a str> {
+    record
+        .line_items
+        .iter()
+        .filter(|l| l.line_type == line)
+        .flat_map(|l| l.accounting_field_values.iter())
+        .find(|f| f.field_name.as_deref() == Some(name))
+        .and_then(|f| f.field_value_name.as_deref())
+}
+
+#[tokio::test]
+async fn records_become_balanced_vouchers_and_are_reported_exported() {
+    let w = world("post-happy", IfsSimConfig::default(), &[]).await;
+    let ids = w.insert(clean_records(7, 40));
+    w.enqueue(&ids).await;
+    w.drain(Duration::from_secs(60)).await;
+
+    let by_ref = w.vouchers_by_reference();
+    assert_eq!(by_ref.len(), ids.len(), "one voucher per record");
+    let records: Vec<_> = ids.iter().map(|id| w.brex.record(id).unwrap()).collect();
+    let kinds = |f: &dyn Fn(&AccountingRecord) -> bool| records.iter().filter(|r| f(r)).count();
+    assert!(kinds(&|r| r.record_type.ends_with("_REFUND")) > 0, "the sample holds a refund");
+    assert!(kinds(&|r| r.source_type.as_str() == "REIMBURSEMENT") > 0, "… a reimbursement");
+    assert!(kinds(&|r| r.original_amount.as_ref().is_some_and(|o| o.currency != r.amount.currency)) > 0, "… foreign currency");
+    assert!(kinds(&|r| r.line_items.iter().filter(|l| l.line_type == LineType::Debit).count() > 1) > 0, "… a split");
+    assert!(kinds(&|r| field(r, LineType::Debit, "Entity") == Some("Acme Canada")) > 0, "… a Canadian entity");
+    for id in &ids {
+        let record = w.brex.record(id).unwrap();
+        let vouchers = &by_ref[id];
+        assert_eq!(vouchers.len(), 1, "{id} posted once");
+        let v = &vouchers[0];
+        let (debit, credit) = debit_credit(v);
+        assert_eq!(debit, credit, "{id} balanced");
+        assert_eq!(debit, record.amount.amount, "{id}: the voucher carries the record's amount");
+        assert!(v.rows.iter().all(|r| r.currency_code == record.amount.currency), "{id} currency");
+        assert_eq!(v.status.as_str(), "NotApproved", "awaiting approval in the hold table");
+        assert!(v.rows.iter().all(|r| r.reference_serie.as_deref() == Some("BREX")));
+        let canada = field(&record, LineType::Debit, "Entity") == Some("Acme Canada")
+            || field(&record, LineType::Credit, "Entity") == Some("Acme Canada");
+        assert_eq!(v.company, if canada { "20" } else { "10" }, "{id} company");
+        // The liability side: card → 2410/2415, reimbursement → 2420.
+        let refund = record.record_type.ends_with("_REFUND");
+        let funding_side = if refund { LineType::Debit } else { LineType::Credit };
+        let funding_rows: Vec<_> = v
+            .rows
+            .iter()
+            .filter(|r| if funding_side == LineType::Credit { r.currency_credit_amount.is_some() } else { r.currency_debet_amount.is_some() })
+            .collect();
+        let expected_funding = match (record.source_type.as_str(), canada) {
+            ("REIMBURSEMENT", _) => "2420",
+            (_, true) => "2415",
+            _ => "2410",
+        };
+        assert!(funding_rows.iter().all(|r| r.account == expected_funding), "{id}: funding rows {funding_rows:?}");
+        // Expense rows carry a cost centre: every expense account in the demo chart but 7900 demands one.
+        for row in v.rows.iter().filter(|r| r.account.starts_with('6') || r.account.starts_with('7')) {
+            assert!(row.code_b.is_some(), "{id}: expense row without cost centre {row:?}");
+        }
+        // Brex shows it exported with the IFS voucher as reference.
+        assert_eq!(record.review_status, ReviewStatus::Exported, "{id}");
+        let reported = w.brex.export_result(id).expect("export result");
+        let key = format!("{}-{}-{}-{}", v.company, v.accounting_year, v.voucher_type, v.voucher_no);
+        assert_eq!(reported.outcome, ExportOutcome::Success { reference_id: Some(key), deep_link_url: None });
+    }
+    let engineering_travel = ids.iter().map(|id| w.brex.record(id).unwrap()).find(|r| {
+        r.line_items.iter().filter(|l| l.line_type == LineType::Debit).count() == 1
+            && field(r, LineType::Debit, "GL Account") == Some("6500 Travel")
+            && r.user.as_ref().and_then(|u| u.department_name.as_deref()) == Some("Engineering")
+            && field(r, LineType::Debit, "Department").is_none_or(|d| d == "Engineering")
+            && !r.record_type.ends_with("_REFUND")
+    });
+    if let Some(record) = engineering_travel {
+        let v = &by_ref[&record.id][0];
+        let expense = v.rows.iter().find(|r| r.currency_debet_amount.is_some()).unwrap();
+        assert_eq!((expense.account.as_str(), expense.code_b.as_deref()), ("6500", Some("200")));
+    }
+    let counters = w.ifs.counters();
+    assert_eq!(counters.mutations_without_if_match, 0);
+    assert!(counters.mutations_with_if_match > 0);
+}
+
+#[tokio::test]
+async fn redelivery_posts_nothing_new_and_a_crash_after_commit_is_completed_without_a_duplicate() {
+    let w = world("post-redeliver", IfsSimConfig::default(), &[]).await;
+    let ids = w.insert(clean_records(11, 12));
+    w.enqueue(&ids).await;
+    w.drain(Duration::from_secs(60)).await;
+    assert_eq!(w.ifs.voucher_count(), 12);
+
+    // The same batch again (a webhook redelivery, or SQS at-least-once).
+    w.enqueue(&ids).await;
+    w.drain(Duration::from_secs(60)).await;
+    assert_eq!(w.ifs.voucher_count(), 12, "redelivery created nothing");
+
+    // A crash after IFS committed but before DynamoDB recorded it: the voucher exists, the claim is still
+    // "in progress" and its lease has run out by the time SQS redelivers.
+    let more = w.insert(clean_records(12, 3));
+    let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&w.stack.sdk), &w.stack.table_name);
+    let past = Utc::now() - chrono::Duration::minutes(10);
+    for id in &more {
+        use shared::ports::IdempotencyStore;
+        store.begin(&format!("record#{id}"), past, past - chrono::Duration::minutes(1)).await.unwrap();
+    }
+    let mapping = shared::mapping::MappingDocument::parse(MAPPING).unwrap();
+    let fetched = shared::poster::RecordSource::fetch_records(
+        w.poster.records.as_ref(),
+        &more.iter().map(|i| AccountingRecordId::parse(i).unwrap()).collect::<Vec<_>>(),
+    )
+    .await
+    .unwrap();
+    for record in &fetched.records {
+        let proposal = shared::mapping::map_record(&mapping, record).unwrap();
+        w.poster.ledger.create_voucher(&proposal).await.unwrap();
+    }
+    assert_eq!(w.ifs.voucher_count(), 15);
+    w.enqueue(&more).await;
+    w.drain(Duration::from_secs(60)).await;
+    assert_eq!(w.ifs.voucher_count(), 15, "the redelivery created nothing");
+    for id in &more {
+        use shared::ports::{Begin, IdempotencyStore};
+        let state = store.begin(&format!("record#{id}"), Utc::now(), Utc::now()).await.unwrap();
+        assert!(matches!(state, Begin::Completed { result: Some(_) }), "{id} completed: {state:?}");
+        assert_eq!(w.brex.record(id).unwrap().review_status, ReviewStatus::Exported);
+    }
+}
+
+#[tokio::test]
+async fn chaos_in_ifs_still_posts_every_record_exactly_once_with_if_match_on_every_mutation() {
+    let faults = IfsFaults {
+        concurrent_modification_rate: 0.3,
+        status_5xx_rate: 0.05,
+        status_5xx_codes: vec![503],
+        burst_429_next: 5,
+        ..IfsFaults::default()
+    };
+    let w = world("post-chaos", IfsSimConfig { faults, seed: 99, ..IfsSimConfig::default() }, &[]).await;
+    let ids = w.insert(clean_records(21, 30));
+    w.enqueue(&ids).await;
+    w.drain(Duration::from_secs(120)).await;
+    let by_ref = w.vouchers_by_reference();
+    assert_eq!(by_ref.len(), 30);
+    assert!(by_ref.values().all(|v| v.len() == 1), "no duplicates");
+    let c = w.ifs.counters();
+    assert!(c.fault("concurrent_modification") > 0 && c.status_412 > 0, "412s were injected: {c:?}");
+    assert!(c.status_429 >= 5 && c.fault("status_503") > 0, "429s and 503s were injected: {c:?}");
+    assert_eq!(c.mutations_without_if_match, 0, "every mutation carried If-Match");
+    assert_eq!(c.status_428, 0);
+}
+
+#[tokio::test]
+async fn short_lived_ifs_tokens_cause_no_auth_failures() {
+    let w = world("post-token", IfsSimConfig { token_ttl: Duration::from_secs(2), ..IfsSimConfig::default() }, &[]).await;
+    let start = Instant::now();
+    let mut round = 0u64;
+    while start.elapsed() < Duration::from_secs(10) {
+        round += 1;
+        let ids = w.insert(clean_records(100 + round, 2));
+        w.enqueue(&ids).await;
+        w.drain(Duration::from_secs(30)).await;
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+    let c = w.ifs.counters();
+    assert_eq!(w.ifs.voucher_count() as u64, 2 * round, "every record posted");
+    assert!(c.token_fetches >= 4, "tokens were refreshed as they expired: {c:?}");
+    // Refreshing at 80 % of expires_in means no request should even meet an expired token; at most one
+    // 401 per refresh is tolerated (the single retry), and none may surface as a failure.
+    assert!(c.status_401 <= c.token_fetches, "{c:?}");
+}
+
+#[tokio::test]
+async fn an_unmappable_record_is_reported_to_brex_and_never_retried_forever() {
+    let w = world("post-unmappable", IfsSimConfig::default(), &[]).await;
+    let mut records = clean_records(31, 3);
+    // Strip the GL coding of one card expense: no rule can give it an account.
+    let broken = records.iter_mut().find(|r| !r.record_type.ends_with("_REFUND")).unwrap();
+    for line in &mut broken.line_items {
+        line.accounting_field_values.retain(|f| f.field_name.as_deref() != Some("GL Account"));
+    }
+    let broken_id = broken.id.clone();
+    let ids = w.insert(records);
+    w.enqueue(&ids).await;
+    let invocations = w.drain(Duration::from_secs(30)).await;
+    assert_eq!(invocations, 1, "the permanent failure was not handed back to SQS");
+    assert_eq!(w.ifs.voucher_count(), 2);
+    match w.brex.export_result(&broken_id).expect("reported").outcome {
+        ExportOutcome::Failure { error_message } => {
+            assert!(error_message.contains(&broken_id) && error_message.to_lowercase().contains("account"), "{error_message}");
+        }
+        other => panic!("expected a failure report, got {other:?}"),
+    }
+    assert_eq!(w.stack.queue_depth(&w.stack.dlq_url).await, 0, "nothing in the DLQ");
+    // Delivered again (the poller would find it still READY_FOR_EXPORT): recognised, not re-tried.
+    w.enqueue(&[broken_id.clone()]).await;
+    assert_eq!(w.drain(Duration::from_secs(30)).await, 1);
+    assert_eq!(w.ifs.voucher_count(), 2);
+}
+
+#[tokio::test]
+async fn dry_run_posts_nothing() {
+    let w = world("post-dry", IfsSimConfig::default(), &[("DRY_RUN", "true")]).await;
+    let ids = w.insert(clean_records(41, 5));
+    w.enqueue(&ids).await;
+    w.drain(Duration::from_secs(30)).await;
+    assert_eq!(w.ifs.voucher_count(), 0);
+    assert!(ids.iter().all(|id| w.brex.export_result(id).is_none()), "nothing reported to Brex");
+    assert_eq!(w.ifs.counters().count_label("VoucherSet.POST"), 0);
+}
