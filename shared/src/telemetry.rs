@@ -13,3 +13,16 @@ pub fn init_json_logging() {
         .with_ansi(false)
         .try_init();
 }
+
+/// The same JSON logs on stderr, for programs whose stdout is for people (the local run, the operator CLI).
+pub fn init_json_logging_to_stderr() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(filter)
+        .flatten_event(true)
+        .with_current_span(false)
+        .with_ansi(false)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

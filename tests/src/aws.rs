@@ -374,3 +374,40 @@ impl SqsEventSource {
         Ok(deleted)
     }
 }
+
+/// What the local run needs to know from `template.yaml` to create the same resources on moto.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemplateResources {
+    pub visibility_timeout: u32,
+    pub max_receive_count: u32,
+    pub ttl_attribute: String,
+    pub key_schema: Vec<String>,
+}
+
+impl TemplateResources {
+    /// Reads the queue, DLQ redrive and table settings from template.yaml (the single source of truth).
+    pub fn from_template(text: &str) -> Result<Self, String> {
+        let t: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| format!("template.yaml: {e}"))?;
+        let props = |name: &str| t["Resources"][name]["Properties"].clone();
+        let queue = props("WorkQueue");
+        let table = props("Table");
+        let number = |v: &serde_yaml::Value, what: &str| {
+            v.as_u64().and_then(|n| u32::try_from(n).ok()).ok_or_else(|| format!("template.yaml: {what} missing"))
+        };
+        let key_schema = table["KeySchema"]
+            .as_sequence()
+            .ok_or("template.yaml: Table.KeySchema missing")?
+            .iter()
+            .filter_map(|k| k["AttributeName"].as_str().map(str::to_owned))
+            .collect();
+        Ok(Self {
+            visibility_timeout: number(&queue["VisibilityTimeout"], "WorkQueue.VisibilityTimeout")?,
+            max_receive_count: number(&queue["RedrivePolicy"]["maxReceiveCount"], "WorkQueue.RedrivePolicy.maxReceiveCount")?,
+            ttl_attribute: table["TimeToLiveSpecification"]["AttributeName"]
+                .as_str()
+                .ok_or("template.yaml: Table TTL attribute missing")?
+                .to_owned(),
+            key_schema,
+        })
+    }
+}

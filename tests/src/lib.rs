@@ -7,3 +7,4 @@ pub mod apigw;
 pub mod aws;
 pub mod brex;
 pub mod ifs;
+pub mod pipeline;

@@ -8,17 +8,17 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use shared::aws::{DynamoStore, SecretsManagerStore};
+use shared::brex::model::{ReviewStatus, SourceType};
 use shared::brex::retry::RetryPolicy;
 use shared::brex::{
     AuthOptions, BrexAuth, BrexClient, BrexConfig, BrexError, ExportOutcome, ExportResult, OAuthContext, RecordQuery,
 };
-use shared::brex::model::{ReviewStatus, SourceType};
 use shared::domain::{AccountingRecordId, BrexCredentials, Secret};
 use shared::error::Classify;
 use shared::ports::{Clock, LeaseStore, SecretStore, SystemClock, WebhookSecretSource};
 use shared::webhook::WebhookVerifier;
-use sims::brex::generator::RecordGenerator;
 use sims::aws::{Moto, Stack, StackSpec};
+use sims::brex::generator::RecordGenerator;
 use sims::brex::{BrexSim, BrexSimConfig, Faults, OAuthClient};
 
 fn fast_retry(max_attempts: u32) -> RetryPolicy {
@@ -147,10 +147,7 @@ async fn export_results_are_idempotent_and_not_ready_counts_as_done() {
     let report = client.report_export_results(&first).await.expect("report");
     assert_eq!(ids_of(&report.updated), ids[..3].iter().cloned().collect());
     assert!(report.already_exported.is_empty() && report.not_found.is_empty());
-    assert_eq!(
-        sim.record(&ids[0]).expect("record").review_status,
-        sims::brex::ReviewStatus::Exported
-    );
+    assert_eq!(sim.record(&ids[0]).expect("record").review_status, sims::brex::ReviewStatus::Exported);
 
     // The very same report again: same body, same Idempotency-Key, Brex replays its answer.
     let again = client.report_export_results(&first).await.expect("replay");
@@ -239,7 +236,10 @@ async fn rate_limits_and_server_errors_are_retried_within_bounds() {
     let err = client.query_records(&query).await.expect_err("limit too large");
     assert_eq!(err.status(), Some(400));
     assert!(!err.is_retryable());
-    assert!(matches!(&err, BrexError::Status { code: Some(c), trace_id: Some(_), .. } if c == "INVALID_REQUEST"), "{err:?}");
+    assert!(
+        matches!(&err, BrexError::Status { code: Some(c), trace_id: Some(_), .. } if c == "INVALID_REQUEST"),
+        "{err:?}"
+    );
     assert_eq!(sim.counters().total_requests, 1);
 }
 
@@ -398,7 +398,12 @@ async fn concurrent_instances_never_race_the_refresh_token() {
     assert_eq!((counters.token_fetches, counters.invalid_grants), (1, 0), "{counters:?}");
     // The lease was given back: the next refresher takes it at once.
     let now = Utc::now();
-    assert!(w.leases.try_acquire("brex-oauth-refresh", "probe", now + chrono::Duration::seconds(5), now).await.expect("lease"));
+    assert!(
+        w.leases
+            .try_acquire("brex-oauth-refresh", "probe", now + chrono::Duration::seconds(5), now)
+            .await
+            .expect("lease")
+    );
 }
 
 #[tokio::test]

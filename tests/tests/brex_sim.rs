@@ -22,8 +22,11 @@ async fn sim() -> BrexSim {
     sim_with(BrexSimConfig::default()).await
 }
 
+/// One client for the whole file (building a rustls client is slow in debug builds). No idle pool: each
+/// test has its own runtime, and a pooled connection must not outlive the runtime that opened it.
 fn client() -> reqwest::Client {
-    reqwest::Client::new()
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    CLIENT.get_or_init(|| reqwest::Client::builder().pool_max_idle_per_host(0).build().expect("client")).clone()
 }
 
 /// Records updated within the last `hours` hours (all READY_FOR_EXPORT).
@@ -506,7 +509,7 @@ async fn secret_rotation_gives_two_signatures() {
     let ts: i64 = d.header("webhook-timestamp").unwrap().parse().unwrap();
     let entries: Vec<&str> = sig.split(' ').collect();
     assert_eq!(entries.len(), 2);
-    assert_eq!(entries[0], webhook::sign(&d.msg_id, ts, &d.body, &[new.clone()]));
+    assert_eq!(entries[0], webhook::sign(&d.msg_id, ts, &d.body, std::slice::from_ref(&new)));
     assert_eq!(entries[1], webhook::sign(&d.msg_id, ts, &d.body, &[old]));
     let payload: Value = serde_json::from_slice(&d.body).unwrap();
     assert_eq!(payload["companyId"], sim.company_id());
@@ -600,6 +603,17 @@ async fn admin_routes_generate_and_inspect() {
     let resp = client().post(format!("{base}/_sim/records")).json(&json!([rec.clone()])).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     let resp = client().post(format!("{base}/_sim/records")).json(&json!([{"id": "broken"}])).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+
+    sim.set_review_status(&[id], ReviewStatus::Exported);
+    let resp = client().post(format!("{base}/_sim/records/ready")).json(&json!({"ids": [id, "accr_x"]})).send().await;
+    let body: Value = resp.unwrap().json().await.unwrap();
+    assert_eq!(body["updated"], 1);
+    assert_eq!(sim.record(id).unwrap().review_status, ReviewStatus::ReadyForExport);
+    let bad = json!({"url": "http://127.0.0.1:9/", "record_ids": [id], "time_scale": -1.0});
+    let resp = client().post(format!("{base}/_sim/webhooks/send")).json(&bad).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let resp = client().post(format!("{base}/_sim/generate")).json(&json!({"count": 1_000_000})).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
 
     let secrets: Value =

@@ -2,77 +2,24 @@
 //! with SQS batches exactly as Lambda's event source would → vouchers in the IFS simulator, export results in
 //! the Brex simulator.
 
-use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use aws_lambda_events::event::sqs::SqsEvent;
 use chrono::Utc;
 use rust_decimal::Decimal;
-use shared::aws::{DynamoStore, SqsQueue};
-use shared::config::PosterConfig;
-use shared::domain::{AccountingRecordId, Origin, WebhookId, WorkItem};
-use shared::lambda::{build, poster};
-use shared::ports::WorkQueue;
-use shared::poster::Poster;
-use sims::aws::{Moto, SqsEventSource, Stack, StackSpec};
+use shared::aws::DynamoStore;
+use shared::domain::{AccountingRecordId, Origin, WebhookId};
+use sims::brex::ExportOutcome;
 use sims::brex::generator::{GeneratorOptions, RecordGenerator};
 use sims::brex::model::{AccountingRecord, LineType, ReviewStatus};
-use sims::brex::{BrexSim, BrexSimConfig, ExportOutcome};
 use sims::ifs::model::Voucher;
-use sims::ifs::{IfsFaults, IfsSim, IfsSimConfig};
+use sims::ifs::{IfsFaults, IfsSimConfig};
+use sims::pipeline::{Pipeline, PipelineOptions};
 
-const MAPPING: &str = include_str!("../../infra/mapping.example.toml");
+const MAPPING: &str = sims::pipeline::EXAMPLE_MAPPING;
 
-struct World {
-    stack: Stack,
-    brex: BrexSim,
-    ifs: IfsSim,
-    poster: Poster,
-    source: SqsEventSource,
-}
-
-fn poster_env(stack: &Stack, brex: &BrexSim, ifs: &IfsSim, extra: &[(&str, &str)]) -> HashMap<String, String> {
-    let mut env: HashMap<String, String> = [
-        ("TABLE_NAME", stack.table_name.clone()),
-        ("BREX_SECRET_ID", stack.brex_secret_id.clone()),
-        ("IFS_SECRET_ID", stack.ifs_secret_id.clone()),
-        ("BREX_API_URL", brex.base_url()),
-        ("IFS_URL", ifs.base_url().to_owned()),
-        ("IFS_REALM", ifs.realm().to_owned()),
-        ("QUEUE_URL", stack.queue_url.clone()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
-    for (k, v) in extra {
-        env.insert((*k).to_owned(), (*v).to_owned());
-    }
-    env
-}
-
-async fn world(name: &str, ifs_config: IfsSimConfig, extra_env: &[(&str, &str)]) -> World {
-    let stack = Stack::create(
-        &Moto::get(),
-        StackSpec {
-            name,
-            ifs_secret: r#"{"client_id":"brex-connector","client_secret":"sim-secret"}"#,
-            // Short, so redelivery after a retryable failure is quick; Lambda uses 6 × the function timeout.
-            visibility_timeout: 1,
-            ..StackSpec::default()
-        },
-    )
-    .await
-    .expect("stack");
-    DynamoStore::new(aws_sdk_dynamodb::Client::new(&stack.sdk), &stack.table_name)
-        .store_mapping(MAPPING, None)
-        .await
-        .expect("mapping stored");
-    let brex = BrexSim::start(BrexSimConfig::default()).await.expect("brex sim");
-    let ifs = IfsSim::start(ifs_config).await.expect("ifs sim");
-    let config = PosterConfig::from_env(&poster_env(&stack, &brex, &ifs, extra_env)).expect("config");
-    let poster = build::poster(&config, &stack.sdk).await.expect("poster");
-    let source = SqsEventSource::new(&stack.sdk, &stack.queue_url);
-    World { stack, brex, ifs, poster, source }
+async fn world(name: &str, ifs: IfsSimConfig, extra_env: &[(&str, &str)]) -> Pipeline {
+    let poster_env = extra_env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+    Pipeline::start(PipelineOptions { name: name.into(), ifs, poster_env, ..PipelineOptions::default() }).await.expect("pipeline")
 }
 
 fn clean_records(seed: u64, n: usize) -> Vec<AccountingRecord> {
@@ -80,52 +27,26 @@ fn clean_records(seed: u64, n: usize) -> Vec<AccountingRecord> {
     RecordGenerator::with_options(seed, options).batch()
 }
 
-impl World {
+trait Harness {
+    fn insert(&self, records: Vec<AccountingRecord>) -> Vec<String>;
+    async fn enqueue_ids(&self, ids: &[String]);
+    async fn drain_ok(&self, limit: Duration) -> usize;
+}
+
+impl Harness for Pipeline {
     fn insert(&self, records: Vec<AccountingRecord>) -> Vec<String> {
         let ids = records.iter().map(|r| r.id.clone()).collect();
         self.brex.insert_records(records);
         ids
     }
 
-    async fn enqueue(&self, ids: &[String]) {
-        let ids: Vec<_> = ids.iter().map(|i| AccountingRecordId::parse(i).unwrap()).collect();
+    async fn enqueue_ids(&self, ids: &[String]) {
         let origin = Origin::Webhook { webhook_id: WebhookId::parse("msg_test").unwrap() };
-        let queue = SqsQueue::new(aws_sdk_sqs::Client::new(&self.stack.sdk), &self.stack.queue_url);
-        queue.enqueue(&WorkItem::accounting_records(&ids, &origin, Utc::now())).await.unwrap();
+        self.enqueue(ids, &origin).await.unwrap();
     }
 
-    /// Lambda's SQS event source: batches of ≤ 10, delete what succeeded, until the queue is empty.
-    async fn drain(&self, limit: Duration) -> usize {
-        let start = Instant::now();
-        let mut invocations = 0;
-        while start.elapsed() < limit {
-            match self.source.receive(10, 0).await.unwrap() {
-                Some(batch) => {
-                    invocations += 1;
-                    let failed = self.invoke(&batch.event).await;
-                    self.source.settle(&batch, &failed).await.unwrap();
-                }
-                None if self.stack.queue_depth(&self.stack.queue_url).await == 0 => return invocations,
-                None => tokio::time::sleep(Duration::from_millis(200)).await,
-            }
-        }
-        panic!("queue not drained within {limit:?}");
-    }
-
-    async fn invoke(&self, event: &serde_json::Value) -> Vec<String> {
-        let event: SqsEvent = serde_json::from_value(event.clone()).expect("SqsEvent");
-        let response = poster::handle_sqs_event(&self.poster, event, Utc::now() + chrono::Duration::seconds(60)).await;
-        response.batch_item_failures.into_iter().map(|f| f.item_identifier).collect()
-    }
-
-    fn vouchers_by_reference(&self) -> BTreeMap<String, Vec<Voucher>> {
-        let mut by_ref: BTreeMap<String, Vec<Voucher>> = BTreeMap::new();
-        for v in self.ifs.vouchers() {
-            let reference = v.rows.first().and_then(|r| r.reference_number.clone()).expect("reference on row");
-            assert!(v.rows.iter().all(|r| r.reference_number.as_deref() == Some(&reference)), "one reference per voucher");
-            by_ref.entry(reference).or_default().push(v);
-        }
-        by_ref
+    async fn drain_ok(&self, limit: Duration) -> usize {
+        self.drain(limit).await.unwrap()
     }
 }
 
@@ -149,8 +70,8 @@ fn field<'a>(record: &'a AccountingRecord, line: LineType, name: &str) -> Option
 async fn records_become_balanced_vouchers_and_are_reported_exported() {
     let w = world("post-happy", IfsSimConfig::default(), &[]).await;
     let ids = w.insert(clean_records(7, 40));
-    w.enqueue(&ids).await;
-    w.drain(Duration::from_secs(60)).await;
+    w.enqueue_ids(&ids).await;
+    w.drain_ok(Duration::from_secs(60)).await;
 
     let by_ref = w.vouchers_by_reference();
     assert_eq!(by_ref.len(), ids.len(), "one voucher per record");
@@ -220,13 +141,13 @@ async fn records_become_balanced_vouchers_and_are_reported_exported() {
 async fn redelivery_posts_nothing_new_and_a_crash_after_commit_is_completed_without_a_duplicate() {
     let w = world("post-redeliver", IfsSimConfig::default(), &[]).await;
     let ids = w.insert(clean_records(11, 12));
-    w.enqueue(&ids).await;
-    w.drain(Duration::from_secs(60)).await;
+    w.enqueue_ids(&ids).await;
+    w.drain_ok(Duration::from_secs(60)).await;
     assert_eq!(w.ifs.voucher_count(), 12);
 
     // The same batch again (a webhook redelivery, or SQS at-least-once).
-    w.enqueue(&ids).await;
-    w.drain(Duration::from_secs(60)).await;
+    w.enqueue_ids(&ids).await;
+    w.drain_ok(Duration::from_secs(60)).await;
     assert_eq!(w.ifs.voucher_count(), 12, "redelivery created nothing");
 
     // A crash after IFS committed but before DynamoDB recorded it: the voucher exists, the claim is still
@@ -250,8 +171,8 @@ async fn redelivery_posts_nothing_new_and_a_crash_after_commit_is_completed_with
         w.poster.ledger.create_voucher(&proposal).await.unwrap();
     }
     assert_eq!(w.ifs.voucher_count(), 15);
-    w.enqueue(&more).await;
-    w.drain(Duration::from_secs(60)).await;
+    w.enqueue_ids(&more).await;
+    w.drain_ok(Duration::from_secs(60)).await;
     assert_eq!(w.ifs.voucher_count(), 15, "the redelivery created nothing");
     for id in &more {
         use shared::ports::{Begin, IdempotencyStore};
@@ -272,8 +193,8 @@ async fn chaos_in_ifs_still_posts_every_record_exactly_once_with_if_match_on_eve
     };
     let w = world("post-chaos", IfsSimConfig { faults, seed: 99, ..IfsSimConfig::default() }, &[]).await;
     let ids = w.insert(clean_records(21, 30));
-    w.enqueue(&ids).await;
-    w.drain(Duration::from_secs(120)).await;
+    w.enqueue_ids(&ids).await;
+    w.drain_ok(Duration::from_secs(120)).await;
     let by_ref = w.vouchers_by_reference();
     assert_eq!(by_ref.len(), 30);
     assert!(by_ref.values().all(|v| v.len() == 1), "no duplicates");
@@ -292,8 +213,8 @@ async fn short_lived_ifs_tokens_cause_no_auth_failures() {
     while start.elapsed() < Duration::from_secs(10) {
         round += 1;
         let ids = w.insert(clean_records(100 + round, 2));
-        w.enqueue(&ids).await;
-        w.drain(Duration::from_secs(30)).await;
+        w.enqueue_ids(&ids).await;
+        w.drain_ok(Duration::from_secs(30)).await;
         tokio::time::sleep(Duration::from_millis(700)).await;
     }
     let c = w.ifs.counters();
@@ -315,8 +236,8 @@ async fn an_unmappable_record_is_reported_to_brex_and_never_retried_forever() {
     }
     let broken_id = broken.id.clone();
     let ids = w.insert(records);
-    w.enqueue(&ids).await;
-    let invocations = w.drain(Duration::from_secs(30)).await;
+    w.enqueue_ids(&ids).await;
+    let invocations = w.drain_ok(Duration::from_secs(30)).await;
     assert_eq!(invocations, 1, "the permanent failure was not handed back to SQS");
     assert_eq!(w.ifs.voucher_count(), 2);
     match w.brex.export_result(&broken_id).expect("reported").outcome {
@@ -327,8 +248,8 @@ async fn an_unmappable_record_is_reported_to_brex_and_never_retried_forever() {
     }
     assert_eq!(w.stack.queue_depth(&w.stack.dlq_url).await, 0, "nothing in the DLQ");
     // Delivered again (the poller would find it still READY_FOR_EXPORT): recognised, not re-tried.
-    w.enqueue(&[broken_id.clone()]).await;
-    assert_eq!(w.drain(Duration::from_secs(30)).await, 1);
+    w.enqueue_ids(&[broken_id.clone()]).await;
+    assert_eq!(w.drain_ok(Duration::from_secs(30)).await, 1);
     assert_eq!(w.ifs.voucher_count(), 2);
 }
 
@@ -336,8 +257,8 @@ async fn an_unmappable_record_is_reported_to_brex_and_never_retried_forever() {
 async fn dry_run_posts_nothing() {
     let w = world("post-dry", IfsSimConfig::default(), &[("DRY_RUN", "true")]).await;
     let ids = w.insert(clean_records(41, 5));
-    w.enqueue(&ids).await;
-    w.drain(Duration::from_secs(30)).await;
+    w.enqueue_ids(&ids).await;
+    w.drain_ok(Duration::from_secs(30)).await;
     assert_eq!(w.ifs.voucher_count(), 0);
     assert!(ids.iter().all(|id| w.brex.export_result(id).is_none()), "nothing reported to Brex");
     assert_eq!(w.ifs.counters().count_label("VoucherSet.POST"), 0);

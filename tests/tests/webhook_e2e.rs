@@ -7,9 +7,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use shared::config::WebhookConfig;
 use shared::domain::WorkItem;
-use shared::lambda::{build, webhook};
+use shared::lambda::build;
 use shared::webhook::WebhookService;
-use sims::apigw::http_v2_event;
 use sims::aws::{Moto, Stack, StackSpec};
 use sims::brex::webhook::{HeaderFamily, WebhookDelivery};
 use sims::brex::{BrexSim, BrexSimConfig};
@@ -40,12 +39,8 @@ async fn world(name: &str) -> World {
     World { stack, brex, service }
 }
 
-/// What API Gateway + Lambda do with one delivery: build the v2 event, let lambda_http parse it, run the
-/// handler exactly as the Lambda binary does.
 async fn invoke(service: &WebhookService, delivery: WebhookDelivery) -> u16 {
-    let event = http_v2_event("POST", "/webhooks/brex", &delivery.headers, &delivery.body);
-    let request = lambda_http::request::from_str(&event.to_string()).expect("API Gateway v2 event");
-    webhook::handle_request(service, request).await.expect("response").status().as_u16()
+    sims::pipeline::invoke_webhook(service, delivery).await
 }
 
 fn transport(service: Arc<WebhookService>) -> impl Fn(WebhookDelivery) -> std::pin::Pin<Box<dyn Future<Output = u16> + Send>> + Send + Sync {

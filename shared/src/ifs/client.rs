@@ -306,7 +306,13 @@ impl IfsClient {
 
     /// Reads one entity; `Ok(None)` when IFS answers 404.
     pub async fn get_entity<T: DeserializeOwned>(&self, path: &str) -> Result<Option<(T, Option<ETag>)>, IfsError> {
-        let req = Request { method: Method::GET, url: self.url(path)?, body: Body::None, if_match: None, resend: Resend::Always };
+        let req = Request {
+            method: Method::GET,
+            url: self.url(path)?,
+            body: Body::None,
+            if_match: None,
+            resend: Resend::Always,
+        };
         match self.execute(&req).await {
             Ok(resp) => {
                 let entity: Value = resp.json(path)?;
@@ -348,8 +354,13 @@ impl IfsClient {
         let url = self.url(&format!("{entity_path}/{sub_path}"))?;
         let mut rereads = 0;
         loop {
-            let req =
-                Request { method: Method::POST, url: url.clone(), body: Body::Json(body), if_match: Some(etag), resend };
+            let req = Request {
+                method: Method::POST,
+                url: url.clone(),
+                body: Body::Json(body),
+                if_match: Some(etag),
+                resend,
+            };
             match self.execute(&req).await {
                 Ok(resp) if resp.body.iter().all(u8::is_ascii_whitespace) => return Ok(Value::Null),
                 Ok(resp) => return resp.json(sub_path),
@@ -381,7 +392,13 @@ impl IfsClient {
         let mut rows = Vec::new();
         let mut url = first;
         for _ in 0..MAX_PAGES {
-            let req = Request { method: Method::GET, url: url.clone(), body: Body::None, if_match: None, resend: Resend::Always };
+            let req = Request {
+                method: Method::GET,
+                url: url.clone(),
+                body: Body::None,
+                if_match: None,
+                resend: Resend::Always,
+            };
             let page: Page = self.execute(&req).await?.json(entity_set)?;
             let count = page.value.len();
             for row in page.value {
@@ -399,7 +416,9 @@ impl IfsClient {
                     }
                     next
                 }
-                None if count == page_size => self.url(&format!("{entity_set}?{}", query.to_query_string(rows.len())))?,
+                None if count == page_size => {
+                    self.url(&format!("{entity_set}?{}", query.to_query_string(rows.len())))?
+                }
                 None => return Ok(rows),
             };
         }
@@ -541,7 +560,11 @@ fn transport_failure(e: reqwest::Error) -> Failure {
         message.push_str(&inner.to_string());
         source = inner.source();
     }
-    Failure { error: IfsError::Transport { message, timeout: e.is_timeout() }, retry_after: None, unsent: e.is_connect() }
+    Failure {
+        error: IfsError::Transport { message, timeout: e.is_timeout() },
+        retry_after: None,
+        unsent: e.is_connect(),
+    }
 }
 
 /// `@odata.etag` of an entity body.

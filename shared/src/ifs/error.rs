@@ -125,9 +125,7 @@ pub fn parse_error_body(body: &[u8]) -> ErrorBody {
             }
             ErrorBody { code: e.code, message }
         }
-        Ok(Envelope { error: Inner::OAuth(code), error_description }) => {
-            ErrorBody { code, message: error_description }
-        }
+        Ok(Envelope { error: Inner::OAuth(code), error_description }) => ErrorBody { code, message: error_description },
         Err(_) => {
             let text = String::from_utf8_lossy(body);
             ErrorBody { code: String::new(), message: text.trim().chars().take(MAX_RAW_MESSAGE).collect() }
@@ -190,10 +188,18 @@ mod tests {
             classify_status(400, &body(ODP_MISSING_PRECONDITION), None),
             IfsError::MissingPrecondition { .. }
         ));
-        let rejected = classify_status(400, &ErrorBody { code: "DATABASE_ERROR".into(), message: "Period 2026/01 is closed".into() }, None);
+        let rejected = classify_status(
+            400,
+            &ErrorBody { code: "DATABASE_ERROR".into(), message: "Period 2026/01 is closed".into() },
+            None,
+        );
         assert_eq!(
             rejected,
-            IfsError::Rejected { status: 400, code: "DATABASE_ERROR".into(), message: "Period 2026/01 is closed".into() }
+            IfsError::Rejected {
+                status: 400,
+                code: "DATABASE_ERROR".into(),
+                message: "Period 2026/01 is closed".into()
+            }
         );
         let external = ExternalError::from(rejected);
         assert_eq!(external.disposition, Disposition::Permanent);

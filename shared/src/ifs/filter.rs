@@ -12,7 +12,10 @@ pub fn quote(value: &str) -> String {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Filter {
     /// `Property eq <literal>`; the literal is already rendered.
-    Eq { property: String, literal: String },
+    Eq {
+        property: String,
+        literal: String,
+    },
     And(Vec<Filter>),
     Or(Vec<Filter>),
 }
@@ -105,7 +108,10 @@ mod tests {
     fn literals_are_escaped() {
         assert_eq!(quote("O'Neil"), "'O''Neil'");
         assert_eq!(quote("''"), "''''''");
-        assert_eq!(Filter::eq_str("Description", "a' or 1 eq 1 or 'x").to_string(), "Description eq 'a'' or 1 eq 1 or ''x'");
+        assert_eq!(
+            Filter::eq_str("Description", "a' or 1 eq 1 or 'x").to_string(),
+            "Description eq 'a'' or 1 eq 1 or ''x'"
+        );
     }
 
     #[test]

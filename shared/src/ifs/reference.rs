@@ -136,7 +136,10 @@ pub(crate) fn account_from_row(row: &Map<String, Value>) -> Result<AccountInfo, 
     })
 }
 
-pub(crate) fn period_from_row(company: &CompanyCode, row: &Map<String, Value>) -> Result<AccountingPeriodInfo, IfsError> {
+pub(crate) fn period_from_row(
+    company: &CompanyCode,
+    row: &Map<String, Value>,
+) -> Result<AccountingPeriodInfo, IfsError> {
     let missing = |name: &str| IfsError::Decode(format!("AccountingPeriod: {name} missing"));
     Ok(AccountingPeriodInfo {
         company: company.clone(),
@@ -151,10 +154,7 @@ pub(crate) fn period_from_row(company: &CompanyCode, row: &Map<String, Value>) -
 
 /// The period a voucher dated `date` belongs to: an ordinary one if there is, else any that contains it.
 pub fn period_for_date(periods: &[AccountingPeriodInfo], date: NaiveDate) -> Option<&AccountingPeriodInfo> {
-    periods
-        .iter()
-        .find(|p| p.contains(date) && p.is_ordinary())
-        .or_else(|| periods.iter().find(|p| p.contains(date)))
+    periods.iter().find(|p| p.contains(date) && p.is_ordinary()).or_else(|| periods.iter().find(|p| p.contains(date)))
 }
 
 impl IfsClient {
@@ -201,7 +201,11 @@ impl IfsClient {
     }
 
     /// Every value of code part `part` in a company.
-    pub async fn list_code_part_values(&self, company: &CompanyCode, part: CodePart) -> Result<Vec<CodePartInfo>, IfsError> {
+    pub async fn list_code_part_values(
+        &self,
+        company: &CompanyCode,
+        part: CodePart,
+    ) -> Result<Vec<CodePartInfo>, IfsError> {
         let (projection, set) = super::api_names::IfsApiNames::code_part_projection(part);
         let query = ListQuery {
             filter: Some(Filter::eq_str("Company", company.as_str())),
@@ -227,14 +231,20 @@ impl IfsClient {
     }
 
     /// The periods of one accounting year (cached per company and year).
-    pub async fn accounting_periods(&self, company: &CompanyCode, year: i32) -> Result<Vec<AccountingPeriodInfo>, IfsError> {
+    pub async fn accounting_periods(
+        &self,
+        company: &CompanyCode,
+        year: i32,
+    ) -> Result<Vec<AccountingPeriodInfo>, IfsError> {
         let key = (company.clone(), year);
         if let Some(hit) = fresh(&self.inner.reference.periods, &key) {
             return Ok(hit);
         }
         let api = &self.inner.api;
         let query = ListQuery {
-            filter: Some(Filter::eq_str("Company", company.as_str()).and(Filter::eq_num("AccountingYear", year.into()))),
+            filter: Some(
+                Filter::eq_str("Company", company.as_str()).and(Filter::eq_num("AccountingYear", year.into())),
+            ),
             orderby: vec!["AccountingPeriod".into()],
             ..ListQuery::default()
         };
@@ -285,7 +295,11 @@ fn parse_all<T>(
 
 #[async_trait]
 impl ChartOfAccounts for IfsClient {
-    async fn account(&self, company: &CompanyCode, account: &AccountCode) -> Result<Option<AccountInfo>, ExternalError> {
+    async fn account(
+        &self,
+        company: &CompanyCode,
+        account: &AccountCode,
+    ) -> Result<Option<AccountInfo>, ExternalError> {
         IfsClient::account(self, company, account).await.map_err(ExternalError::from)
     }
 }

@@ -62,7 +62,9 @@ impl TokenCache {
         let fetched = fetch().await?;
         self.fetches.fetch_add(1, Ordering::Relaxed);
         *slot = match fetched.expires_in {
-            Some(ttl) => Some(Cached { token: fetched.access_token.clone(), refresh_at: fetched_at + refresh_after(ttl) }),
+            Some(ttl) => {
+                Some(Cached { token: fetched.access_token.clone(), refresh_at: fetched_at + refresh_after(ttl) })
+            }
             None => {
                 tracing::warn!("IFS token response had no expires_in; the token is used for one request only");
                 None
@@ -87,7 +89,10 @@ mod tests {
     use std::sync::Arc;
     use std::sync::atomic::AtomicU32;
 
-    fn fetcher(counter: Arc<AtomicU32>, ttl: Option<Duration>) -> impl Fn() -> std::pin::Pin<Box<dyn Future<Output = Result<FetchedToken, IfsError>> + Send>> {
+    fn fetcher(
+        counter: Arc<AtomicU32>,
+        ttl: Option<Duration>,
+    ) -> impl Fn() -> std::pin::Pin<Box<dyn Future<Output = Result<FetchedToken, IfsError>> + Send>> {
         move || {
             let counter = counter.clone();
             Box::pin(async move {

@@ -163,8 +163,9 @@ impl IfsClient {
             ..ListQuery::default()
         };
         // The URL without any reference, plus room for `$skip` on later pages.
-        let fixed = self.url(&format!("{entity_set}?{}", query_for(&[]).to_query_string(1_000_000_000)))?.as_str().len()
-            + encode_component(" and ()").len();
+        let fixed =
+            self.url(&format!("{entity_set}?{}", query_for(&[]).to_query_string(1_000_000_000)))?.as_str().len()
+                + encode_component(" and ()").len();
         let room = MAX_DEDUP_URL_LEN.saturating_sub(fixed);
         let mut found = HashMap::new();
         for chunk in chunk_refs(&unique, room) {
@@ -195,13 +196,9 @@ impl IfsClient {
         if proposal.rows.is_empty() {
             return Err(IfsError::InvalidRequest(format!("proposal {} has no rows", proposal.reference_number)));
         }
-        let period = self
-            .accounting_period(&proposal.company, proposal.voucher_date)
-            .await?
-            .ok_or_else(|| IfsError::NoAccountingPeriod {
-                company: proposal.company.to_string(),
-                date: proposal.voucher_date,
-            })?;
+        let period = self.accounting_period(&proposal.company, proposal.voucher_date).await?.ok_or_else(|| {
+            IfsError::NoAccountingPeriod { company: proposal.company.to_string(), date: proposal.voucher_date }
+        })?;
         let header = header_body(proposal, &period);
         let rows: Vec<Value> = proposal.rows.iter().map(|row| row_body(row, proposal)).collect();
         let mut starts = 0;
@@ -217,12 +214,19 @@ impl IfsClient {
         }
     }
 
-    async fn assemble_and_commit(&self, proposal: &Proposal, header: &Value, rows: &[Value]) -> Result<VoucherKey, Attempt> {
+    async fn assemble_and_commit(
+        &self,
+        proposal: &Proposal,
+        header: &Value,
+        rows: &[Value],
+    ) -> Result<VoucherKey, Attempt> {
         let api = &self.inner.api;
         // 1. The virtual voucher. A lost answer leaves at most an orphan virtual, which IFS discards.
         let req = Request {
             method: reqwest::Method::POST,
-            url: self.url(&format!("{}/{}", api.voucher_entry_projection, api.voucher_entry_set)).map_err(Attempt::Fail)?,
+            url: self
+                .url(&format!("{}/{}", api.voucher_entry_projection, api.voucher_entry_set))
+                .map_err(Attempt::Fail)?,
             body: Body::Json(header),
             if_match: None,
             resend: Resend::Always,
@@ -236,7 +240,8 @@ impl IfsClient {
         let mut etag: ETag = body_etag(&entity)
             .or(resp.etag)
             .ok_or_else(|| Attempt::Fail(IfsError::Decode("VoucherSet POST: no ETag".into())))?;
-        let entity_path = format!("{}/{}(Objkey={})", api.voucher_entry_projection, api.voucher_entry_set, key_literal(objkey));
+        let entity_path =
+            format!("{}/{}(Objkey={})", api.voucher_entry_projection, api.voucher_entry_set, key_literal(objkey));
 
         // 2. The rows, each guarded by the voucher's ETag.
         for row in rows {
@@ -300,17 +305,19 @@ impl IfsClient {
             }
             let gone = matches!(why, IfsError::Rejected { status: 404, .. });
             if gone || uncertain >= self.inner.retry.max_attempts {
-                return Err(IfsError::UncertainCommit { reference: proposal.reference_number.to_string(), message: why.to_string() });
+                return Err(IfsError::UncertainCommit {
+                    reference: proposal.reference_number.to_string(),
+                    message: why.to_string(),
+                });
             }
         }
     }
 
     /// The accounting year the header was created with (from the cached calendar).
     async fn committed_year(&self, proposal: &Proposal) -> Result<i32, IfsError> {
-        self.accounting_period(&proposal.company, proposal.voucher_date)
-            .await?
-            .map(|p| p.accounting_year)
-            .ok_or_else(|| IfsError::NoAccountingPeriod { company: proposal.company.to_string(), date: proposal.voucher_date })
+        self.accounting_period(&proposal.company, proposal.voucher_date).await?.map(|p| p.accounting_year).ok_or_else(
+            || IfsError::NoAccountingPeriod { company: proposal.company.to_string(), date: proposal.voucher_date },
+        )
     }
 }
 
@@ -380,11 +387,24 @@ mod tests {
         let keys: Vec<&str> = debit.as_object().unwrap().keys().map(String::as_str).collect();
         assert_eq!(
             keys.iter().copied().collect::<HashSet<_>>(),
-            HashSet::from(["Account", "CodeB", "CurrencyCode", "CurrencyDebetAmount", "CurrencyRate", "Text", "ReferenceSerie", "ReferenceNumber"])
+            HashSet::from([
+                "Account",
+                "CodeB",
+                "CurrencyCode",
+                "CurrencyDebetAmount",
+                "CurrencyRate",
+                "Text",
+                "ReferenceSerie",
+                "ReferenceNumber"
+            ])
         );
         assert_eq!(debit["Text"].as_str().unwrap().chars().count(), 200);
         let credit = row_body(&p.rows[1], &p);
-        assert!(credit.get("CodeB").is_none() && credit.get("Text").is_none() && credit.get("CurrencyDebetAmount").is_none());
+        assert!(
+            credit.get("CodeB").is_none()
+                && credit.get("Text").is_none()
+                && credit.get("CurrencyDebetAmount").is_none()
+        );
         assert_eq!(credit["ReferenceNumber"], json!("accr_1"));
 
         let period = AccountingPeriodInfo {
@@ -405,7 +425,8 @@ mod tests {
 
     #[test]
     fn refs_are_chunked_to_fit_the_url() {
-        let refs: Vec<ReferenceNumber> = (0..300).map(|i| ReferenceNumber::parse(&format!("accr_{i:045}")).unwrap()).collect();
+        let refs: Vec<ReferenceNumber> =
+            (0..300).map(|i| ReferenceNumber::parse(&format!("accr_{i:045}")).unwrap()).collect();
         let borrowed: Vec<&ReferenceNumber> = refs.iter().collect();
         let term = encode_component(&format!(" or ReferenceNumber eq '{}'", refs[0])).len();
         let chunks = chunk_refs(&borrowed, 5000);
@@ -417,7 +438,10 @@ mod tests {
         let f = dedup_filter(&CompanyCode::parse("10").unwrap(), "BREX", &borrowed[..2]).to_string();
         assert_eq!(
             f,
-            format!("Company eq '10' and ReferenceSerie eq 'BREX' and (ReferenceNumber eq '{}' or ReferenceNumber eq '{}')", refs[0], refs[1])
+            format!(
+                "Company eq '10' and ReferenceSerie eq 'BREX' and (ReferenceNumber eq '{}' or ReferenceNumber eq '{}')",
+                refs[0], refs[1]
+            )
         );
     }
 

@@ -379,7 +379,7 @@ impl BrexSim {
             secrets: vec![WebhookSecret { secret, status: SecretStatus::Active }],
             rate: None,
             faults: config.faults.clone(),
-            generator: RecordGenerator::new(config.seed ^ 0x5eed_0f_b2e8),
+            generator: RecordGenerator::new(config.seed ^ 0x5eed_0fb2_e800),
             rng,
             idempotency: HashMap::new(),
             exports: Vec::new(),
@@ -858,10 +858,8 @@ fn rate_limited(retry_after: Option<u64>) -> Response {
     // The 429 comes from Brex's gateway, so it has the classic shape on every API version.
     let mut resp =
         error(false, StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED", "Too many requests. Please retry later.");
-    if let Some(secs) = retry_after {
-        if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
-            resp.headers_mut().insert("retry-after", v);
-        }
+    if let Some(v) = retry_after.and_then(|secs| HeaderValue::from_str(&secs.to_string()).ok()) {
+        resp.headers_mut().insert("retry-after", v);
     }
     resp
 }
@@ -929,7 +927,8 @@ async fn token(State(inner): Sim, headers: HeaderMap, body: Bytes) -> Response {
     let access = random_token(&mut st.rng, "bxat_");
     let refresh = random_token(&mut st.rng, "bxrt_");
     let ttl = inner.config.access_token_ttl;
-    st.access_tokens.insert(access.clone(), Instant::now() + ttl);
+    let now = Instant::now();
+    st.access_tokens.insert(access.clone(), now.checked_add(ttl).unwrap_or(now));
     st.refresh_token = Some(refresh.clone());
     st.counters.token_fetches += 1;
     Json(json!({
@@ -1074,7 +1073,8 @@ async fn list_records(State(inner): Sim, RawQuery(q): RawQuery) -> Response {
     }
     // Brex's narrow default window when neither ids nor an updated_at range is given.
     let floor = (ids.is_empty() && bounds.is_empty())
-        .then(|| Utc::now() - TimeDelta::from_std(cfg.default_updated_window).unwrap_or(TimeDelta::MAX));
+        .then(|| TimeDelta::from_std(cfg.default_updated_window).ok().and_then(|w| Utc::now().checked_sub_signed(w)))
+        .flatten();
     let id_set: HashSet<&str> = ids.iter().map(String::as_str).collect();
     let st = inner.lock();
     let mut matching: Vec<&AccountingRecord> = st
@@ -1411,14 +1411,21 @@ async fn admin_mark_ready(State(inner): Sim, body: Bytes) -> Response {
     Json(json!({"updated": n})).into_response()
 }
 
+/// Keeps one admin call from exhausting memory.
+const MAX_GENERATE: usize = 100_000;
+
 #[derive(Deserialize)]
 struct GenerateBody {
     count: usize,
 }
 
 async fn admin_generate(State(inner): Sim, body: Bytes) -> Response {
-    let Ok(req) = serde_json::from_slice::<GenerateBody>(&body) else {
-        return (StatusCode::BAD_REQUEST, "expected {\"count\": n}").into_response();
+    let req = match serde_json::from_slice::<GenerateBody>(&body) {
+        Ok(r) if r.count <= MAX_GENERATE => r,
+        _ => {
+            return (StatusCode::BAD_REQUEST, format!("expected {{\"count\": n}} with n <= {MAX_GENERATE}"))
+                .into_response();
+        }
     };
     let sim = BrexSimHandle { inner };
     Json(json!({"ids": sim.generate_records(req.count)})).into_response()
@@ -1458,9 +1465,15 @@ fn default_scale() -> f64 {
 
 /// Starts a delivery in the background (retries can take hours at scale 1) and returns its message id.
 async fn admin_send_webhook(State(inner): Sim, body: Bytes) -> Response {
-    let Ok(req) = serde_json::from_slice::<SendBody>(&body) else {
-        return (StatusCode::BAD_REQUEST, "expected {\"url\": \"…\", \"record_ids\": [...], \"time_scale\"?: f64}")
-            .into_response();
+    let req = match serde_json::from_slice::<SendBody>(&body) {
+        Ok(r) if r.time_scale.is_finite() && r.time_scale >= 0.0 => r,
+        _ => {
+            return (
+                StatusCode::BAD_REQUEST,
+                "expected {\"url\": \"…\", \"record_ids\": [...], \"time_scale\"?: finite f64 >= 0}",
+            )
+                .into_response();
+        }
     };
     let sender = BrexSimHandle { inner: inner.clone() }.webhook_sender().time_scale(req.time_scale);
     let payload = webhook::ready_for_export_body(&req.record_ids, &inner.config.company_id);

@@ -268,7 +268,8 @@ impl WebhookSender {
     pub async fn send_with_id(&self, transport: &dyn Transport, msg_id: &str, body: Vec<u8>) -> DeliveryReport {
         let mut attempts = Vec::new();
         for (i, delay) in self.schedule.iter().enumerate() {
-            let scaled = delay.mul_f64(self.time_scale.max(0.0));
+            // A non-finite or negative scale means "no waiting" rather than a panic.
+            let scaled = Duration::try_from_secs_f64(delay.as_secs_f64() * self.time_scale).unwrap_or(Duration::ZERO);
             if !scaled.is_zero() {
                 tokio::time::sleep(scaled).await;
             }

@@ -1,0 +1,261 @@
+//! The whole pipeline on this machine (the README's first command, via `infra/scripts/local-run.sh`):
+//! moto with the resources of template.yaml, the Brex and IFS Cloud simulators, the webhook handler behind
+//! a local HTTP front (API Gateway v2 events), the poster behind an SQS event-source loop, the example
+//! mapping — then a day of a mid-market company's Brex spend, delivered as signed webhooks, and a summary.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use sims::aws::{Moto, Stack, StackSpec, TemplateResources};
+use sims::brex::ExportOutcome;
+use sims::brex::generator::{GeneratorOptions, RecordGenerator};
+use sims::brex::model::AccountingRecord;
+use sims::brex::webhook::WebhookDelivery;
+use sims::pipeline::{IFS_SECRET, Pipeline, PipelineOptions, invoke_webhook};
+
+const TEMPLATE: &str = include_str!("../../../template.yaml");
+
+struct Args {
+    keep: bool,
+    seed: u64,
+    card_expenses: usize,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args { keep: false, seed: 2026, card_expenses: 24 };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--keep" => args.keep = true,
+            "--seed" => args.seed = it.next().and_then(|v| v.parse().ok()).ok_or("--seed needs a number")?,
+            "--card-expenses" => {
+                args.card_expenses = it.next().and_then(|v| v.parse().ok()).ok_or("--card-expenses needs a number")?
+            }
+            "-h" | "--help" => {
+                println!("local-run [--keep] [--seed N] [--card-expenses N]");
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown argument {other:?} (try --help)")),
+        }
+    }
+    Ok(args)
+}
+
+fn step(start: Instant, text: &str) {
+    println!("[{:>5.1}s] {text}", start.elapsed().as_secs_f64());
+}
+
+/// A realistic day: card spend across departments, plus one of each awkward case.
+fn day_of_spend(seed: u64, card_expenses: usize) -> Vec<(&'static str, AccountingRecord)> {
+    let base = GeneratorOptions {
+        refund_rate: 0.0,
+        reimbursement_rate: 0.0,
+        foreign_rate: 0.0,
+        missing_gl_rate: 0.0,
+        ..GeneratorOptions::default()
+    };
+    let one = |seed: u64, options: GeneratorOptions| RecordGenerator::with_options(seed, GeneratorOptions { count: 1, ..options }).batch();
+    let mut day: Vec<(&'static str, AccountingRecord)> = RecordGenerator::with_options(seed, GeneratorOptions { count: card_expenses, ..base.clone() })
+        .batch()
+        .into_iter()
+        .map(|r| ("card expense", r))
+        .collect();
+    day.extend(one(seed + 1, GeneratorOptions { refund_rate: 1.0, ..base.clone() }).into_iter().map(|r| ("refund", r)));
+    day.extend(one(seed + 2, GeneratorOptions { foreign_rate: 1.0, entity_rate: 0.0, ..base.clone() }).into_iter().map(|r| ("foreign currency", r)));
+    day.extend(one(seed + 3, GeneratorOptions { reimbursement_rate: 1.0, ..base.clone() }).into_iter().map(|r| ("reimbursement", r)));
+    day.extend(one(seed + 4, GeneratorOptions { missing_gl_rate: 1.0, ..base }).into_iter().map(|r| ("no GL coding", r)));
+    day
+}
+
+#[derive(Clone)]
+struct Front {
+    pipeline: Arc<Pipeline>,
+    deliveries: Arc<AtomicU64>,
+}
+
+async fn webhook_route(State(front): State<Front>, headers: HeaderMap, body: Bytes) -> StatusCode {
+    front.deliveries.fetch_add(1, Ordering::Relaxed);
+    let headers: Vec<(String, String)> = headers
+        .iter()
+        .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str().to_owned(), v.to_owned())))
+        .collect();
+    let delivery = WebhookDelivery { msg_id: String::new(), timestamp: 0, headers, body: body.to_vec() };
+    StatusCode::from_u16(invoke_webhook(&front.pipeline.webhook, delivery).await).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+}
+
+/// Lambda's SQS event source for the poster: long-poll, invoke, delete what succeeded.
+async fn sqs_loop(pipeline: Arc<Pipeline>, stop: Arc<AtomicBool>, invocations: Arc<AtomicU64>) {
+    while !stop.load(Ordering::Relaxed) {
+        match pipeline.source.receive(10, 1).await {
+            Ok(Some(batch)) => {
+                invocations.fetch_add(1, Ordering::Relaxed);
+                match pipeline.invoke_poster(&batch.event).await {
+                    Ok(failed) => {
+                        if let Err(e) = pipeline.source.settle(&batch, &failed).await {
+                            eprintln!("sqs loop: {e}");
+                        }
+                    }
+                    Err(e) => eprintln!("sqs loop: {e}"),
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                eprintln!("sqs loop: {e}");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    if let Err(e) = run().await {
+        println!("local run failed: {e} (logs: stderr)");
+        std::process::exit(1);
+    }
+}
+
+async fn run() -> Result<(), String> {
+    let args = parse_args()?;
+    let start = Instant::now();
+    shared::telemetry::init_json_logging_to_stderr();
+
+    let moto = Moto::get();
+    step(start, &format!("AWS stand-in: moto at {}", moto.endpoint()));
+    let resources = TemplateResources::from_template(TEMPLATE)?;
+    if resources.key_schema != ["pk", "sk"] || resources.ttl_attribute != "expires_at" {
+        return Err(format!("template.yaml table differs from what the code expects: {resources:?}"));
+    }
+    let stack = Stack::create(
+        &moto,
+        StackSpec {
+            name: "local",
+            brex_secret: r#"{"token":"bxt_sim_user_token"}"#,
+            ifs_secret: IFS_SECRET,
+            visibility_timeout: resources.visibility_timeout,
+            max_receive_count: resources.max_receive_count,
+        },
+    )
+    .await?;
+    step(start, &format!(
+        "created from template.yaml: queue (visibility {} s, DLQ after {} receives), table (pk/sk, TTL {}), 2 secrets",
+        resources.visibility_timeout, resources.max_receive_count, resources.ttl_attribute
+    ));
+
+    let pipeline = Arc::new(Pipeline::start_on(stack, PipelineOptions { name: "local".into(), ..PipelineOptions::default() }).await?);
+    step(start, &format!("Brex simulator at {}, IFS Cloud simulator at {}", pipeline.brex.base_url(), pipeline.ifs.base_url()));
+    step(start, "mapping loaded from infra/mapping.example.toml (pk=config, sk=mapping)");
+
+    let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await.map_err(|e| e.to_string())?;
+    let webhook_url = format!("http://{}/webhooks/brex", listener.local_addr().map_err(|e| e.to_string())?);
+    let front = Front { pipeline: pipeline.clone(), deliveries: Arc::default() };
+    let app = Router::new().route("/webhooks/brex", post(webhook_route)).with_state(front.clone());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    let invocations = Arc::new(AtomicU64::new(0));
+    let poster_loop = tokio::spawn(sqs_loop(pipeline.clone(), stop.clone(), invocations.clone()));
+    step(start, &format!("webhook function behind {webhook_url}; poster function on the SQS event-source loop"));
+    step(start, "poller function: not built yet — the webhook is the only way in for now");
+
+    let day = day_of_spend(args.seed, args.card_expenses);
+    let kinds: BTreeMap<String, &'static str> = day.iter().map(|(k, r)| (r.id.clone(), *k)).collect();
+    let records: Vec<AccountingRecord> = day.into_iter().map(|(_, r)| r).collect();
+    let ids: Vec<String> = records.iter().map(|r| r.id.clone()).collect();
+    pipeline.brex.insert_records(records);
+    step(start, &format!("Brex: {} accounting records marked READY_FOR_EXPORT by the bookkeeper", ids.len()));
+
+    // The bookkeeper exports three times a day: three signed webhooks, sent over HTTP like Brex does.
+    for (i, chunk) in ids.chunks(ids.len().div_ceil(3)).enumerate() {
+        let report = pipeline.brex.send_ready_for_export(&webhook_url, chunk, 0.01).await;
+        step(start, &format!("webhook {} ({} ids): HTTP {} after {} attempt(s)", i + 1, chunk.len(), report.final_status, report.attempts.len()));
+    }
+
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let reported = ids.iter().filter(|id| pipeline.brex.export_result(id).is_some()).count();
+        if reported == ids.len() {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(format!("only {reported} of {} records were reported back to Brex in time", ids.len()));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    step(start, "every record posted or reported as failed");
+
+    summary(&pipeline, &ids, &kinds, front.deliveries.load(Ordering::Relaxed), invocations.load(Ordering::Relaxed));
+
+    if args.keep {
+        println!();
+        println!("--keep: still running. Poke it:");
+        println!("  webhook:      POST {webhook_url}   (signed with the secret from GET {}/v1/webhooks/secrets)", pipeline.brex.base_url());
+        println!("  Brex sim:     curl {}/_sim/counters   (also /_sim/records, POST /_sim/generate {{\"count\":5}})", pipeline.brex.base_url());
+        println!("  IFS sim:      curl {}/_sim/vouchers   (also /_sim/counters)", pipeline.ifs.base_url());
+        println!("  AWS (moto):   AWS_ENDPOINT_URL={} aws sqs get-queue-attributes --queue-url {} --attribute-names All", pipeline.stack.sdk.endpoint_url().unwrap_or_default(), pipeline.stack.queue_url);
+        println!("Ctrl-C to stop.");
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let _ = poster_loop.await;
+    Ok(())
+}
+
+fn summary(pipeline: &Pipeline, ids: &[String], kinds: &BTreeMap<String, &'static str>, deliveries: u64, invocations: u64) {
+    let by_ref = pipeline.vouchers_by_reference();
+    let ifs = pipeline.ifs.counters();
+    let brex = pipeline.brex.counters();
+    println!();
+    println!("=== summary ==========================================================================");
+    println!("records received      {} (in {deliveries} webhook deliveries; {invocations} poster invocations)", ids.len());
+    println!();
+    println!("{:<34} {:<17} {:>12}  {:<14} {}", "Brex record", "kind", "amount", "IFS voucher", "rows (account/cost centre debit|credit)");
+    let mut posted = 0;
+    let mut failures = Vec::new();
+    for id in ids {
+        let record = pipeline.brex.record(id);
+        let amount = record.as_ref().map(|r| format!("{} {}", r.amount.amount, r.amount.currency)).unwrap_or_default();
+        match (by_ref.get(id).and_then(|v| v.first()), pipeline.brex.export_result(id).map(|r| r.outcome)) {
+            (Some(v), _) => {
+                posted += 1;
+                let rows: Vec<String> = v
+                    .rows
+                    .iter()
+                    .map(|r| {
+                        let side = match (r.currency_debet_amount, r.currency_credit_amount) {
+                            (Some(d), _) => format!("D {d}"),
+                            (_, Some(c)) => format!("C {c}"),
+                            _ => String::new(),
+                        };
+                        format!("{}{} {side}", r.account, r.code_b.as_deref().map(|b| format!("/{b}")).unwrap_or_default())
+                    })
+                    .collect();
+                let key = format!("{}-{}-{}-{}", v.company, v.accounting_year, v.voucher_type, v.voucher_no);
+                println!("{id:<34} {:<17} {amount:>12}  {key:<14} {}", kinds.get(id).copied().unwrap_or(""), rows.join(", "));
+            }
+            (None, Some(ExportOutcome::Failure { error_message })) => failures.push((id.clone(), error_message)),
+            (None, other) => failures.push((id.clone(), format!("not posted ({other:?})"))),
+        }
+    }
+    println!();
+    println!("proposals created in IFS   {posted} (vouchers awaiting approval in the hold table)");
+    println!("failures                   {}", failures.len());
+    for (id, why) in &failures {
+        println!("  {id} ({}): {why}", kinds.get(id).copied().unwrap_or(""));
+    }
+    println!();
+    println!("IFS requests per record    {:.2} ({} requests, {} token fetches)", ifs.total_requests as f64 / ids.len() as f64, ifs.total_requests, ifs.token_fetches);
+    println!("IFS 412 / 429              {} / {}", ifs.status_412, ifs.status_429);
+    println!("IFS mutations w/o If-Match {}", ifs.mutations_without_if_match);
+    println!("Brex requests              {} (429s: {})", brex.total_requests, brex.rate_limited + brex.injected_429);
+    println!("======================================================================================");
+}
