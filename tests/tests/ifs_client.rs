@@ -410,9 +410,12 @@ async fn the_sim_budget_429_with_retry_after_is_waited_out() {
     // 30 requests per 1.2 s window; our own bucket is generous, so IFS's 429s must be honoured.
     let sim = start(IfsSimConfig { requests_per_minute: 30, time_scale: 0.02, ..IfsSimConfig::default() }).await;
     let client = client(&sim);
-    for i in 0..6 {
+    // 2 + 12 × 4 requests: more than one window's worth.
+    for i in 0..12 {
         client.create_voucher(&proposal(&format!("accr_budget_{i}"), date(3, 3), "1", "1")).await.unwrap();
     }
-    assert_eq!(sim.voucher_count(), 6);
-    assert!(sim.counters().status_429 > 0);
+    assert_eq!(sim.voucher_count(), 12);
+    let c = sim.counters();
+    assert!(c.status_429 > 0, "{c:?}");
+    assert_eq!(client.stats().retries, c.status_429, "each 429 was waited out and sent again");
 }

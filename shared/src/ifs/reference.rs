@@ -66,10 +66,12 @@ struct Entry<T> {
     value: T,
 }
 
+type Cache<K, T> = Mutex<HashMap<K, Entry<T>>>;
+
 #[derive(Default)]
 pub(crate) struct ReferenceCache {
-    accounts: Mutex<HashMap<(CompanyCode, AccountCode), Entry<Option<AccountInfo>>>>,
-    periods: Mutex<HashMap<(CompanyCode, i32), Entry<Vec<AccountingPeriodInfo>>>>,
+    accounts: Cache<(CompanyCode, AccountCode), Option<AccountInfo>>,
+    periods: Cache<(CompanyCode, i32), Vec<AccountingPeriodInfo>>,
 }
 
 fn fresh<K: std::hash::Hash + Eq, T: Clone>(map: &Mutex<HashMap<K, Entry<T>>>, key: &K) -> Option<T> {

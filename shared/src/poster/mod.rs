@@ -201,7 +201,7 @@ impl Poster {
             };
             match validate_proposal(&proposal, self.ledger.as_chart()).await {
                 Ok(()) => proposals.push((record, proposal)),
-                Err(e) if e.is_retryable() => self.give_back(&[record.id.clone()], &e.to_string(), report).await,
+                Err(e) if e.is_retryable() => self.give_back(std::slice::from_ref(&record.id), &e.to_string(), report).await,
                 Err(e) => self.fail(&record.id, &e.to_string(), report).await,
             }
         }

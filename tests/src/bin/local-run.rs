@@ -256,6 +256,6 @@ fn summary(pipeline: &Pipeline, ids: &[String], kinds: &BTreeMap<String, &'stati
     println!("IFS requests per record    {:.2} ({} requests, {} token fetches)", ifs.total_requests as f64 / ids.len() as f64, ifs.total_requests, ifs.token_fetches);
     println!("IFS 412 / 429              {} / {}", ifs.status_412, ifs.status_429);
     println!("IFS mutations w/o If-Match {}", ifs.mutations_without_if_match);
-    println!("Brex requests              {} (429s: {})", brex.total_requests, brex.rate_limited + brex.injected_429);
+    println!("Brex requests              {} (429s: {})", brex.total_requests, brex.rate_limited);
     println!("======================================================================================");
 }
