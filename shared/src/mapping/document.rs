@@ -96,7 +96,10 @@ impl Rule {
 pub enum Condition {
     /// `field` + `value`: the line carries a field named `name` (`field_name`) whose `field_value_name` or
     /// `remote_field_value_id` matches `value`.
-    Field { name: String, value: Pattern },
+    Field {
+        name: String,
+        value: Pattern,
+    },
     /// The user's department, else the first `Department` line field.
     Department(Pattern),
     /// The first `Category` line field.
@@ -214,8 +217,7 @@ impl MappingDocument {
         let ifs_err = |key: &'static str| move |message: String| DocumentError::Ifs { key, message };
 
         let company = CompanyCode::parse(&ifs.company).map_err(|e| ifs_err("company")(e.to_string()))?;
-        let voucher_type =
-            VoucherType::parse(&ifs.voucher_type).map_err(|e| ifs_err("voucher_type")(e.to_string()))?;
+        let voucher_type = VoucherType::parse(&ifs.voucher_type).map_err(|e| ifs_err("voucher_type")(e.to_string()))?;
         let voucher_status = match ifs.voucher_status.as_deref() {
             None => VoucherStatus::default(),
             Some(s) => parse_status(s).ok_or_else(|| {
@@ -233,8 +235,8 @@ impl MappingDocument {
             .map(AccountCode::parse)
             .transpose()
             .map_err(|e| ifs_err("reimbursement_credit_account")(e.to_string()))?;
-        let text = Template::parse(ifs.text.as_deref().unwrap_or(DEFAULT_TEXT))
-            .map_err(|e| ifs_err("text")(e.to_string()))?;
+        let text =
+            Template::parse(ifs.text.as_deref().unwrap_or(DEFAULT_TEXT)).map_err(|e| ifs_err("text")(e.to_string()))?;
         let voucher_text = Template::parse(ifs.voucher_text.as_deref().unwrap_or(DEFAULT_VOUCHER_TEXT))
             .map_err(|e| ifs_err("voucher_text")(e.to_string()))?;
 
@@ -533,15 +535,17 @@ gl_account_remote_id = true
     #[test]
     fn ifs_values_are_checked() {
         let err = MappingDocument::parse(&format!("{MINIMAL}voucher_status = \"Posted\"")).unwrap_err();
-        assert!(matches!(&err, DocumentError::Ifs { key: "voucher_status", message } if message.contains("AwaitingApproval")));
+        assert!(
+            matches!(&err, DocumentError::Ifs { key: "voucher_status", message } if message.contains("AwaitingApproval"))
+        );
         let doc = MappingDocument::parse(&format!("{MINIMAL}voucher_status = \"AwaitingApproval\"")).unwrap();
         assert_eq!(doc.voucher_status, VoucherStatus::AwaitingApproval);
         let err = MappingDocument::parse(&format!("{MINIMAL}text = \"{{vendor}} {{memmo}}\"")).unwrap_err();
         assert!(matches!(&err, DocumentError::Ifs { key: "text", message } if message.contains("memmo")), "{err}");
         let err = MappingDocument::parse(&format!("{MINIMAL}voucher_text = \"{{oops\"")).unwrap_err();
         assert!(matches!(err, DocumentError::Ifs { key: "voucher_text", .. }));
-        let err = MappingDocument::parse(&MINIMAL.replace("voucher_type = \"M\"", "voucher_type = \"MANUAL\""))
-            .unwrap_err();
+        let err =
+            MappingDocument::parse(&MINIMAL.replace("voucher_type = \"M\"", "voucher_type = \"MANUAL\"")).unwrap_err();
         assert!(matches!(err, DocumentError::Ifs { key: "voucher_type", .. }));
         let err = MappingDocument::parse(&MINIMAL.replace("credit_account = \"2410\"\n", "")).unwrap_err();
         assert!(matches!(&err, DocumentError::Syntax(m) if m.contains("credit_account")), "{err}");

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use rust_decimal::Decimal;
 
 use super::document::{Condition, MappingDocument, Rule};
-use super::error::{LineRef, MappingError, show_amount};
+use super::error::{Conflict, LineRef, MappingError, show_amount};
 use super::template::Placeholder;
 use crate::brex::model::{AccountingFieldValue, AccountingRecord, LineItem, LineSide, SourceType};
 use crate::domain::{AccountCode, CodePartValue, CompanyCode, CurrencyCode, Money, ReferenceNumber};
@@ -98,7 +98,7 @@ fn rule_applies(rule: &Rule, facts: &Facts<'_>, record: &AccountingRecord, line:
 struct LineTargets {
     account: Option<AccountCode>,
     /// A passthrough remote id that is no valid IFS account; an error only if no rule supplies one.
-    bad_remote: Option<(String, String)>,
+    bad_remote: Option<(String, &'static str)>,
     code_parts: BTreeMap<CodePart, CodePartValue>,
     /// (value, rule number) of the last rule that set it.
     company: Option<(CompanyCode, usize)>,
@@ -114,7 +114,7 @@ fn line_targets(doc: &MappingDocument, facts: &Facts<'_>, record: &AccountingRec
     {
         match AccountCode::parse(remote) {
             Ok(account) => t.account = Some(account),
-            Err(e) => t.bad_remote = Some((remote.to_owned(), e.reason.to_owned())),
+            Err(e) => t.bad_remote = Some((remote.to_owned(), e.reason)),
         }
     }
     for rule in doc.rules.iter().filter(|r| rule_applies(r, facts, record, line)) {
@@ -133,15 +133,24 @@ fn line_targets(doc: &MappingDocument, facts: &Facts<'_>, record: &AccountingRec
     t
 }
 
-/// One value all lines that set it agree on; `Err` carries the first two that disagree.
-type Agreement<T> = Result<Option<T>, ((T, LineRef, usize), (T, LineRef, usize))>;
-
-fn agree<T: Clone + PartialEq>(picks: impl Iterator<Item = (T, LineRef, usize)>) -> Agreement<T> {
+/// The one value all lines that set it agree on; `Err` carries the first two that disagree.
+fn agree<T: Clone + PartialEq>(
+    picks: impl Iterator<Item = (T, LineRef, usize)>,
+) -> Result<Option<T>, Box<Conflict<T>>> {
     let mut first: Option<(T, LineRef, usize)> = None;
-    for pick in picks {
+    for (value, line, rule) in picks {
         match &first {
-            None => first = Some(pick),
-            Some(seen) if seen.0 != pick.0 => return Err((seen.clone(), pick)),
+            None => first = Some((value, line, rule)),
+            Some((seen, seen_line, seen_rule)) if *seen != value => {
+                return Err(Box::new(Conflict {
+                    first: seen.clone(),
+                    first_line: seen_line.clone(),
+                    first_rule: *seen_rule,
+                    second: value,
+                    second_line: line,
+                    second_rule: rule,
+                }));
+            }
             Some(_) => {}
         }
     }
@@ -194,9 +203,8 @@ fn placeholder_value(
         Placeholder::Vendor => record.vendor.as_ref().and_then(|v| non_empty(v.name.as_deref())),
         Placeholder::Memo => line.and_then(|l| non_empty(l.memo.as_deref())).or(non_empty(record.memo.as_deref())),
         Placeholder::User => {
-            let full = user.map(|u| {
-                format!("{} {}", u.first_name.as_deref().unwrap_or(""), u.last_name.as_deref().unwrap_or(""))
-            });
+            let full = user
+                .map(|u| format!("{} {}", u.first_name.as_deref().unwrap_or(""), u.last_name.as_deref().unwrap_or("")));
             return non_empty(full.as_deref()).map(str::to_owned).or(facts.user_email.map(str::to_owned));
         }
         Placeholder::UserEmail => facts.user_email,
@@ -276,25 +284,13 @@ pub fn map_record(doc: &MappingDocument, record: &AccountingRecord) -> Result<Pr
     check_balance(&reference, &lines)?;
 
     let facts = Facts::of(record);
-    let targets: Vec<LineTargets> =
-        lines.iter().map(|(_, line)| line_targets(doc, &facts, record, line)).collect();
+    let targets: Vec<LineTargets> = lines.iter().map(|(_, line)| line_targets(doc, &facts, record, line)).collect();
     let refs: Vec<LineRef> = lines.iter().map(|(i, line)| LineRef::new(*i, line)).collect();
 
-    let company = agree(
-        targets.iter().zip(&refs).filter_map(|(t, r)| t.company.clone().map(|(c, rule)| (c, r.clone(), rule))),
-    )
-    .map_err(|((first, first_line, first_rule), (second, second_line, second_rule))| {
-        MappingError::CompanyConflict {
-            record: reference.clone(),
-            first,
-            first_line,
-            first_rule,
-            second,
-            second_line,
-            second_rule,
-        }
-    })?
-    .unwrap_or_else(|| doc.company.clone());
+    let company =
+        agree(targets.iter().zip(&refs).filter_map(|(t, r)| t.company.clone().map(|(c, rule)| (c, r.clone(), rule))))
+            .map_err(|conflict| MappingError::CompanyConflict { record: reference.clone(), conflict })?
+            .unwrap_or_else(|| doc.company.clone());
 
     let default_credit = match (record.source_type, &doc.reimbursement_credit_account) {
         (Some(SourceType::Reimbursement), Some(payable)) => payable,
@@ -303,17 +299,7 @@ pub fn map_record(doc: &MappingDocument, record: &AccountingRecord) -> Result<Pr
     let credit_account = agree(
         targets.iter().zip(&refs).filter_map(|(t, r)| t.credit_account.clone().map(|(a, rule)| (a, r.clone(), rule))),
     )
-    .map_err(|((first, first_line, first_rule), (second, second_line, second_rule))| {
-        MappingError::CreditAccountConflict {
-            record: reference.clone(),
-            first,
-            first_line,
-            first_rule,
-            second,
-            second_line,
-            second_rule,
-        }
-    })?
+    .map_err(|conflict| MappingError::CreditAccountConflict { record: reference.clone(), conflict })?
     .unwrap_or_else(|| default_credit.clone());
 
     let mut rows = Vec::with_capacity(lines.len());
@@ -345,7 +331,8 @@ pub fn map_record(doc: &MappingDocument, record: &AccountingRecord) -> Result<Pr
         });
     }
 
-    let text = truncate_chars(&doc.voucher_text.render(|p| placeholder_value(p, record, &facts, None)), MAX_VOUCHER_TEXT);
+    let text =
+        truncate_chars(&doc.voucher_text.render(|p| placeholder_value(p, record, &facts, None)), MAX_VOUCHER_TEXT);
     let proposal = Proposal {
         reference_number: reference,
         reference_serie: doc.reference_serie.clone(),
@@ -411,11 +398,8 @@ mod tests {
     }
 
     fn record(record_type: &str, source_type: &str, lines: Vec<Value>) -> AccountingRecord {
-        let debits: Decimal = lines
-            .iter()
-            .filter(|l| l["type"] == "DEBIT")
-            .map(|l| dec(l["amount"]["amount"].as_str().unwrap()))
-            .sum();
+        let debits: Decimal =
+            lines.iter().filter(|l| l["type"] == "DEBIT").map(|l| dec(l["amount"]["amount"].as_str().unwrap())).sum();
         let currency = lines[0]["amount"]["currency"].clone();
         serde_json::from_value(json!({
             "id": "accr_1", "amount": {"amount": debits.to_string(), "currency": currency},
@@ -436,7 +420,13 @@ mod tests {
             "CARD_EXPENSE_POST",
             "CARD",
             vec![
-                line("accrli_1", "DEBIT", "171.75", "USD", vec![gl(Some("6500 Travel"), None), field("Department", "Engineering")]),
+                line(
+                    "accrli_1",
+                    "DEBIT",
+                    "171.75",
+                    "USD",
+                    vec![gl(Some("6500 Travel"), None), field("Department", "Engineering")],
+                ),
                 line("accrli_2", "CREDIT", "171.75", "USD", vec![]),
             ],
         )
@@ -454,10 +444,7 @@ mod tests {
     fn a_card_expense_becomes_a_balanced_two_row_voucher() {
         let p = map_record(&example(), &card_purchase()).unwrap();
         assert!(p.is_balanced());
-        assert_eq!(
-            accounts(&p),
-            vec![("6500", Side::Debit, dec("171.75")), ("2410", Side::Credit, dec("171.75"))]
-        );
+        assert_eq!(accounts(&p), vec![("6500", Side::Debit, dec("171.75")), ("2410", Side::Credit, dec("171.75"))]);
         assert_eq!(code_b(&p.rows[0]), Some("200"));
         assert!(p.rows[1].code_parts.is_empty(), "the card liability takes no cost centre");
         assert!(p.rows.iter().all(|r| r.currency.as_str() == "USD" && r.currency_rate.is_none()));
@@ -478,8 +465,20 @@ mod tests {
             "CARD_EXPENSE_POST",
             "CARD",
             vec![
-                line("accrli_1", "DEBIT", "100.10", "USD", vec![gl(Some("6500 Travel"), None), field("Department", "Engineering")]),
-                line("accrli_2", "DEBIT", "71.65", "USD", vec![gl(Some("6510 Meals"), Some("6510")), field("Department", "Sales")]),
+                line(
+                    "accrli_1",
+                    "DEBIT",
+                    "100.10",
+                    "USD",
+                    vec![gl(Some("6500 Travel"), None), field("Department", "Engineering")],
+                ),
+                line(
+                    "accrli_2",
+                    "DEBIT",
+                    "71.65",
+                    "USD",
+                    vec![gl(Some("6510 Meals"), Some("6510")), field("Department", "Sales")],
+                ),
                 line("accrli_3", "CREDIT", "171.75", "USD", vec![]),
             ],
         );
@@ -505,7 +504,13 @@ mod tests {
             "CARD",
             vec![
                 line("accrli_1", "DEBIT", "42.00", "USD", vec![]),
-                line("accrli_2", "CREDIT", "42.00", "USD", vec![gl(Some("6500 Travel"), None), field("Department", "Engineering")]),
+                line(
+                    "accrli_2",
+                    "CREDIT",
+                    "42.00",
+                    "USD",
+                    vec![gl(Some("6500 Travel"), None), field("Department", "Engineering")],
+                ),
             ],
         );
         let p = map_record(&example(), &r).unwrap();
@@ -551,7 +556,13 @@ mod tests {
             "REIMBURSEMENT_EXPENSE_POST",
             "REIMBURSEMENT",
             vec![
-                line("accrli_1", "DEBIT", "58.20", "CAD", vec![gl(Some("6510 Meals"), None), field("Entity", "Acme Canada")]),
+                line(
+                    "accrli_1",
+                    "DEBIT",
+                    "58.20",
+                    "CAD",
+                    vec![gl(Some("6510 Meals"), None), field("Entity", "Acme Canada")],
+                ),
                 line("accrli_2", "CREDIT", "58.20", "CAD", vec![]),
             ],
         );
@@ -566,7 +577,17 @@ mod tests {
             "CARD_EXPENSE_POST",
             "CARD",
             vec![
-                line("accrli_1", "DEBIT", "250.00", "CAD", vec![gl(Some("6600 Software"), Some("6600")), field("Department", "Marketing"), field("Entity", "Acme Canada")]),
+                line(
+                    "accrli_1",
+                    "DEBIT",
+                    "250.00",
+                    "CAD",
+                    vec![
+                        gl(Some("6600 Software"), Some("6600")),
+                        field("Department", "Marketing"),
+                        field("Entity", "Acme Canada"),
+                    ],
+                ),
                 line("accrli_2", "CREDIT", "250.00", "CAD", vec![]),
             ],
         );
@@ -583,7 +604,11 @@ mod tests {
             "CARD_EXPENSE_POST",
             "CARD",
             vec![
-                with_original(line("accrli_1", "DEBIT", "99.90", "USD", vec![gl(Some("6500 Travel"), None)]), "92.5", "EUR"),
+                with_original(
+                    line("accrli_1", "DEBIT", "99.90", "USD", vec![gl(Some("6500 Travel"), None)]),
+                    "92.5",
+                    "EUR",
+                ),
                 with_original(line("accrli_2", "CREDIT", "99.90", "USD", vec![]), "92.5", "EUR"),
             ],
         );
@@ -638,7 +663,10 @@ mod tests {
         let empty = record(
             "CARD_EXPENSE_POST",
             "CARD",
-            vec![line("accrli_9", "DEBIT", "42", "USD", vec![gl(None, None)]), line("accrli_10", "CREDIT", "42", "USD", vec![])],
+            vec![
+                line("accrli_9", "DEBIT", "42", "USD", vec![gl(None, None)]),
+                line("accrli_10", "CREDIT", "42", "USD", vec![]),
+            ],
         );
         let err = map_record(&example(), &empty).unwrap_err().to_string();
         assert!(err.ends_with("its \"GL Account\" field has no value (not coded in Brex)"), "{err}");
@@ -652,7 +680,9 @@ mod tests {
             ],
         );
         let err = map_record(&example(), &absent).unwrap_err();
-        assert!(matches!(&err, MappingError::NoAccount { line, .. } if line.index == 1 && line.id.as_deref() == Some("accrli_9")));
+        assert!(
+            matches!(&err, MappingError::NoAccount { line, .. } if line.index == 1 && line.id.as_deref() == Some("accrli_9"))
+        );
         assert!(err.to_string().contains("carries no \"GL Account\" field"), "{err}");
     }
 
@@ -662,17 +692,30 @@ mod tests {
             "CARD_EXPENSE_POST",
             "CARD",
             vec![
-                line("accrli_1", "DEBIT", "10", "USD", vec![gl(Some("6500 Travel"), None), field("Entity", "Acme Inc")]),
-                line("accrli_2", "DEBIT", "5", "USD", vec![gl(Some("6500 Travel"), None), field("Entity", "Acme Canada")]),
+                line(
+                    "accrli_1",
+                    "DEBIT",
+                    "10",
+                    "USD",
+                    vec![gl(Some("6500 Travel"), None), field("Entity", "Acme Inc")],
+                ),
+                line(
+                    "accrli_2",
+                    "DEBIT",
+                    "5",
+                    "USD",
+                    vec![gl(Some("6500 Travel"), None), field("Entity", "Acme Canada")],
+                ),
                 line("accrli_3", "CREDIT", "15", "USD", vec![]),
             ],
         );
         let err = map_record(&example(), &r).unwrap_err();
-        let MappingError::CompanyConflict { first, second, first_line, second_line, .. } = &err else {
+        let MappingError::CompanyConflict { conflict, .. } = &err else {
             panic!("expected a company conflict, got {err}");
         };
-        assert_eq!((first.as_str(), second.as_str()), ("10", "20"));
-        assert_eq!((first_line.index, second_line.index), (1, 2));
+        assert_eq!((conflict.first.as_str(), conflict.second.as_str()), ("10", "20"));
+        assert_eq!((conflict.first_line.index, conflict.second_line.index), (1, 2));
+        assert_eq!((conflict.first_rule, conflict.second_rule), (16, 17));
         let msg = err.to_string();
         assert!(msg.contains("line 1 (accrli_1, DEBIT 10.00 USD) → 10 (rule #16)"), "{msg}");
         assert!(msg.contains("line 2 (accrli_2, DEBIT 5.00 USD) → 20 (rule #17)"), "{msg}");
@@ -681,11 +724,9 @@ mod tests {
 
     #[test]
     fn conflicting_credit_accounts_are_refused() {
-        let d = doc(
-            "[passthrough]\ngl_account_remote_id = true\n\
+        let d = doc("[passthrough]\ngl_account_remote_id = true\n\
              [[rule]]\nwhen = { field = \"Entity\", value = \"A\" }\nset = { credit_account = \"2410\" }\n\
-             [[rule]]\nwhen = { field = \"Entity\", value = \"B\" }\nset = { credit_account = \"2415\" }",
-        );
+             [[rule]]\nwhen = { field = \"Entity\", value = \"B\" }\nset = { credit_account = \"2415\" }");
         let r = record(
             "CARD_EXPENSE_POST",
             "CARD",
@@ -714,9 +755,9 @@ mod tests {
         assert!(p.rows[0].text.chars().count() <= MAX_ROW_TEXT);
         assert!(p.rows[0].text.ends_with("üü (orig 92.50 EUR)"), "{}", p.rows[0].text);
 
-        let d = doc(&format!(
-            "voucher_text = \"{{memo}}\"\n[[rule]]\nwhen = {{ field = \"GL Account\", value = \"*\" }}\nset = {{ account = \"6500\" }}"
-        ));
+        let d = doc(
+            "voucher_text = \"{memo}\"\n[[rule]]\nwhen = { field = \"GL Account\", value = \"*\" }\nset = { account = \"6500\" }",
+        );
         let mut long = card_purchase();
         long.memo = Some("ß".repeat(250));
         assert_eq!(map_record(&d, &long).unwrap().text.chars().count(), MAX_VOUCHER_TEXT);
@@ -739,10 +780,8 @@ mod tests {
         let err = map_record(&off, &r).unwrap_err().to_string();
         assert!(err.contains("\"Software subscriptions\"") && err.contains("gl_account_remote_id is off"), "{err}");
 
-        let overridden = doc(
-            "[passthrough]\ngl_account_remote_id = true\n\
-             [[rule]]\nwhen = { field = \"GL Account\", value = \"6600\" }\nset = { account = \"6700\" }",
-        );
+        let overridden = doc("[passthrough]\ngl_account_remote_id = true\n\
+             [[rule]]\nwhen = { field = \"GL Account\", value = \"6600\" }\nset = { account = \"6700\" }");
         assert_eq!(map_record(&overridden, &r).unwrap().rows[0].account.as_str(), "6700");
 
         // A remote id IFS could never accept is an error, unless a rule supplies the account.
@@ -756,10 +795,8 @@ mod tests {
         );
         let err = map_record(&on, &bad).unwrap_err();
         assert!(matches!(&err, MappingError::InvalidRemoteAccount { value, .. } if value == "65 00"), "{err}");
-        let rescued = doc(
-            "[passthrough]\ngl_account_remote_id = true\n\
-             [[rule]]\nwhen = { field = \"GL Account\", value = \"Travel\" }\nset = { account = \"6500\" }",
-        );
+        let rescued = doc("[passthrough]\ngl_account_remote_id = true\n\
+             [[rule]]\nwhen = { field = \"GL Account\", value = \"Travel\" }\nset = { account = \"6500\" }");
         assert_eq!(map_record(&rescued, &bad).unwrap().rows[0].account.as_str(), "6500");
     }
 
@@ -777,19 +814,15 @@ mod tests {
         assert_eq!(p.rows[0].code_parts.get(&CodePart::C).map(CodePartValue::as_str), Some("P100"), "parts merge");
 
         // Swap the order: now the GL rule comes last and wins.
-        let swapped = doc(
-            "[[rule]]\nwhen = { source_type = \"CARD\" }\nset = { account = \"7500\" }\n\
-             [[rule]]\nwhen = { field = \"GL Account\", value = \"6500 Travel\" }\nset = { account = \"6500\" }",
-        );
+        let swapped = doc("[[rule]]\nwhen = { source_type = \"CARD\" }\nset = { account = \"7500\" }\n\
+             [[rule]]\nwhen = { field = \"GL Account\", value = \"6500 Travel\" }\nset = { account = \"6500\" }");
         assert_eq!(map_record(&swapped, &card_purchase()).unwrap().rows[0].account.as_str(), "6500");
     }
 
     #[test]
     fn record_level_rules_reach_only_expense_lines_and_side_rules_reach_any() {
-        let d = doc(
-            "[[rule]]\nwhen = { source_type = \"CARD\" }\nset = { account = \"6500\", code_d = \"X\" }\n\
-             [[rule]]\nwhen = { record_type = \"CARD_EXPENSE_POST\", side = \"CREDIT\" }\nset = { account = \"1910\", code_e = \"Y\" }",
-        );
+        let d = doc("[[rule]]\nwhen = { source_type = \"CARD\" }\nset = { account = \"6500\", code_d = \"X\" }\n\
+             [[rule]]\nwhen = { record_type = \"CARD_EXPENSE_POST\", side = \"CREDIT\" }\nset = { account = \"1910\", code_e = \"Y\" }");
         let p = map_record(&d, &card_purchase()).unwrap();
         assert_eq!(accounts(&p), vec![("6500", Side::Debit, dec("171.75")), ("1910", Side::Credit, dec("171.75"))]);
         assert_eq!(p.rows[0].code_parts.keys().collect::<Vec<_>>(), vec![&CodePart::D]);
@@ -798,11 +831,9 @@ mod tests {
 
     #[test]
     fn category_and_field_placeholders_read_the_line() {
-        let d = doc(
-            "text = \"{category}|{department}|{field:Entity}|{type}|{source_type}|{date}|{user_email}\"\n\
+        let d = doc("text = \"{category}|{department}|{field:Entity}|{type}|{source_type}|{date}|{user_email}\"\n\
              voucher_text = \"{field:Entity} {department}\"\n\
-             [[rule]]\nwhen = { category = \"Air*\" }\nset = { account = \"6500\" }",
-        );
+             [[rule]]\nwhen = { category = \"Air*\" }\nset = { account = \"6500\" }");
         let mut r = card_purchase();
         r.line_items[0].accounting_field_values.push(serde_json::from_value(field("Category", "Airfare")).unwrap());
         r.line_items[0].accounting_field_values.push(serde_json::from_value(field("Entity", "Acme Inc")).unwrap());
@@ -820,9 +851,7 @@ mod tests {
         let mut r = card_purchase();
         r.user = None;
         r.line_items[0].accounting_field_values[1] = serde_json::from_value(field("Department", "Finance")).unwrap();
-        let d = doc(
-            "[[rule]]\nwhen = { department = \"Finance\" }\nset = { account = \"6500\", code_b = \"400\" }",
-        );
+        let d = doc("[[rule]]\nwhen = { department = \"Finance\" }\nset = { account = \"6500\", code_b = \"400\" }");
         let p = map_record(&d, &r).unwrap();
         assert_eq!(code_b(&p.rows[0]), Some("400"));
     }
@@ -850,7 +879,9 @@ mod tests {
                 line("accrli_4", "CREDIT", "5", "CAD", vec![]),
             ],
         );
-        assert!(matches!(map_record(&example(), &mixed), Err(MappingError::MixedCurrencies { currencies, .. }) if currencies.len() == 2));
+        assert!(
+            matches!(map_record(&example(), &mixed), Err(MappingError::MixedCurrencies { currencies, .. }) if currencies.len() == 2)
+        );
 
         let mut none = card_purchase();
         none.line_items.clear();

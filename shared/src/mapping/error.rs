@@ -44,6 +44,28 @@ impl fmt::Display for LineRef {
     }
 }
 
+/// Two lines whose rules set different values for a record-wide target (company, credit account).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conflict<T> {
+    pub first: T,
+    pub first_line: LineRef,
+    /// Number of the rule that set `first` (1-based `[[rule]]` position).
+    pub first_rule: usize,
+    pub second: T,
+    pub second_line: LineRef,
+    pub second_rule: usize,
+}
+
+impl<T: fmt::Display> fmt::Display for Conflict<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} → {} (rule #{}), {} → {} (rule #{})",
+            self.first_line, self.first, self.first_rule, self.second_line, self.second, self.second_rule
+        )
+    }
+}
+
 /// Shows an amount with at least the currency's minor digits (`42.00`), as bookkeepers read money.
 pub(crate) fn show_amount(amount: Decimal, currency: CurrencyCode) -> Decimal {
     let mut shown = amount;
@@ -70,36 +92,13 @@ pub enum MappingError {
     NoAccount { record: ReferenceNumber, line: LineRef, detail: String },
 
     #[error("record {record} {line}: GL_ACCOUNT remote id {value:?} is not a valid IFS account ({reason})")]
-    InvalidRemoteAccount { record: ReferenceNumber, line: LineRef, value: String, reason: String },
+    InvalidRemoteAccount { record: ReferenceNumber, line: LineRef, value: String, reason: &'static str },
 
-    /// `first` and `second` are (company, where it came from).
-    #[error(
-        "record {record}: lines disagree on the IFS company — {first_line} → {first} (rule #{first_rule}), \
-         {second_line} → {second} (rule #{second_rule}); one voucher needs one company"
-    )]
-    CompanyConflict {
-        record: ReferenceNumber,
-        first: CompanyCode,
-        first_line: LineRef,
-        first_rule: usize,
-        second: CompanyCode,
-        second_line: LineRef,
-        second_rule: usize,
-    },
+    #[error("record {record}: lines disagree on the IFS company — {conflict}; one voucher needs one company")]
+    CompanyConflict { record: ReferenceNumber, conflict: Box<Conflict<CompanyCode>> },
 
-    #[error(
-        "record {record}: lines disagree on the credit account — {first_line} → {first} (rule #{first_rule}), \
-         {second_line} → {second} (rule #{second_rule})"
-    )]
-    CreditAccountConflict {
-        record: ReferenceNumber,
-        first: AccountCode,
-        first_line: LineRef,
-        first_rule: usize,
-        second: AccountCode,
-        second_line: LineRef,
-        second_rule: usize,
-    },
+    #[error("record {record}: lines disagree on the credit account — {conflict}")]
+    CreditAccountConflict { record: ReferenceNumber, conflict: Box<Conflict<AccountCode>> },
 
     #[error("record {record}: lines do not balance in {currency} (debits {debits}, credits {credits})")]
     Unbalanced { record: ReferenceNumber, currency: CurrencyCode, debits: Decimal, credits: Decimal },

@@ -37,10 +37,12 @@ mod template;
 mod validate;
 
 pub use document::{
-    Condition, DEFAULT_TEXT, DEFAULT_VOUCHER_TEXT, DocumentError, LoadedMapping, MappingDocument, Passthrough,
-    Pattern, Rule, RuleSet, code_part_key,
+    Condition, DEFAULT_TEXT, DEFAULT_VOUCHER_TEXT, DocumentError, LoadedMapping, MappingDocument, Passthrough, Pattern,
+    Rule, RuleSet, code_part_key,
 };
-pub use engine::{CATEGORY_FIELD, DEPARTMENT_FIELD, GL_ACCOUNT_FIELD, GL_ACCOUNT_REMOTE_ID, MAX_VOUCHER_TEXT, map_record};
-pub use error::{LineRef, MappingError};
+pub use engine::{
+    CATEGORY_FIELD, DEPARTMENT_FIELD, GL_ACCOUNT_FIELD, GL_ACCOUNT_REMOTE_ID, MAX_VOUCHER_TEXT, map_record,
+};
+pub use error::{Conflict, LineRef, MappingError};
 pub use template::{Placeholder, Template, TemplateError};
 pub use validate::validate_proposal;

@@ -78,3 +78,199 @@ pub async fn validate_proposal(proposal: &Proposal, chart: &dyn ChartOfAccounts)
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::str::FromStr;
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+    use chrono::NaiveDate;
+    use rust_decimal::Decimal;
+
+    use super::*;
+    use crate::domain::{CodePartValue, CompanyCode, CurrencyCode, ReferenceNumber, VoucherType};
+    use crate::error::{Classify, Disposition};
+    use crate::ports::ExternalError;
+    use crate::proposal::{ProposalRow, Side, VoucherStatus};
+
+    /// The simulator's demo chart, for company 10 only, counting lookups.
+    struct FakeChart {
+        accounts: Vec<AccountInfo>,
+        lookups: Mutex<Vec<String>>,
+        fail: Option<Disposition>,
+    }
+
+    fn info(account: &str, description: &str, demands: &[(CodePart, Demand)]) -> AccountInfo {
+        AccountInfo {
+            company: CompanyCode::parse("10").unwrap(),
+            account: AccountCode::parse(account).unwrap(),
+            description: description.into(),
+            valid_from: None,
+            valid_until: None,
+            demands: demands.iter().copied().collect(),
+        }
+    }
+
+    fn blocked_except(allowed: &[(CodePart, Demand)]) -> Vec<(CodePart, Demand)> {
+        CodePart::ALL
+            .into_iter()
+            .map(|p| allowed.iter().find(|(a, _)| *a == p).copied().unwrap_or((p, Demand::Blocked)))
+            .collect()
+    }
+
+    impl FakeChart {
+        fn demo() -> Self {
+            let mut old = info("1999", "Old clearing", &blocked_except(&[]));
+            old.valid_until = NaiveDate::from_ymd_opt(2020, 12, 31);
+            Self {
+                accounts: vec![
+                    old,
+                    info("2410", "Card liability", &blocked_except(&[])),
+                    info("6500", "Travel", &blocked_except(&[(CodePart::B, Demand::Mandatory)])),
+                    info(
+                        "6600",
+                        "Software",
+                        &blocked_except(&[(CodePart::B, Demand::Mandatory), (CodePart::C, Demand::Optional)]),
+                    ),
+                    info("6700", "Office supplies", &blocked_except(&[(CodePart::B, Demand::Optional)])),
+                    // A chart entry that says nothing about code parts.
+                    info("7900", "Bank fees", &[]),
+                ],
+                lookups: Mutex::new(Vec::new()),
+                fail: None,
+            }
+        }
+    }
+
+    #[async_trait]
+    impl ChartOfAccounts for FakeChart {
+        async fn account(
+            &self,
+            company: &CompanyCode,
+            account: &AccountCode,
+        ) -> Result<Option<AccountInfo>, ExternalError> {
+            self.lookups.lock().unwrap().push(format!("{company}/{account}"));
+            if let Some(disposition) = self.fail {
+                return Err(ExternalError { system: "ifs", message: "503 busy".into(), disposition });
+            }
+            Ok(self.accounts.iter().find(|a| &a.company == company && &a.account == account).cloned())
+        }
+    }
+
+    fn row(account: &str, side: Side, parts: &[(CodePart, &str)]) -> ProposalRow {
+        ProposalRow {
+            account: AccountCode::parse(account).unwrap(),
+            code_parts: parts.iter().map(|(p, v)| (*p, CodePartValue::parse(v).unwrap())).collect::<BTreeMap<_, _>>(),
+            side,
+            amount: Decimal::from_str("42.00").unwrap(),
+            currency: CurrencyCode::parse("USD").unwrap(),
+            currency_rate: None,
+            text: String::new(),
+        }
+    }
+
+    fn proposal(rows: Vec<ProposalRow>) -> Proposal {
+        Proposal {
+            reference_number: ReferenceNumber::parse("accr_1").unwrap(),
+            reference_serie: "BREX".into(),
+            source_version: 1,
+            company: CompanyCode::parse("10").unwrap(),
+            voucher_type: VoucherType::parse("M").unwrap(),
+            voucher_status: VoucherStatus::NotApproved,
+            voucher_date: NaiveDate::from_ymd_opt(2026, 6, 11).unwrap(),
+            text: String::new(),
+            rows,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_well_coded_proposal_passes_with_one_lookup_per_account() {
+        let chart = FakeChart::demo();
+        let p = proposal(vec![
+            row("6500", Side::Debit, &[(CodePart::B, "200")]),
+            row("6600", Side::Debit, &[(CodePart::B, "200"), (CodePart::C, "P100")]),
+            row("6700", Side::Debit, &[]),
+            row("6500", Side::Debit, &[(CodePart::B, "100")]),
+            row("7900", Side::Debit, &[(CodePart::D, "X")]),
+            row("2410", Side::Credit, &[]),
+        ]);
+        validate_proposal(&p, &chart).await.unwrap();
+        assert_eq!(*chart.lookups.lock().unwrap(), vec!["10/6500", "10/6600", "10/6700", "10/7900", "10/2410"]);
+    }
+
+    #[tokio::test]
+    async fn an_unknown_account_names_the_row() {
+        let p = proposal(vec![row("6500", Side::Debit, &[(CodePart::B, "200")]), row("2499", Side::Credit, &[])]);
+        let err = validate_proposal(&p, &FakeChart::demo()).await.unwrap_err();
+        assert_eq!(err.to_string(), "record accr_1 row 2: account 2499 does not exist in IFS company 10");
+        assert_eq!(err.disposition(), Disposition::Permanent);
+    }
+
+    #[tokio::test]
+    async fn an_expired_account_is_refused() {
+        let p = proposal(vec![row("1999", Side::Debit, &[]), row("2410", Side::Credit, &[])]);
+        let err = validate_proposal(&p, &FakeChart::demo()).await.unwrap_err();
+        assert!(matches!(&err, MappingError::AccountNotValid { row: 1, .. }), "{err}");
+        assert_eq!(
+            err.to_string(),
+            "record accr_1 row 1: account 1999 is not valid on the voucher date 2026-06-11 (valid until 2020-12-31)"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_missing_mandatory_code_part_is_named() {
+        let p = proposal(vec![row("6600", Side::Debit, &[(CodePart::C, "P100")]), row("2410", Side::Credit, &[])]);
+        let err = validate_proposal(&p, &FakeChart::demo()).await.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "record accr_1 row 1: account 6600 (Software) demands CodeB but no rule sets code_b"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_blocked_code_part_that_is_set_is_named() {
+        let p = proposal(vec![
+            row("6500", Side::Debit, &[(CodePart::B, "200")]),
+            row("2410", Side::Credit, &[(CodePart::B, "200")]),
+        ]);
+        let err = validate_proposal(&p, &FakeChart::demo()).await.unwrap_err();
+        assert!(matches!(&err, MappingError::BlockedCodePart { row: 2, part: CodePart::B, .. }), "{err}");
+        assert_eq!(
+            err.to_string(),
+            "record accr_1 row 2: account 2410 (Card liability) does not allow CodeB, but code_b = \"200\" is set"
+        );
+    }
+
+    #[tokio::test]
+    async fn chart_failures_keep_their_disposition() {
+        let p = proposal(vec![row("6500", Side::Debit, &[(CodePart::B, "200")])]);
+        let mut chart = FakeChart::demo();
+        chart.fail = Some(Disposition::Retryable);
+        let err = validate_proposal(&p, &chart).await.unwrap_err();
+        assert!(matches!(err, MappingError::Chart { .. }));
+        assert!(err.is_retryable(), "an IFS outage is not the record's fault");
+        chart.fail = Some(Disposition::Permanent);
+        assert!(!validate_proposal(&p, &chart).await.unwrap_err().is_retryable());
+    }
+
+    #[tokio::test]
+    async fn the_example_document_maps_the_demo_purchase_to_a_valid_proposal() {
+        let doc = crate::mapping::MappingDocument::parse(include_str!("../../../infra/mapping.example.toml")).unwrap();
+        let record: crate::brex::model::AccountingRecord = serde_json::from_value(serde_json::json!({
+            "id": "accr_2", "amount": {"amount": "12.5", "currency": "USD"}, "type": "CARD_EXPENSE_POST",
+            "review_status": "READY_FOR_EXPORT", "source_type": "CARD", "updated_at": "2026-06-11T09:00:00Z",
+            "user": {"department_name": "Sales"},
+            "line_items": [
+                {"id": "accrli_1", "type": "DEBIT", "amount": {"amount": "12.5", "currency": "USD"},
+                 "accounting_field_values": [{"remote_field_id": "GL_ACCOUNT", "remote_field_value_id": "6700",
+                   "field_name": "GL Account", "field_value_name": "6700 Office Supplies"}]},
+                {"id": "accrli_2", "type": "CREDIT", "amount": {"amount": "12.5", "currency": "USD"}}
+            ]
+        }))
+        .unwrap();
+        let p = crate::mapping::map_record(&doc, &record).unwrap();
+        validate_proposal(&p, &FakeChart::demo()).await.unwrap();
+    }
+}
