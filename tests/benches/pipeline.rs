@@ -36,8 +36,14 @@ async fn main() {
     let brex = pipeline.brex.counters();
     let posted = pipeline.ifs.voucher_count();
     assert_eq!(posted, 10, "every record posted");
-    println!("poster, batch of 10 records, step-by-step voucher creation (cold caches, one invocation = {invocations}):");
-    println!("  IFS requests per posted record   {:>6.2}  ({} requests / {posted} records; goal ≤ 1.0 with $batch)", ifs.total_requests as f64 / posted as f64, ifs.total_requests);
+    println!(
+        "poster, batch of 10 records, step-by-step voucher creation (cold caches, one invocation = {invocations}):"
+    );
+    println!(
+        "  IFS requests per posted record   {:>6.2}  ({} requests / {posted} records; goal ≤ 1.0 with $batch)",
+        ifs.total_requests as f64 / posted as f64,
+        ifs.total_requests
+    );
     println!("  of which token fetches           {:>6}", ifs.token_fetches);
     for (label, statuses) in &ifs.requests {
         println!("    {label:<40} {:>4}", statuses.values().sum::<u64>());
@@ -46,7 +52,11 @@ async fn main() {
     println!("  wall time                        {:>6.0} ms", elapsed.as_secs_f64() * 1000.0);
 
     // Warm caches: the same poster instance, another 10 records.
-    let more = RecordGenerator::with_options(6, GeneratorOptions { count: 10, missing_gl_rate: 0.0, ..GeneratorOptions::default() }).batch();
+    let more = RecordGenerator::with_options(
+        6,
+        GeneratorOptions { count: 10, missing_gl_rate: 0.0, ..GeneratorOptions::default() },
+    )
+    .batch();
     let more_ids: Vec<String> = more.iter().map(|r| r.id.clone()).collect();
     pipeline.brex.insert_records(more);
     pipeline.enqueue(&more_ids, &Origin::Poll).await.expect("enqueue");

@@ -56,7 +56,11 @@ mod tests {
 
     #[test]
     fn binary_bodies_are_base64_and_headers_joined() {
-        let headers = vec![("Webhook-Id".to_string(), "a".to_string()), ("X-Dup".into(), "1".into()), ("x-dup".into(), "2".into())];
+        let headers = vec![
+            ("Webhook-Id".to_string(), "a".to_string()),
+            ("X-Dup".into(), "1".into()),
+            ("x-dup".into(), "2".into()),
+        ];
         let event = http_v2_event("POST", "/webhooks/brex", &headers, &[0xff, 0x00]);
         assert_eq!(event["isBase64Encoded"], true);
         assert_eq!(event["body"], "/wA=");

@@ -402,7 +402,10 @@ impl TemplateResources {
             .collect();
         Ok(Self {
             visibility_timeout: number(&queue["VisibilityTimeout"], "WorkQueue.VisibilityTimeout")?,
-            max_receive_count: number(&queue["RedrivePolicy"]["maxReceiveCount"], "WorkQueue.RedrivePolicy.maxReceiveCount")?,
+            max_receive_count: number(
+                &queue["RedrivePolicy"]["maxReceiveCount"],
+                "WorkQueue.RedrivePolicy.maxReceiveCount",
+            )?,
             ttl_attribute: table["TimeToLiveSpecification"]["AttributeName"]
                 .as_str()
                 .ok_or("template.yaml: Table TTL attribute missing")?

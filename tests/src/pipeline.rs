@@ -108,7 +108,8 @@ impl Pipeline {
             ("IFS_URL", ifs.base_url().to_owned()),
             ("IFS_REALM", ifs.realm().to_owned()),
         ]);
-        let poster_config = PosterConfig::from_env(&env(poster_vars, &options.poster_env)).map_err(|e| e.to_string())?;
+        let poster_config =
+            PosterConfig::from_env(&env(poster_vars, &options.poster_env)).map_err(|e| e.to_string())?;
         let webhook = Arc::new(build::webhook_service(&webhook_config, &stack.sdk).await.map_err(|e| e.to_string())?);
         let poster = build::poster(&poster_config, &stack.sdk).await.map_err(|e| e.to_string())?;
         let source = SqsEventSource::new(&stack.sdk, &stack.queue_url);
@@ -117,7 +118,10 @@ impl Pipeline {
 
     /// Puts record ids on the work queue the way the webhook does.
     pub async fn enqueue(&self, ids: &[String], origin: &Origin) -> Result<(), String> {
-        let ids = ids.iter().map(|i| AccountingRecordId::parse(i).map_err(|e| e.to_string())).collect::<Result<Vec<_>, _>>()?;
+        let ids = ids
+            .iter()
+            .map(|i| AccountingRecordId::parse(i).map_err(|e| e.to_string()))
+            .collect::<Result<Vec<_>, _>>()?;
         let queue = SqsQueue::new(aws_sdk_sqs::Client::new(&self.stack.sdk), &self.stack.queue_url);
         queue.enqueue(&WorkItem::accounting_records(&ids, origin, Utc::now())).await.map_err(|e| e.to_string())
     }

@@ -67,7 +67,9 @@ async fn leases_exclude_other_holders_until_expiry() {
     assert!(store.try_acquire("refresh", "a", until, now).await.unwrap());
     assert!(!store.try_acquire("refresh", "b", until, now).await.unwrap());
     assert!(store.try_acquire("refresh", "a", until, now).await.unwrap(), "holder may extend");
-    assert!(store.try_acquire("refresh", "b", until + Duration::seconds(10), until + Duration::seconds(1)).await.unwrap());
+    assert!(
+        store.try_acquire("refresh", "b", until + Duration::seconds(10), until + Duration::seconds(1)).await.unwrap()
+    );
     LeaseStore::release(&store, "refresh", "a").await.unwrap();
     assert!(!store.try_acquire("refresh", "c", until, now).await.unwrap(), "a's release must not free b's lease");
     LeaseStore::release(&store, "refresh", "b").await.unwrap();

@@ -19,7 +19,9 @@ const MAPPING: &str = sims::pipeline::EXAMPLE_MAPPING;
 
 async fn world(name: &str, ifs: IfsSimConfig, extra_env: &[(&str, &str)]) -> Pipeline {
     let poster_env = extra_env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
-    Pipeline::start(PipelineOptions { name: name.into(), ifs, poster_env, ..PipelineOptions::default() }).await.expect("pipeline")
+    Pipeline::start(PipelineOptions { name: name.into(), ifs, poster_env, ..PipelineOptions::default() })
+        .await
+        .expect("pipeline")
 }
 
 fn clean_records(seed: u64, n: usize) -> Vec<AccountingRecord> {
@@ -79,7 +81,10 @@ async fn records_become_balanced_vouchers_and_are_reported_exported() {
     let kinds = |f: &dyn Fn(&AccountingRecord) -> bool| records.iter().filter(|r| f(r)).count();
     assert!(kinds(&|r| r.record_type.ends_with("_REFUND")) > 0, "the sample holds a refund");
     assert!(kinds(&|r| r.source_type.as_str() == "REIMBURSEMENT") > 0, "… a reimbursement");
-    assert!(kinds(&|r| r.original_amount.as_ref().is_some_and(|o| o.currency != r.amount.currency)) > 0, "… foreign currency");
+    assert!(
+        kinds(&|r| r.original_amount.as_ref().is_some_and(|o| o.currency != r.amount.currency)) > 0,
+        "… foreign currency"
+    );
     assert!(kinds(&|r| r.line_items.iter().filter(|l| l.line_type == LineType::Debit).count() > 1) > 0, "… a split");
     assert!(kinds(&|r| field(r, LineType::Debit, "Entity") == Some("Acme Canada")) > 0, "… a Canadian entity");
     for id in &ids {
@@ -102,7 +107,13 @@ async fn records_become_balanced_vouchers_and_are_reported_exported() {
         let funding_rows: Vec<_> = v
             .rows
             .iter()
-            .filter(|r| if funding_side == LineType::Credit { r.currency_credit_amount.is_some() } else { r.currency_debet_amount.is_some() })
+            .filter(|r| {
+                if funding_side == LineType::Credit {
+                    r.currency_credit_amount.is_some()
+                } else {
+                    r.currency_debet_amount.is_some()
+                }
+            })
             .collect();
         let expected_funding = match (record.source_type.as_str(), canada) {
             ("REIMBURSEMENT", _) => "2420",
@@ -207,7 +218,8 @@ async fn chaos_in_ifs_still_posts_every_record_exactly_once_with_if_match_on_eve
 
 #[tokio::test]
 async fn short_lived_ifs_tokens_cause_no_auth_failures() {
-    let w = world("post-token", IfsSimConfig { token_ttl: Duration::from_secs(2), ..IfsSimConfig::default() }, &[]).await;
+    let w =
+        world("post-token", IfsSimConfig { token_ttl: Duration::from_secs(2), ..IfsSimConfig::default() }, &[]).await;
     let start = Instant::now();
     let mut round = 0u64;
     while start.elapsed() < Duration::from_secs(10) {
@@ -242,13 +254,16 @@ async fn an_unmappable_record_is_reported_to_brex_and_never_retried_forever() {
     assert_eq!(w.ifs.voucher_count(), 2);
     match w.brex.export_result(&broken_id).expect("reported").outcome {
         ExportOutcome::Failure { error_message } => {
-            assert!(error_message.contains(&broken_id) && error_message.to_lowercase().contains("account"), "{error_message}");
+            assert!(
+                error_message.contains(&broken_id) && error_message.to_lowercase().contains("account"),
+                "{error_message}"
+            );
         }
         other => panic!("expected a failure report, got {other:?}"),
     }
     assert_eq!(w.stack.queue_depth(&w.stack.dlq_url).await, 0, "nothing in the DLQ");
     // Delivered again (the poller would find it still READY_FOR_EXPORT): recognised, not re-tried.
-    w.enqueue_ids(&[broken_id.clone()]).await;
+    w.enqueue_ids(std::slice::from_ref(&broken_id)).await;
     assert_eq!(w.drain_ok(Duration::from_secs(30)).await, 1);
     assert_eq!(w.ifs.voucher_count(), 2);
 }

@@ -6,7 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_yaml::Value;
 
 fn template() -> Value {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../template.yaml")).expect("template.yaml");
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../template.yaml")).expect("template.yaml");
     serde_yaml::from_str(&text).expect("template.yaml is YAML")
 }
 
@@ -99,7 +100,13 @@ fn roles_grant_what_each_function_needs_and_nothing_wild() {
                 assert!(resources.iter().all(|r| r != "'*'" && r != "*"), "{role}: {action} on every resource");
             }
         }
-        for needed in ["logs:PutLogEvents", "secretsmanager:GetSecretValue", "kms:Decrypt", "dynamodb:PutItem", "dynamodb:GetItem"] {
+        for needed in [
+            "logs:PutLogEvents",
+            "secretsmanager:GetSecretValue",
+            "kms:Decrypt",
+            "dynamodb:PutItem",
+            "dynamodb:GetItem",
+        ] {
             assert!(granted.contains_key(needed), "{role} lacks {needed}");
         }
         // Brex OAuth refresh tokens rotate: every function may have to write the new one back.
@@ -130,12 +137,17 @@ fn queue_table_and_functions_match_what_the_code_assumes() {
     let table = &resource(&t, "Table")["Properties"];
     assert_eq!(table["TimeToLiveSpecification"]["AttributeName"].as_str(), Some("expires_at"));
     assert_eq!(table["BillingMode"].as_str(), Some("PAY_PER_REQUEST"));
-    let keys: Vec<_> = table["KeySchema"].as_sequence().unwrap().iter().map(|k| k["AttributeName"].as_str().unwrap()).collect();
+    let keys: Vec<_> =
+        table["KeySchema"].as_sequence().unwrap().iter().map(|k| k["AttributeName"].as_str().unwrap()).collect();
     assert_eq!(keys, vec!["pk", "sk"]);
     let sqs_event = &resource(&t, "PosterFunction")["Properties"]["Events"]["Work"]["Properties"];
     assert_eq!(sqs_event["FunctionResponseTypes"][0].as_str(), Some("ReportBatchItemFailures"));
     assert!(sqs_event["ScalingConfig"]["MaximumConcurrency"].is_tagged(), "MaximumConcurrency comes from a parameter");
-    for (function, binary) in [("WebhookFunction", "brex-ifs-webhook"), ("PollerFunction", "brex-ifs-poller"), ("PosterFunction", "brex-ifs-poster")] {
+    for (function, binary) in [
+        ("WebhookFunction", "brex-ifs-webhook"),
+        ("PollerFunction", "brex-ifs-poller"),
+        ("PosterFunction", "brex-ifs-poster"),
+    ] {
         let f = resource(&t, function);
         assert_eq!(f["Metadata"]["BuildMethod"].as_str(), Some("rust-cargolambda"), "{function}");
         assert_eq!(f["Metadata"]["BuildProperties"]["Binary"].as_str(), Some(binary), "{function}");

@@ -35,7 +35,8 @@ fn config(stack: &Stack, brex: &BrexSim, queue_url: &str) -> WebhookConfig {
 async fn world(name: &str) -> World {
     let stack = Stack::create(&Moto::get(), StackSpec { name, ..StackSpec::default() }).await.expect("stack");
     let brex = BrexSim::start(BrexSimConfig::default()).await.expect("brex sim");
-    let service = Arc::new(build::webhook_service(&config(&stack, &brex, &stack.queue_url), &stack.sdk).await.expect("service"));
+    let service =
+        Arc::new(build::webhook_service(&config(&stack, &brex, &stack.queue_url), &stack.sdk).await.expect("service"));
     World { stack, brex, service }
 }
 
@@ -43,7 +44,9 @@ async fn invoke(service: &WebhookService, delivery: WebhookDelivery) -> u16 {
     sims::pipeline::invoke_webhook(service, delivery).await
 }
 
-fn transport(service: Arc<WebhookService>) -> impl Fn(WebhookDelivery) -> std::pin::Pin<Box<dyn Future<Output = u16> + Send>> + Send + Sync {
+fn transport(
+    service: Arc<WebhookService>,
+) -> impl Fn(WebhookDelivery) -> std::pin::Pin<Box<dyn Future<Output = u16> + Send>> + Send + Sync {
     move |delivery| {
         let service = service.clone();
         Box::pin(async move { invoke(&service, delivery).await })
@@ -105,7 +108,9 @@ async fn hostile_deliveries_get_the_contract_status_and_enqueue_nothing() {
     let secrets = w.brex.webhook_secret_strings();
     let now = chrono::Utc::now().timestamp();
     let good_body = w.brex.ready_for_export_body(&ids);
-    let signed = |body: &[u8], ts: i64| WebhookDelivery::new(&format!("msg_{ts}_{}", body.len()), ts, body.to_vec(), &secrets, HeaderFamily::Webhook);
+    let signed = |body: &[u8], ts: i64| {
+        WebhookDelivery::new(&format!("msg_{ts}_{}", body.len()), ts, body.to_vec(), &secrets, HeaderFamily::Webhook)
+    };
     let without = |name: &str| {
         let mut d = signed(&good_body, now);
         d.headers.retain(|(k, _)| k != name);
@@ -119,7 +124,13 @@ async fn hostile_deliveries_get_the_contract_status_and_enqueue_nothing() {
         d.body = serde_json::to_vec_pretty(&value).unwrap();
         d
     };
-    let wrong_secret = WebhookDelivery::new("msg_wrong", now, good_body.clone(), &["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_string()], HeaderFamily::Webhook);
+    let wrong_secret = WebhookDelivery::new(
+        "msg_wrong",
+        now,
+        good_body.clone(),
+        &["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_string()],
+        HeaderFamily::Webhook,
+    );
     let mut oversized_body = good_body.clone();
     oversized_body.extend(std::iter::repeat_n(b' ', 256 * 1024));
     let cases: Vec<(&str, WebhookDelivery, u16)> = vec![
@@ -133,8 +144,16 @@ async fn hostile_deliveries_get_the_contract_status_and_enqueue_nothing() {
         ("future timestamp", signed(&good_body, now + 301), 401),
         ("oversized", signed(&oversized_body, now), 413),
         ("not JSON", signed(b"{not json", now), 400),
-        ("invalid id", signed(br#"{"event_type":"ACCOUNTING_RECORD_READY_FOR_EXPORT","accountingRecordIds":["accr_'1"]}"#, now), 400),
-        ("empty id list", signed(br#"{"event_type":"ACCOUNTING_RECORD_READY_FOR_EXPORT","accountingRecordIds":[]}"#, now), 400),
+        (
+            "invalid id",
+            signed(br#"{"event_type":"ACCOUNTING_RECORD_READY_FOR_EXPORT","accountingRecordIds":["accr_'1"]}"#, now),
+            400,
+        ),
+        (
+            "empty id list",
+            signed(br#"{"event_type":"ACCOUNTING_RECORD_READY_FOR_EXPORT","accountingRecordIds":[]}"#, now),
+            400,
+        ),
         ("other event type", signed(br#"{"event_type":"EXPENSE_PAYMENT_UPDATED","expense_id":"e_1"}"#, now), 200),
         ("non-UTF-8 body", signed(&[0xff, 0xfe, 0x00, 0x7b], now), 400),
     ];
@@ -176,7 +195,8 @@ async fn sqs_outage_answers_5xx_and_the_brex_retry_succeeds() {
     let counted = {
         let attempts = attempts.clone();
         move |delivery: WebhookDelivery| {
-            let (service, sdk, attempts, queue_name) = (service.clone(), sdk.clone(), attempts.clone(), queue_name.clone());
+            let (service, sdk, attempts, queue_name) =
+                (service.clone(), sdk.clone(), attempts.clone(), queue_name.clone());
             Box::pin(async move {
                 if attempts.fetch_add(1, Ordering::SeqCst) == 2 {
                     // SQS is back before the third attempt.

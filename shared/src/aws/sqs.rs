@@ -78,7 +78,11 @@ impl WorkQueue for SqsQueue {
                     service: "sqs",
                     operation: "SendMessageBatch",
                     code: None,
-                    message: format!("{} of {} messages refused after {RESEND_ATTEMPTS} tries", pending.len(), chunk.len()),
+                    message: format!(
+                        "{} of {} messages refused after {RESEND_ATTEMPTS} tries",
+                        pending.len(),
+                        chunk.len()
+                    ),
                     disposition: Disposition::Retryable,
                 });
             }

@@ -13,8 +13,8 @@ use crate::config::{CommonConfig, ConfigError, IfsConfig, PosterConfig, WebhookC
 use crate::domain::IfsCredentials;
 use crate::error::AwsError;
 use crate::ifs::{IfsClient, IfsClientConfig, IfsError};
-use crate::poster::{CachedMapping, MappingSource, Poster, PosterOptions};
 use crate::ports::{Clock, SecretStore, SystemClock};
+use crate::poster::{CachedMapping, MappingSource, Poster, PosterOptions};
 use crate::webhook::{WebhookOptions, WebhookService};
 
 /// How long a warm poster keeps a mapping document before re-reading it.
@@ -66,7 +66,8 @@ pub async fn ifs_client(
     sdk: &SdkConfig,
     mapping: &dyn MappingSource,
 ) -> Result<IfsClient, StartupError> {
-    let secret = SecretsManagerStore::new(aws_sdk_secretsmanager::Client::new(sdk)).get_secret(&ifs.ifs_secret_id).await?;
+    let secret =
+        SecretsManagerStore::new(aws_sdk_secretsmanager::Client::new(sdk)).get_secret(&ifs.ifs_secret_id).await?;
     let credentials: IfsCredentials =
         serde_json::from_str(secret.expose()).map_err(|e| StartupError::IfsSecretShape(e.to_string()))?;
     let mut client_config = IfsClientConfig::new(&ifs.ifs_url, &ifs.ifs_realm, credentials);

@@ -37,7 +37,12 @@ pub struct PosterOptions {
 
 impl Default for PosterOptions {
     fn default() -> Self {
-        Self { report_export_results: true, dry_run: false, retention: Duration::days(400), lease_margin: Duration::seconds(30) }
+        Self {
+            report_export_results: true,
+            dry_run: false,
+            retention: Duration::days(400),
+            lease_margin: Duration::seconds(30),
+        }
     }
 }
 
@@ -201,7 +206,9 @@ impl Poster {
             };
             match validate_proposal(&proposal, self.ledger.as_chart()).await {
                 Ok(()) => proposals.push((record, proposal)),
-                Err(e) if e.is_retryable() => self.give_back(std::slice::from_ref(&record.id), &e.to_string(), report).await,
+                Err(e) if e.is_retryable() => {
+                    self.give_back(std::slice::from_ref(&record.id), &e.to_string(), report).await
+                }
                 Err(e) => self.fail(&record.id, &e.to_string(), report).await,
             }
         }
@@ -209,7 +216,10 @@ impl Poster {
         // One dedup query per company for the whole batch.
         let mut by_company: BTreeMap<(CompanyCode, String), Vec<ReferenceNumber>> = BTreeMap::new();
         for (_, p) in &proposals {
-            by_company.entry((p.company.clone(), p.reference_serie.clone())).or_default().push(p.reference_number.clone());
+            by_company
+                .entry((p.company.clone(), p.reference_serie.clone()))
+                .or_default()
+                .push(p.reference_number.clone());
         }
         let mut existing = std::collections::HashMap::new();
         let mut dedup_failed: HashSet<CompanyCode> = HashSet::new();

@@ -62,16 +62,29 @@ fn day_of_spend(seed: u64, card_expenses: usize) -> Vec<(&'static str, Accountin
         missing_gl_rate: 0.0,
         ..GeneratorOptions::default()
     };
-    let one = |seed: u64, options: GeneratorOptions| RecordGenerator::with_options(seed, GeneratorOptions { count: 1, ..options }).batch();
-    let mut day: Vec<(&'static str, AccountingRecord)> = RecordGenerator::with_options(seed, GeneratorOptions { count: card_expenses, ..base.clone() })
-        .batch()
-        .into_iter()
-        .map(|r| ("card expense", r))
-        .collect();
+    let one = |seed: u64, options: GeneratorOptions| {
+        RecordGenerator::with_options(seed, GeneratorOptions { count: 1, ..options }).batch()
+    };
+    let mut day: Vec<(&'static str, AccountingRecord)> =
+        RecordGenerator::with_options(seed, GeneratorOptions { count: card_expenses, ..base.clone() })
+            .batch()
+            .into_iter()
+            .map(|r| ("card expense", r))
+            .collect();
     day.extend(one(seed + 1, GeneratorOptions { refund_rate: 1.0, ..base.clone() }).into_iter().map(|r| ("refund", r)));
-    day.extend(one(seed + 2, GeneratorOptions { foreign_rate: 1.0, entity_rate: 0.0, ..base.clone() }).into_iter().map(|r| ("foreign currency", r)));
-    day.extend(one(seed + 3, GeneratorOptions { reimbursement_rate: 1.0, ..base.clone() }).into_iter().map(|r| ("reimbursement", r)));
-    day.extend(one(seed + 4, GeneratorOptions { missing_gl_rate: 1.0, ..base }).into_iter().map(|r| ("no GL coding", r)));
+    day.extend(
+        one(seed + 2, GeneratorOptions { foreign_rate: 1.0, entity_rate: 0.0, ..base.clone() })
+            .into_iter()
+            .map(|r| ("foreign currency", r)),
+    );
+    day.extend(
+        one(seed + 3, GeneratorOptions { reimbursement_rate: 1.0, ..base.clone() })
+            .into_iter()
+            .map(|r| ("reimbursement", r)),
+    );
+    day.extend(
+        one(seed + 4, GeneratorOptions { missing_gl_rate: 1.0, ..base }).into_iter().map(|r| ("no GL coding", r)),
+    );
     day
 }
 
@@ -83,12 +96,11 @@ struct Front {
 
 async fn webhook_route(State(front): State<Front>, headers: HeaderMap, body: Bytes) -> StatusCode {
     front.deliveries.fetch_add(1, Ordering::Relaxed);
-    let headers: Vec<(String, String)> = headers
-        .iter()
-        .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str().to_owned(), v.to_owned())))
-        .collect();
+    let headers: Vec<(String, String)> =
+        headers.iter().filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str().to_owned(), v.to_owned()))).collect();
     let delivery = WebhookDelivery { msg_id: String::new(), timestamp: 0, headers, body: body.to_vec() };
-    StatusCode::from_u16(invoke_webhook(&front.pipeline.webhook, delivery).await).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    StatusCode::from_u16(invoke_webhook(&front.pipeline.webhook, delivery).await)
+        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
 }
 
 /// Lambda's SQS event source for the poster: long-poll, invoke, delete what succeeded.
@@ -145,16 +157,25 @@ async fn run() -> Result<(), String> {
         },
     )
     .await?;
-    step(start, &format!(
-        "created from template.yaml: queue (visibility {} s, DLQ after {} receives), table (pk/sk, TTL {}), 2 secrets",
-        resources.visibility_timeout, resources.max_receive_count, resources.ttl_attribute
-    ));
+    step(
+        start,
+        &format!(
+            "created from template.yaml: queue (visibility {} s, DLQ after {} receives), table (pk/sk, TTL {}), 2 secrets",
+            resources.visibility_timeout, resources.max_receive_count, resources.ttl_attribute
+        ),
+    );
 
-    let pipeline = Arc::new(Pipeline::start_on(stack, PipelineOptions { name: "local".into(), ..PipelineOptions::default() }).await?);
-    step(start, &format!("Brex simulator at {}, IFS Cloud simulator at {}", pipeline.brex.base_url(), pipeline.ifs.base_url()));
+    let pipeline = Arc::new(
+        Pipeline::start_on(stack, PipelineOptions { name: "local".into(), ..PipelineOptions::default() }).await?,
+    );
+    step(
+        start,
+        &format!("Brex simulator at {}, IFS Cloud simulator at {}", pipeline.brex.base_url(), pipeline.ifs.base_url()),
+    );
     step(start, "mapping loaded from infra/mapping.example.toml (pk=config, sk=mapping)");
 
-    let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await.map_err(|e| e.to_string())?;
+    let listener =
+        tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await.map_err(|e| e.to_string())?;
     let webhook_url = format!("http://{}/webhooks/brex", listener.local_addr().map_err(|e| e.to_string())?);
     let front = Front { pipeline: pipeline.clone(), deliveries: Arc::default() };
     let app = Router::new().route("/webhooks/brex", post(webhook_route)).with_state(front.clone());
@@ -177,7 +198,16 @@ async fn run() -> Result<(), String> {
     // The bookkeeper exports three times a day: three signed webhooks, sent over HTTP like Brex does.
     for (i, chunk) in ids.chunks(ids.len().div_ceil(3)).enumerate() {
         let report = pipeline.brex.send_ready_for_export(&webhook_url, chunk, 0.01).await;
-        step(start, &format!("webhook {} ({} ids): HTTP {} after {} attempt(s)", i + 1, chunk.len(), report.final_status, report.attempts.len()));
+        step(
+            start,
+            &format!(
+                "webhook {} ({} ids): HTTP {} after {} attempt(s)",
+                i + 1,
+                chunk.len(),
+                report.final_status,
+                report.attempts.len()
+            ),
+        );
     }
 
     let deadline = Instant::now() + Duration::from_secs(90);
@@ -198,10 +228,20 @@ async fn run() -> Result<(), String> {
     if args.keep {
         println!();
         println!("--keep: still running. Poke it:");
-        println!("  webhook:      POST {webhook_url}   (signed with the secret from GET {}/v1/webhooks/secrets)", pipeline.brex.base_url());
-        println!("  Brex sim:     curl {}/_sim/counters   (also /_sim/records, POST /_sim/generate {{\"count\":5}})", pipeline.brex.base_url());
+        println!(
+            "  webhook:      POST {webhook_url}   (signed with the secret from GET {}/v1/webhooks/secrets)",
+            pipeline.brex.base_url()
+        );
+        println!(
+            "  Brex sim:     curl {}/_sim/counters   (also /_sim/records, POST /_sim/generate {{\"count\":5}})",
+            pipeline.brex.base_url()
+        );
         println!("  IFS sim:      curl {}/_sim/vouchers   (also /_sim/counters)", pipeline.ifs.base_url());
-        println!("  AWS (moto):   AWS_ENDPOINT_URL={} aws sqs get-queue-attributes --queue-url {} --attribute-names All", pipeline.stack.sdk.endpoint_url().unwrap_or_default(), pipeline.stack.queue_url);
+        println!(
+            "  AWS (moto):   AWS_ENDPOINT_URL={} aws sqs get-queue-attributes --queue-url {} --attribute-names All",
+            pipeline.stack.sdk.endpoint_url().unwrap_or_default(),
+            pipeline.stack.queue_url
+        );
         println!("Ctrl-C to stop.");
         let _ = tokio::signal::ctrl_c().await;
     }
@@ -210,15 +250,27 @@ async fn run() -> Result<(), String> {
     Ok(())
 }
 
-fn summary(pipeline: &Pipeline, ids: &[String], kinds: &BTreeMap<String, &'static str>, deliveries: u64, invocations: u64) {
+fn summary(
+    pipeline: &Pipeline,
+    ids: &[String],
+    kinds: &BTreeMap<String, &'static str>,
+    deliveries: u64,
+    invocations: u64,
+) {
     let by_ref = pipeline.vouchers_by_reference();
     let ifs = pipeline.ifs.counters();
     let brex = pipeline.brex.counters();
     println!();
     println!("=== summary ==========================================================================");
-    println!("records received      {} (in {deliveries} webhook deliveries; {invocations} poster invocations)", ids.len());
+    println!(
+        "records received      {} (in {deliveries} webhook deliveries; {invocations} poster invocations)",
+        ids.len()
+    );
     println!();
-    println!("{:<34} {:<17} {:>12}  {:<14} {}", "Brex record", "kind", "amount", "IFS voucher", "rows (account/cost centre debit|credit)");
+    println!(
+        "{:<34} {:<17} {:>12}  {:<14} rows (account/cost centre debit|credit)",
+        "Brex record", "kind", "amount", "IFS voucher"
+    );
     let mut posted = 0;
     let mut failures = Vec::new();
     for id in ids {
@@ -236,11 +288,19 @@ fn summary(pipeline: &Pipeline, ids: &[String], kinds: &BTreeMap<String, &'stati
                             (_, Some(c)) => format!("C {c}"),
                             _ => String::new(),
                         };
-                        format!("{}{} {side}", r.account, r.code_b.as_deref().map(|b| format!("/{b}")).unwrap_or_default())
+                        format!(
+                            "{}{} {side}",
+                            r.account,
+                            r.code_b.as_deref().map(|b| format!("/{b}")).unwrap_or_default()
+                        )
                     })
                     .collect();
                 let key = format!("{}-{}-{}-{}", v.company, v.accounting_year, v.voucher_type, v.voucher_no);
-                println!("{id:<34} {:<17} {amount:>12}  {key:<14} {}", kinds.get(id).copied().unwrap_or(""), rows.join(", "));
+                println!(
+                    "{id:<34} {:<17} {amount:>12}  {key:<14} {}",
+                    kinds.get(id).copied().unwrap_or(""),
+                    rows.join(", ")
+                );
             }
             (None, Some(ExportOutcome::Failure { error_message })) => failures.push((id.clone(), error_message)),
             (None, other) => failures.push((id.clone(), format!("not posted ({other:?})"))),
@@ -253,7 +313,12 @@ fn summary(pipeline: &Pipeline, ids: &[String], kinds: &BTreeMap<String, &'stati
         println!("  {id} ({}): {why}", kinds.get(id).copied().unwrap_or(""));
     }
     println!();
-    println!("IFS requests per record    {:.2} ({} requests, {} token fetches)", ifs.total_requests as f64 / ids.len() as f64, ifs.total_requests, ifs.token_fetches);
+    println!(
+        "IFS requests per record    {:.2} ({} requests, {} token fetches)",
+        ifs.total_requests as f64 / ids.len() as f64,
+        ifs.total_requests,
+        ifs.token_fetches
+    );
     println!("IFS 412 / 429              {} / {}", ifs.status_412, ifs.status_429);
     println!("IFS mutations w/o If-Match {}", ifs.mutations_without_if_match);
     println!("Brex requests              {} (429s: {})", brex.total_requests, brex.rate_limited);

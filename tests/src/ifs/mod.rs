@@ -135,7 +135,7 @@ impl IfsSim {
             addr.set_ip(Ipv4Addr::LOCALHOST.into());
         }
         let scale = if config.time_scale.is_finite() && config.time_scale > 0.0 { config.time_scale } else { 1.0 };
-        let window = Duration::from_secs_f64(60.0 * scale);
+        let window = Duration::try_from_secs_f64(60.0 * scale).unwrap_or(Duration::from_secs(60));
         let state =
             State::new(config.reference, config.faults, config.seed, Budget::new(config.requests_per_minute, window));
         let shared = Arc::new(Shared {

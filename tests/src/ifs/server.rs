@@ -216,8 +216,7 @@ fn route(method: &Method, path: &str) -> (String, Target) {
     let Some(projection) = segs.first().and_then(|s| s.strip_suffix(".svc")) else {
         return (format!("Unknown.{m}"), Target::Unknown);
     };
-    let parsed: Result<Vec<(String, Option<BTreeMap<String, KeyValue>>)>, ApiError> =
-        segs[1..].iter().map(|s| parse_segment(s)).collect();
+    let parsed: Result<Vec<Seg>, ApiError> = segs[1..].iter().map(|s| parse_segment(s)).collect();
     let (label, call) = match parsed {
         Ok(parsed) => route_projection(method, projection, &parsed),
         Err(e) => (format!("{projection}.{m}"), Some(Call::Fail(e))),
