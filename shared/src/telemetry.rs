@@ -1,28 +1,30 @@
 //! JSON logs through `tracing` (CloudWatch reads one JSON object per line). Level from `RUST_LOG`, default info.
 
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::MakeWriter;
 
-pub fn init_json_logging() {
+fn init<W>(writer: W)
+where
+    W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+{
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    // A second init (tests, local runner hosting several handlers) is harmless: keep the first subscriber.
+    // A second init (tests, a runner hosting several handlers) is harmless: the first subscriber stays.
     let _ = tracing_subscriber::fmt()
         .json()
         .with_env_filter(filter)
         .flatten_event(true)
         .with_current_span(false)
         .with_ansi(false)
+        .with_writer(writer)
         .try_init();
 }
 
-/// The same JSON logs on stderr, for programs whose stdout is for people (the local run, the operator CLI).
+/// Lambda: logs on stdout.
+pub fn init_json_logging() {
+    init(std::io::stdout);
+}
+
+/// The same JSON logs on stderr, for programs whose stdout is for people (the local run).
 pub fn init_json_logging_to_stderr() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(filter)
-        .flatten_event(true)
-        .with_current_span(false)
-        .with_ansi(false)
-        .with_writer(std::io::stderr)
-        .try_init();
+    init(std::io::stderr);
 }

@@ -134,6 +134,32 @@ impl DynamoStore {
     }
 }
 
+impl DynamoStore {
+    /// Writes the final state of an idempotency record, whoever held the claim.
+    async fn finish(
+        &self,
+        key: &str,
+        status: &str,
+        detail: Option<(&str, &str)>,
+        retain_until: DateTime<Utc>,
+    ) -> Result<(), AwsError> {
+        let mut put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(key))
+            .item("sk", s(IDEM_SK))
+            .item("status", s(status))
+            .item("expires_at", n(retain_until.timestamp()))
+            .item("updated_at", s(Utc::now().to_rfc3339()));
+        if let Some((name, value)) = detail {
+            put = put.item(name, s(value));
+        }
+        put.send().await.map_err(|e| AwsError::from_sdk("dynamodb", "PutItem", &e))?;
+        Ok(())
+    }
+}
+
 fn begin_from_item(item: &HashMap<String, AttributeValue>) -> Result<Begin, AwsError> {
     match get_s(item, "status") {
         Some(COMPLETED) => Ok(Begin::Completed { result: get_s(item, "result").map(str::to_owned) }),
@@ -188,36 +214,11 @@ impl IdempotencyStore for DynamoStore {
     }
 
     async fn complete(&self, key: &str, result: Option<&str>, retain_until: DateTime<Utc>) -> Result<(), AwsError> {
-        let mut put = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .item("pk", s(key))
-            .item("sk", s(IDEM_SK))
-            .item("status", s(COMPLETED))
-            .item("expires_at", n(retain_until.timestamp()))
-            .item("updated_at", s(Utc::now().to_rfc3339()));
-        if let Some(result) = result {
-            put = put.item("result", s(result));
-        }
-        put.send().await.map_err(|e| AwsError::from_sdk("dynamodb", "PutItem", &e))?;
-        Ok(())
+        self.finish(key, COMPLETED, result.map(|r| ("result", r)), retain_until).await
     }
 
     async fn fail(&self, key: &str, reason: &str, retain_until: DateTime<Utc>) -> Result<(), AwsError> {
-        self.client
-            .put_item()
-            .table_name(&self.table)
-            .item("pk", s(key))
-            .item("sk", s(IDEM_SK))
-            .item("status", s(FAILED))
-            .item("reason", s(reason))
-            .item("expires_at", n(retain_until.timestamp()))
-            .item("updated_at", s(Utc::now().to_rfc3339()))
-            .send()
-            .await
-            .map_err(|e| AwsError::from_sdk("dynamodb", "PutItem", &e))?;
-        Ok(())
+        self.finish(key, FAILED, Some(("reason", reason)), retain_until).await
     }
 
     async fn release(&self, key: &str) -> Result<(), AwsError> {
