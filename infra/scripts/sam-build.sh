@@ -11,7 +11,7 @@ SAM_VERSION="1.170.0"
 CARGO_LAMBDA_VERSION="1.9.2"
 
 if ! "$venv/bin/sam" --version 2>/dev/null | grep -q "$SAM_VERSION" ||
-   ! "$venv/bin/cargo-lambda" --version 2>/dev/null | grep -q "$CARGO_LAMBDA_VERSION"; then
+   ! "$venv/bin/cargo-lambda" lambda --version 2>/dev/null | grep -q "$CARGO_LAMBDA_VERSION"; then
   echo "sam-build: installing aws-sam-cli==$SAM_VERSION cargo-lambda==$CARGO_LAMBDA_VERSION into $venv" >&2
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check "aws-sam-cli==$SAM_VERSION" "cargo-lambda==$CARGO_LAMBDA_VERSION"
