@@ -9,6 +9,7 @@ pub mod error;
 pub mod ifs;
 pub mod lambda;
 pub mod mapping;
+pub mod poller;
 pub mod ports;
 pub mod poster;
 pub mod proposal;

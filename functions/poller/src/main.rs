@@ -1,14 +1,32 @@
-//! The poller Lambda (EventBridge schedule). Polling is not built yet: every run fails loudly instead of
-//! pretending to have looked, so a schedule left on shows up as errors rather than silent gaps.
+//! The poller Lambda (EventBridge schedule; the event payload is irrelevant). All logic is in `shared`.
 
 use lambda_runtime::{Error, LambdaEvent, service_fn};
+use shared::config::{PollerConfig, ProcessEnv};
+use shared::lambda::poster::deadline_from_epoch_ms;
+use shared::poller::{PollReport, build_poller};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     shared::telemetry::init_json_logging();
-    lambda_runtime::run(service_fn(|event: LambdaEvent<serde_json::Value>| async move {
-        tracing::error!(request_id = %event.context.request_id, "poller invoked, but polling is not implemented yet");
-        Err::<(), Error>("the poller is not implemented yet: records reach IFS only through the webhook".into())
+    let config = PollerConfig::from_env(&ProcessEnv)?;
+    let sdk = aws_config::load_from_env().await;
+    let poller = build_poller(&config, &sdk).await?;
+    lambda_runtime::run(service_fn(|event: LambdaEvent<serde_json::Value>| {
+        let poller = &poller;
+        async move {
+            let report = poller.run(deadline_from_epoch_ms(event.context.deadline)).await;
+            answer(report)
+        }
     }))
     .await
+}
+
+/// The summary on success; an error (carrying the summary) when a source failed or is not supported, so the
+/// schedule's failures show up in Lambda's error metrics instead of as silent gaps.
+fn answer(report: PollReport) -> Result<PollReport, Error> {
+    if report.has_errors() {
+        let summary = serde_json::to_string(&report).unwrap_or_default();
+        return Err(format!("polling failed: {summary}").into());
+    }
+    Ok(report)
 }

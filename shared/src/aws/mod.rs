@@ -3,6 +3,7 @@
 //! points them at an emulator without any custom variable.
 
 pub mod dynamodb;
+pub mod poll_state;
 pub mod secrets;
 pub mod sqs;
 

@@ -81,7 +81,8 @@ pub struct Poster {
     pub options: PosterOptions,
 }
 
-fn record_key(id: &AccountingRecordId) -> String {
+/// The idempotency key of a record (the poller reads these items to skip settled records).
+pub(crate) fn record_key(id: &AccountingRecordId) -> String {
     format!("record#{id}")
 }
 

@@ -1,0 +1,398 @@
+//! The poller: the hourly fallback to webhooks. For each accounting-record source (CARD, REIMBURSEMENT,
+//! BILL) it pages Brex's filtered query from a per-source watermark (minus an overlap window, so late
+//! updates are never missed), and enqueues the records the poster has neither finished nor is holding, and
+//! that no earlier run queued recently.
+//!
+//! Progress is saved after every page (cursor + the `updated_after` the paging started with), so a run cut
+//! off by its deadline, or a crash, resumes where it stopped; a page read twice is harmless because
+//! enqueueing is deduplicated. When a source's paging completes, its watermark moves to the newest
+//! `updated_at` seen.
+
+mod build;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Duration, Utc};
+use serde::Serialize;
+
+use crate::brex::model::{ReviewStatus, SourceType};
+use crate::brex::{BrexClient, BrexError, RecordQuery, RecordQueryPage};
+use crate::config::PollSource;
+use crate::domain::{AccountingRecordId, Origin, WorkItem};
+use crate::error::{AwsError, Classify};
+use crate::ports::{Clock, WorkQueue};
+
+pub use build::build_poller;
+
+/// One page of Brex's filtered records query (the Brex client; a fake in unit tests).
+#[async_trait]
+pub trait RecordPages: Send + Sync {
+    async fn page(&self, query: &RecordQuery) -> Result<RecordQueryPage, BrexError>;
+}
+
+#[async_trait]
+impl RecordPages for BrexClient {
+    async fn page(&self, query: &RecordQuery) -> Result<RecordQueryPage, BrexError> {
+        self.query_records(query).await
+    }
+}
+
+/// Paging that is under way: where it started and where it got to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Paging {
+    /// The `updated_after` every page of this paging is asked with (the cursor belongs to that query).
+    pub query_from: DateTime<Utc>,
+    pub cursor: String,
+    /// Newest `updated_at` on the pages read so far; becomes the watermark when paging completes.
+    pub max_seen: Option<DateTime<Utc>>,
+}
+
+/// The saved position of one source.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PollState {
+    /// Newest `updated_at` seen by a completed paging.
+    pub watermark: Option<DateTime<Utc>>,
+    pub paging: Option<Paging>,
+    /// When a paging last completed: with a page budget, the source waiting longest goes first.
+    pub completed_at: Option<DateTime<Utc>>,
+}
+
+/// Where each source's position is kept (DynamoDB).
+#[async_trait]
+pub trait PollStateStore: Send + Sync {
+    async fn load(&self, source: SourceType) -> Result<PollState, AwsError>;
+    async fn save(&self, source: SourceType, state: &PollState) -> Result<(), AwsError>;
+}
+
+/// What the poller needs to know to enqueue each record at most once while it is pending.
+#[async_trait]
+pub trait EnqueueLedger: Send + Sync {
+    /// Of `ids`, those the poster has completed or failed, or holds an unexpired claim on.
+    async fn settled(
+        &self,
+        ids: &[AccountingRecordId],
+        now: DateTime<Utc>,
+    ) -> Result<HashSet<AccountingRecordId>, AwsError>;
+    /// Marks `ids` queued until `until`; returns those this call marked (the rest are queued already).
+    async fn mark_queued(
+        &self,
+        ids: &[AccountingRecordId],
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<AccountingRecordId>, AwsError>;
+    /// Drops queued marks (when the enqueue they were made for failed).
+    async fn unmark_queued(&self, ids: &[AccountingRecordId]) -> Result<(), AwsError>;
+}
+
+#[derive(Debug, Clone)]
+pub struct PollerOptions {
+    /// Each query starts this far before the watermark, for updates Brex indexes late.
+    pub overlap: Duration,
+    /// Brex `limit`.
+    pub page_size: u32,
+    /// How far back a source with no watermark yet starts.
+    pub initial_lookback: Duration,
+    /// No new page is started with less than this left before the deadline (a page may take a Brex retry,
+    /// a DynamoDB round and an SQS send).
+    pub stop_margin: Duration,
+    /// Pages per run over all sources; `None` = only the deadline limits a run.
+    pub max_pages_per_run: Option<u32>,
+    /// How long a queued mark blocks re-enqueueing. After it, a record the poster skipped is queued again.
+    pub queued_ttl: Duration,
+}
+
+impl Default for PollerOptions {
+    fn default() -> Self {
+        Self {
+            overlap: Duration::minutes(10),
+            page_size: 100,
+            initial_lookback: Duration::days(90),
+            stop_margin: Duration::seconds(30),
+            max_pages_per_run: None,
+            queued_ttl: Duration::hours(1),
+        }
+    }
+}
+
+/// How a source's part of a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Paged to the end; the watermark moved.
+    Complete,
+    /// Stopped for the deadline or the page budget; the next run resumes from the saved cursor.
+    Paused,
+    Failed,
+    /// A configured source this poller cannot poll yet.
+    Unsupported,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SourceReport {
+    pub source: String,
+    pub outcome: Outcome,
+    pub pages: u32,
+    pub seen: usize,
+    pub enqueued: usize,
+    /// Seen but not enqueued: done, claimed, or queued already.
+    pub skipped: usize,
+    /// Items that did not parse as records (logged; not enqueued).
+    pub malformed: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl SourceReport {
+    fn new(source: impl Into<String>) -> Self {
+        Self {
+            source: source.into(),
+            outcome: Outcome::Complete,
+            pages: 0,
+            seen: 0,
+            enqueued: 0,
+            skipped: 0,
+            malformed: 0,
+            error: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct PollReport {
+    pub sources: Vec<SourceReport>,
+}
+
+impl PollReport {
+    /// True when some source failed or is unsupported: the invocation must report an error.
+    pub fn has_errors(&self) -> bool {
+        self.sources.iter().any(|s| matches!(s.outcome, Outcome::Failed | Outcome::Unsupported))
+    }
+
+    /// True when every source paged to its end.
+    pub fn is_complete(&self) -> bool {
+        self.sources.iter().all(|s| s.outcome == Outcome::Complete)
+    }
+
+    /// The report of one source by name (e.g. `accounting_records:CARD`).
+    pub fn source(&self, name: &str) -> Option<&SourceReport> {
+        self.sources.iter().find(|s| s.source == name)
+    }
+
+    pub fn enqueued(&self) -> usize {
+        self.sources.iter().map(|s| s.enqueued).sum()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum PageError {
+    #[error("Brex: {0}")]
+    Brex(#[from] BrexError),
+    #[error("{0}")]
+    Aws(#[from] AwsError),
+}
+
+/// The accounting-record queries (contract §4): READY_FOR_EXPORT for cards and reimbursements; bills by
+/// `updated_at` alone, because Brex accepts `review_status` only with CARD and REIMBURSEMENT.
+pub const ACCOUNTING_SOURCES: [(SourceType, Option<ReviewStatus>); 3] = [
+    (SourceType::Card, Some(ReviewStatus::ReadyForExport)),
+    (SourceType::Reimbursement, Some(ReviewStatus::ReadyForExport)),
+    (SourceType::Bill, None),
+];
+
+/// The `updated_after` a source's next page is asked with: the in-progress paging's, else the watermark
+/// minus the overlap, else the initial lookback.
+pub fn query_from(state: &PollState, now: DateTime<Utc>, options: &PollerOptions) -> DateTime<Utc> {
+    match (&state.paging, state.watermark) {
+        (Some(paging), _) => paging.query_from,
+        (None, Some(watermark)) => watermark - options.overlap,
+        (None, None) => now - options.initial_lookback,
+    }
+}
+
+/// The state after a page was read and enqueued: still paging while Brex hands out a cursor, otherwise the
+/// watermark moves to the newest `updated_at` seen (never backwards) and the cursor is cleared.
+pub fn after_page(
+    state: &PollState,
+    query_from: DateTime<Utc>,
+    page_max: Option<DateTime<Utc>>,
+    next_cursor: Option<String>,
+    now: DateTime<Utc>,
+) -> PollState {
+    let before = state.paging.as_ref().and_then(|p| p.max_seen);
+    let max_seen = before.max(page_max);
+    match next_cursor {
+        Some(cursor) => PollState {
+            watermark: state.watermark,
+            paging: Some(Paging { query_from, cursor, max_seen }),
+            completed_at: state.completed_at,
+        },
+        None => PollState { watermark: state.watermark.max(max_seen), paging: None, completed_at: Some(now) },
+    }
+}
+
+pub struct Poller {
+    pub records: Arc<dyn RecordPages>,
+    pub state: Arc<dyn PollStateStore>,
+    pub ledger: Arc<dyn EnqueueLedger>,
+    pub queue: Arc<dyn WorkQueue>,
+    pub clock: Arc<dyn Clock>,
+    pub sources: Vec<PollSource>,
+    pub options: PollerOptions,
+}
+
+impl Poller {
+    /// One scheduled run. Never starts a page after `deadline - stop_margin`; each source's progress is saved
+    /// page by page, so an early stop loses nothing.
+    pub async fn run(&self, deadline: DateTime<Utc>) -> PollReport {
+        let mut report = PollReport::default();
+        let mut pages_left = self.options.max_pages_per_run;
+        for source in &self.sources {
+            match source {
+                PollSource::AccountingRecords => {
+                    let mut due = Vec::new();
+                    for (source_type, review_status) in ACCOUNTING_SOURCES {
+                        match self.state.load(source_type).await {
+                            Ok(state) => due.push((source_type, review_status, state)),
+                            Err(e) => report.sources.push(failed(record_report(source_type), &e.to_string())),
+                        }
+                    }
+                    due.sort_by_key(|(_, _, state)| poll_order(state));
+                    for (source_type, review_status, state) in due {
+                        let r = self.poll_records(source_type, review_status, state, deadline, &mut pages_left).await;
+                        report.sources.push(r);
+                    }
+                }
+                PollSource::Expenses => {
+                    tracing::error!("POLL_SOURCES names expenses, which the poller cannot poll yet");
+                    let mut r = SourceReport::new("expenses");
+                    r.outcome = Outcome::Unsupported;
+                    r.error = Some("polling expenses is not implemented yet".into());
+                    report.sources.push(r);
+                }
+            }
+        }
+        tracing::info!(report = %serde_json::to_string(&report).unwrap_or_default(), "poll run finished");
+        report
+    }
+
+    async fn poll_records(
+        &self,
+        source: SourceType,
+        review_status: Option<ReviewStatus>,
+        mut state: PollState,
+        deadline: DateTime<Utc>,
+        pages_left: &mut Option<u32>,
+    ) -> SourceReport {
+        let mut report = record_report(source);
+        loop {
+            if *pages_left == Some(0) || self.clock.now() + self.options.stop_margin >= deadline {
+                report.outcome = Outcome::Paused;
+                return report;
+            }
+            let from = query_from(&state, self.clock.now(), &self.options);
+            let query = RecordQuery {
+                source_type: Some(source),
+                review_status: review_status.clone(),
+                updated_after: from,
+                limit: self.options.page_size,
+                cursor: state.paging.as_ref().map(|p| p.cursor.clone()),
+            };
+            let next = match self.page(&query, &mut report).await {
+                Ok(next) => next,
+                // Brex refusing a saved cursor (expired, or its format changed) would otherwise fail every run:
+                // start that paging over from the watermark instead; enqueueing is deduplicated.
+                Err(PageError::Brex(e)) if !e.is_retryable() && state.paging.is_some() => {
+                    tracing::warn!(source = %report.source, error = %e, "Brex refused the saved cursor; paging restarts");
+                    state.paging = None;
+                    if let Err(e) = self.state.save(source, &state).await {
+                        return failed(report, &e.to_string());
+                    }
+                    continue;
+                }
+                Err(e) => return failed(report, &e.to_string()),
+            };
+            *pages_left = pages_left.map(|n| n.saturating_sub(1));
+            state = after_page(&state, from, next.0, next.1, self.clock.now());
+            if let Err(e) = self.state.save(source, &state).await {
+                return failed(report, &e.to_string());
+            }
+            if state.paging.is_none() {
+                report.outcome = Outcome::Complete;
+                return report;
+            }
+        }
+    }
+
+    /// Reads one page and enqueues what it should; returns the page's newest `updated_at` and next cursor.
+    async fn page(
+        &self,
+        query: &RecordQuery,
+        report: &mut SourceReport,
+    ) -> Result<(Option<DateTime<Utc>>, Option<String>), PageError> {
+        let page = self.records.page(query).await?;
+        report.pages += 1;
+        report.seen += page.records.len();
+        report.malformed += page.malformed.len();
+        // A READY_FOR_EXPORT record that does not parse is still enqueued (when it has an id): the poster fails
+        // it and reports that to Brex, where the bookkeeper sees it. A bill's review state is unknown, so an
+        // unreadable bill is only logged.
+        let ready_only = query.review_status == Some(ReviewStatus::ReadyForExport);
+        for bad in &page.malformed {
+            tracing::warn!(record = ?bad.id, error = %bad.error, enqueued = ready_only && bad.id.is_some(),
+                "Brex returned a record that does not parse");
+        }
+        let malformed_ids = page.malformed.iter().filter(|_| ready_only).filter_map(|bad| bad.id.clone());
+        let mut unique = HashSet::new();
+        let ids: Vec<AccountingRecordId> = page
+            .records
+            .iter()
+            .map(|r| r.id.clone())
+            .chain(malformed_ids)
+            .filter(|id| unique.insert(id.clone()))
+            .collect();
+        let now = self.clock.now();
+        let settled = if ids.is_empty() { HashSet::new() } else { self.ledger.settled(&ids, now).await? };
+        let candidates: Vec<AccountingRecordId> = ids.iter().filter(|id| !settled.contains(*id)).cloned().collect();
+        let marked = if candidates.is_empty() {
+            Vec::new()
+        } else {
+            self.ledger.mark_queued(&candidates, now + self.options.queued_ttl, now).await?
+        };
+        if !marked.is_empty() {
+            let items = WorkItem::accounting_records(&marked, &Origin::Poll, now);
+            if let Err(e) = self.queue.enqueue(&items).await {
+                // Unmark so the next run (which re-reads this page) enqueues them instead of skipping them.
+                if let Err(unmark) = self.ledger.unmark_queued(&marked).await {
+                    tracing::warn!(error = %unmark, "could not drop queued marks; they expire by themselves");
+                }
+                return Err(e.into());
+            }
+        }
+        report.enqueued += marked.len();
+        report.skipped += ids.len() - marked.len();
+        let page_max = page.records.iter().map(|r| r.updated_at).max();
+        Ok((page_max, page.next_cursor))
+    }
+}
+
+fn record_report(source: SourceType) -> SourceReport {
+    SourceReport::new(format!("accounting_records:{}", source.as_str()))
+}
+
+/// Resumed pagings first, then the source whose last completed paging is oldest (never = first), so a page
+/// budget or deadline smaller than the work cannot starve the later sources.
+fn poll_order(state: &PollState) -> (bool, Option<DateTime<Utc>>) {
+    (state.paging.is_none(), state.completed_at)
+}
+
+fn failed(mut report: SourceReport, error: &str) -> SourceReport {
+    tracing::error!(source = %report.source, error, "polling failed; the next run resumes from the saved position");
+    report.outcome = Outcome::Failed;
+    report.error = Some(error.to_owned());
+    report
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,393 @@
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use super::*;
+use crate::brex::model::AccountingRecord;
+
+fn t(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+}
+
+fn record(id: &str, source: &str, updated_at: DateTime<Utc>) -> AccountingRecord {
+    serde_json::from_value(serde_json::json!({
+        "id": id, "amount": {"amount": 1, "currency": "USD"}, "type": "CARD_EXPENSE_POST",
+        "review_status": "READY_FOR_EXPORT", "source_type": source,
+        "posted_at": "2026-01-01T00:00:00Z", "updated_at": updated_at.to_rfc3339(), "version": 1, "line_items": []
+    }))
+    .unwrap()
+}
+
+/// Brex's filtered query over an in-memory set: ascending by (updated_at, id), cursor = offset.
+#[derive(Default)]
+struct FakeBrex {
+    records: Mutex<Vec<AccountingRecord>>,
+    queries: Mutex<Vec<RecordQuery>>,
+}
+
+#[async_trait]
+impl RecordPages for FakeBrex {
+    async fn page(&self, query: &RecordQuery) -> Result<RecordQueryPage, BrexError> {
+        self.queries.lock().unwrap().push(query.clone());
+        let mut matching: Vec<AccountingRecord> = self
+            .records
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.source_type == query.source_type && r.updated_at > query.updated_after)
+            .cloned()
+            .collect();
+        matching.sort_by(|a, b| (a.updated_at, a.id.as_str()).cmp(&(b.updated_at, b.id.as_str())));
+        let start: usize = query.cursor.as_deref().map_or(0, |c| c.parse().unwrap());
+        let end = (start + query.limit as usize).min(matching.len());
+        let has_next_page = end < matching.len();
+        Ok(RecordQueryPage {
+            records: matching[start..end].to_vec(),
+            malformed: Vec::new(),
+            next_cursor: has_next_page.then(|| end.to_string()),
+            has_next_page,
+        })
+    }
+}
+
+#[derive(Default)]
+struct MemState(Mutex<HashMap<SourceType, PollState>>);
+
+#[async_trait]
+impl PollStateStore for MemState {
+    async fn load(&self, source: SourceType) -> Result<PollState, AwsError> {
+        Ok(self.0.lock().unwrap().get(&source).cloned().unwrap_or_default())
+    }
+    async fn save(&self, source: SourceType, state: &PollState) -> Result<(), AwsError> {
+        self.0.lock().unwrap().insert(source, state.clone());
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+struct MemLedger {
+    settled: Mutex<HashSet<AccountingRecordId>>,
+    queued: Mutex<HashMap<AccountingRecordId, DateTime<Utc>>>,
+}
+
+#[async_trait]
+impl EnqueueLedger for MemLedger {
+    async fn settled(
+        &self,
+        ids: &[AccountingRecordId],
+        _now: DateTime<Utc>,
+    ) -> Result<HashSet<AccountingRecordId>, AwsError> {
+        let settled = self.settled.lock().unwrap();
+        Ok(ids.iter().filter(|id| settled.contains(*id)).cloned().collect())
+    }
+    async fn mark_queued(
+        &self,
+        ids: &[AccountingRecordId],
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<AccountingRecordId>, AwsError> {
+        let mut queued = self.queued.lock().unwrap();
+        let mut made = Vec::new();
+        for id in ids {
+            if queued.get(id).is_none_or(|u| *u < now) {
+                queued.insert(id.clone(), until);
+                made.push(id.clone());
+            }
+        }
+        Ok(made)
+    }
+    async fn unmark_queued(&self, ids: &[AccountingRecordId]) -> Result<(), AwsError> {
+        let mut queued = self.queued.lock().unwrap();
+        ids.iter().for_each(|id| {
+            queued.remove(id);
+        });
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+struct MemQueue {
+    items: Mutex<Vec<WorkItem>>,
+    fail: Mutex<bool>,
+}
+
+impl MemQueue {
+    fn ids(&self) -> Vec<String> {
+        self.items
+            .lock()
+            .unwrap()
+            .iter()
+            .flat_map(|item| match item {
+                WorkItem::AccountingRecords { ids, .. } => ids.iter().map(|i| i.to_string()).collect(),
+                WorkItem::Expenses { .. } => Vec::new(),
+            })
+            .collect()
+    }
+}
+
+#[async_trait]
+impl WorkQueue for MemQueue {
+    async fn enqueue(&self, items: &[WorkItem]) -> Result<(), AwsError> {
+        if *self.fail.lock().unwrap() {
+            return Err(AwsError {
+                service: "sqs",
+                operation: "SendMessageBatch",
+                code: None,
+                message: "down".into(),
+                disposition: crate::error::Disposition::Retryable,
+            });
+        }
+        self.items.lock().unwrap().extend_from_slice(items);
+        Ok(())
+    }
+}
+
+struct FixedClock(Mutex<DateTime<Utc>>);
+
+impl Clock for FixedClock {
+    fn now(&self) -> DateTime<Utc> {
+        *self.0.lock().unwrap()
+    }
+}
+
+const CARD: &str = "accounting_records:CARD";
+const NOW: &str = "2026-06-11T12:00:00Z";
+
+struct World {
+    brex: Arc<FakeBrex>,
+    state: Arc<MemState>,
+    ledger: Arc<MemLedger>,
+    queue: Arc<MemQueue>,
+    poller: Poller,
+}
+
+fn world(records: Vec<AccountingRecord>, options: PollerOptions) -> World {
+    let brex = Arc::new(FakeBrex { records: Mutex::new(records), ..FakeBrex::default() });
+    let state = Arc::new(MemState::default());
+    let ledger = Arc::new(MemLedger::default());
+    let queue = Arc::new(MemQueue::default());
+    let poller = Poller {
+        records: brex.clone(),
+        state: state.clone(),
+        ledger: ledger.clone(),
+        queue: queue.clone(),
+        clock: Arc::new(FixedClock(Mutex::new(t(NOW)))),
+        sources: vec![PollSource::AccountingRecords],
+        options,
+    };
+    World { brex, state, ledger, queue, poller }
+}
+
+fn far() -> DateTime<Utc> {
+    t(NOW) + Duration::hours(1)
+}
+
+fn cards(n: usize) -> Vec<AccountingRecord> {
+    (0..n).map(|i| record(&format!("accr_c{i:04}"), "CARD", t(NOW) - Duration::minutes(600 - i as i64))).collect()
+}
+
+#[test]
+fn query_starts_from_paging_else_watermark_minus_overlap_else_lookback() {
+    let options = PollerOptions::default();
+    let now = t(NOW);
+    assert_eq!(query_from(&PollState::default(), now, &options), now - Duration::days(90));
+    let watermark = t("2026-06-11T10:00:00Z");
+    let settled = PollState { watermark: Some(watermark), ..PollState::default() };
+    assert_eq!(query_from(&settled, now, &options), t("2026-06-11T09:50:00Z"));
+    let paging = PollState {
+        watermark: Some(watermark),
+        paging: Some(Paging { query_from: t("2026-06-01T00:00:00Z"), cursor: "c".into(), max_seen: None }),
+        completed_at: None,
+    };
+    assert_eq!(query_from(&paging, now, &options), t("2026-06-01T00:00:00Z"), "a resumed paging keeps its query");
+}
+
+#[test]
+fn watermark_moves_only_when_paging_completes_and_never_backwards() {
+    let from = t("2026-06-01T00:00:00Z");
+    let now = t(NOW);
+    let old = PollState { watermark: Some(t("2026-06-05T00:00:00Z")), ..PollState::default() };
+    let mid = after_page(&old, from, Some(t("2026-06-09T00:00:00Z")), Some("c1".into()), now);
+    assert_eq!((mid.watermark, mid.completed_at), (old.watermark, None), "unchanged mid-paging");
+    assert_eq!(
+        mid.paging,
+        Some(Paging { query_from: from, cursor: "c1".into(), max_seen: Some(t("2026-06-09T00:00:00Z")) })
+    );
+    // The last page is older than an earlier one: the max over the whole paging wins.
+    let done = after_page(&mid, from, Some(t("2026-06-08T00:00:00Z")), None, now);
+    assert_eq!(done, PollState { watermark: Some(t("2026-06-09T00:00:00Z")), paging: None, completed_at: Some(now) });
+    // Nothing newer than the old watermark: it stays.
+    let empty = after_page(&old, from, None, None, now);
+    assert_eq!(empty.watermark, old.watermark);
+    let older = after_page(&old, from, Some(t("2026-06-02T00:00:00Z")), None, now);
+    assert_eq!(older.watermark, old.watermark);
+}
+
+#[tokio::test]
+async fn pages_every_source_enqueues_once_and_sets_watermarks() {
+    let mut records = cards(250);
+    records.push(record("accr_r1", "REIMBURSEMENT", t("2026-06-11T11:00:00Z")));
+    records.push(record("accr_b1", "BILL", t("2026-06-11T11:30:00Z")));
+    let w = world(records, PollerOptions::default());
+    let report = w.poller.run(far()).await;
+    assert!(report.is_complete() && !report.has_errors(), "{report:?}");
+    assert_eq!(report.sources.iter().map(|s| s.pages).collect::<Vec<_>>(), vec![3, 1, 1]);
+    assert_eq!(report.enqueued(), 252);
+    let mut ids = w.queue.ids();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 252, "no id enqueued twice");
+
+    let queries = w.brex.queries.lock().unwrap().clone();
+    let card = queries.iter().find(|q| q.source_type == Some(SourceType::Card)).unwrap();
+    assert_eq!(card.review_status, Some(ReviewStatus::ReadyForExport));
+    assert_eq!(card.limit, 100);
+    let bill = queries.iter().find(|q| q.source_type == Some(SourceType::Bill)).unwrap();
+    assert_eq!(bill.review_status, None, "Brex rejects review_status for bills");
+
+    let state = w.state.0.lock().unwrap().clone();
+    assert_eq!(state[&SourceType::Card].watermark, Some(t(NOW) - Duration::minutes(600 - 249)));
+    assert_eq!(state[&SourceType::Bill].watermark, Some(t("2026-06-11T11:30:00Z")));
+    assert_eq!(state[&SourceType::Bill].paging, None);
+
+    // Again: the overlap re-reads the newest cards, the queued marks keep them off the queue.
+    let again = w.poller.run(far()).await;
+    assert_eq!(again.enqueued(), 0);
+    assert!(again.source(CARD).unwrap().skipped > 0, "the overlap window was re-read: {again:?}");
+}
+
+#[tokio::test]
+async fn finished_or_claimed_records_are_not_enqueued() {
+    let w = world(cards(3), PollerOptions::default());
+    w.ledger.settled.lock().unwrap().insert(AccountingRecordId::parse("accr_c0001").unwrap());
+    let report = w.poller.run(far()).await;
+    let card = report.source(CARD).unwrap();
+    assert_eq!((card.enqueued, card.skipped), (2, 1));
+    assert!(!w.queue.ids().contains(&"accr_c0001".to_owned()));
+}
+
+/// Refuses every cursor, like Brex with an expired one.
+struct NoCursors(FakeBrex);
+
+#[async_trait]
+impl RecordPages for NoCursors {
+    async fn page(&self, query: &RecordQuery) -> Result<RecordQueryPage, BrexError> {
+        if query.cursor.is_some() {
+            return Err(BrexError::InvalidRequest("Invalid cursor".into()));
+        }
+        self.0.page(query).await
+    }
+}
+
+#[tokio::test]
+async fn a_refused_cursor_restarts_the_paging_instead_of_failing_forever() {
+    let w = world(Vec::new(), PollerOptions::default());
+    let stale = PollState {
+        watermark: Some(t("2026-06-11T01:00:00Z")),
+        paging: Some(Paging { query_from: t("2026-06-01T00:00:00Z"), cursor: "old".into(), max_seen: None }),
+        completed_at: None,
+    };
+    w.state.0.lock().unwrap().insert(SourceType::Card, stale);
+    let mut poller = w.poller;
+    poller.records = Arc::new(NoCursors(FakeBrex { records: Mutex::new(cards(5)), ..FakeBrex::default() }));
+    let report = poller.run(far()).await;
+    let card = report.source(CARD).unwrap();
+    assert_eq!((card.outcome, card.enqueued), (Outcome::Complete, 5), "{report:?}");
+    assert_eq!(w.state.0.lock().unwrap()[&SourceType::Card].paging, None);
+}
+
+/// Serves one fixed page.
+struct OnePage(RecordQueryPage);
+
+#[async_trait]
+impl RecordPages for OnePage {
+    async fn page(&self, _query: &RecordQuery) -> Result<RecordQueryPage, BrexError> {
+        Ok(self.0.clone())
+    }
+}
+
+#[tokio::test]
+async fn unreadable_ready_records_are_enqueued_for_the_poster_to_fail_but_bills_are_not() {
+    let bad = |id: Option<&str>| crate::brex::MalformedRecord {
+        id: id.map(|i| AccountingRecordId::parse(i).unwrap()),
+        error: "amount missing".into(),
+    };
+    let page = RecordQueryPage {
+        records: cards(1),
+        malformed: vec![bad(Some("accr_bad")), bad(None)],
+        next_cursor: None,
+        has_next_page: false,
+    };
+    let mut w = world(Vec::new(), PollerOptions::default());
+    w.poller.records = Arc::new(OnePage(page));
+    let report = w.poller.run(far()).await;
+    let card = report.source(CARD).unwrap();
+    assert_eq!((card.seen, card.malformed, card.enqueued, card.skipped), (1, 2, 2, 0));
+    let bill = report.source("accounting_records:BILL").unwrap();
+    // Only the readable record (queued by the card query already) is considered: accr_bad is not.
+    assert_eq!((bill.malformed, bill.enqueued, bill.skipped), (2, 0, 1), "an unreadable bill may not be ready");
+    assert!(w.queue.ids().contains(&"accr_bad".to_owned()));
+}
+
+#[tokio::test]
+async fn a_page_budget_pauses_and_the_next_run_resumes_without_loss_or_repeats() {
+    let options = PollerOptions { max_pages_per_run: Some(1), ..PollerOptions::default() };
+    let w = world(cards(250), options);
+    let first = w.poller.run(far()).await;
+    assert_eq!(first.source(CARD).unwrap().outcome, Outcome::Paused);
+    assert_eq!(first.source("accounting_records:BILL").unwrap().pages, 0, "the budget is spent: later sources wait");
+    assert_eq!(w.queue.ids().len(), 100);
+    let saved = w.state.0.lock().unwrap()[&SourceType::Card].clone();
+    assert_eq!(saved.watermark, None);
+    assert_eq!(saved.paging.as_ref().map(|p| p.cursor.as_str()), Some("100"));
+
+    // One page a run: card pages 2 and 3, then the sources never polled go before cards come round again.
+    let mut order = Vec::new();
+    for _ in 0..4 {
+        let report = w.poller.run(far()).await;
+        order.extend(report.sources.iter().filter(|s| s.pages > 0).map(|s| s.source.clone()));
+    }
+    assert_eq!(order, [CARD, CARD, "accounting_records:REIMBURSEMENT", "accounting_records:BILL"]);
+    let states = w.state.0.lock().unwrap().clone();
+    assert!(states.values().all(|s| s.paging.is_none() && s.completed_at.is_some()), "{states:?}");
+    let ids = w.queue.ids();
+    let unique: HashSet<_> = ids.iter().collect();
+    assert_eq!((ids.len(), unique.len()), (250, 250));
+    // Every page of the card paging was asked with the same updated_after.
+    let queries = w.brex.queries.lock().unwrap().clone();
+    let card_froms: HashSet<_> =
+        queries.iter().filter(|q| q.source_type == Some(SourceType::Card)).map(|q| q.updated_after).collect();
+    assert_eq!(card_froms.len(), 1);
+}
+
+#[tokio::test]
+async fn no_page_is_started_inside_the_stop_margin() {
+    let w = world(cards(5), PollerOptions::default());
+    let report = w.poller.run(t(NOW) + Duration::seconds(10)).await;
+    assert!(report.sources.iter().all(|s| s.outcome == Outcome::Paused && s.pages == 0));
+    assert!(w.brex.queries.lock().unwrap().is_empty());
+    assert!(w.queue.ids().is_empty());
+}
+
+#[tokio::test]
+async fn a_failed_enqueue_drops_its_marks_and_keeps_the_position() {
+    let w = world(cards(5), PollerOptions::default());
+    *w.queue.fail.lock().unwrap() = true;
+    let report = w.poller.run(far()).await;
+    assert_eq!(report.source(CARD).unwrap().outcome, Outcome::Failed);
+    assert!(report.has_errors());
+    assert!(w.ledger.queued.lock().unwrap().is_empty(), "marks dropped");
+    assert_eq!(w.state.0.lock().unwrap().get(&SourceType::Card), None, "position not advanced");
+    *w.queue.fail.lock().unwrap() = false;
+    let retry = w.poller.run(far()).await;
+    assert_eq!(retry.source(CARD).unwrap().enqueued, 5);
+}
+
+#[tokio::test]
+async fn expenses_are_reported_unsupported_not_faked() {
+    let mut w = world(Vec::new(), PollerOptions::default());
+    w.poller.sources = vec![PollSource::Expenses];
+    let report = w.poller.run(far()).await;
+    assert_eq!(report.sources.len(), 1);
+    assert_eq!(report.sources[0].outcome, Outcome::Unsupported);
+    assert!(report.has_errors());
+}
