@@ -14,6 +14,8 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
+use shared::config::PollerConfig;
+use shared::poller::{Poller, build_poller};
 use sims::aws::{Moto, Stack, StackSpec, TemplateResources};
 use sims::brex::ExportOutcome;
 use sims::brex::generator::{GeneratorOptions, RecordGenerator};
@@ -83,9 +85,56 @@ fn day_of_spend(seed: u64, card_expenses: usize) -> Vec<(&'static str, Accountin
             .map(|r| ("reimbursement", r)),
     );
     day.extend(
-        one(seed + 4, GeneratorOptions { missing_gl_rate: 1.0, ..base }).into_iter().map(|r| ("no GL coding", r)),
+        one(seed + 4, GeneratorOptions { missing_gl_rate: 1.0, ..base.clone() })
+            .into_iter()
+            .map(|r| ("no GL coding", r)),
+    );
+    // Exported in Brex, but the webhook never arrives: the poller's schedule must find these.
+    day.extend(
+        RecordGenerator::with_options(seed + 5, GeneratorOptions { count: 2, ..base })
+            .batch()
+            .into_iter()
+            .map(|r| (WEBHOOK_MISSED, r)),
     );
     day
+}
+
+const WEBHOOK_MISSED: &str = "webhook missed";
+
+async fn poller(pipeline: &Pipeline) -> Result<Poller, String> {
+    let env: std::collections::HashMap<String, String> = [
+        ("TABLE_NAME", pipeline.stack.table_name.clone()),
+        ("BREX_SECRET_ID", pipeline.stack.brex_secret_id.clone()),
+        ("BREX_API_URL", pipeline.brex.base_url()),
+        ("QUEUE_URL", pipeline.stack.queue_url.clone()),
+        ("IFS_SECRET_ID", pipeline.stack.ifs_secret_id.clone()),
+        ("IFS_URL", pipeline.ifs.base_url().to_owned()),
+        ("IFS_REALM", pipeline.ifs.realm().to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let config = PollerConfig::from_env(&env).map_err(|e| e.to_string())?;
+    build_poller(&config, &pipeline.stack.sdk).await.map_err(|e| e.to_string())
+}
+
+/// The EventBridge schedule, compressed: one poller run every `every`.
+async fn poller_timer(
+    poller: Poller,
+    every: Duration,
+    stop: Arc<AtomicBool>,
+    enqueued: Arc<AtomicU64>,
+    runs: Arc<AtomicU64>,
+) {
+    while !stop.load(Ordering::Relaxed) {
+        let report = poller.run(chrono::Utc::now() + chrono::Duration::seconds(60)).await;
+        runs.fetch_add(1, Ordering::Relaxed);
+        enqueued.fetch_add(report.enqueued() as u64, Ordering::Relaxed);
+        if report.has_errors() {
+            eprintln!("poller: {report:?}");
+        }
+        tokio::time::sleep(every).await;
+    }
 }
 
 #[derive(Clone)]
@@ -186,17 +235,17 @@ async fn run() -> Result<(), String> {
     let invocations = Arc::new(AtomicU64::new(0));
     let poster_loop = tokio::spawn(sqs_loop(pipeline.clone(), stop.clone(), invocations.clone()));
     step(start, &format!("webhook function behind {webhook_url}; poster function on the SQS event-source loop"));
-    step(start, "poller function: not built yet — the webhook is the only way in for now");
 
     let day = day_of_spend(args.seed, args.card_expenses);
     let kinds: BTreeMap<String, &'static str> = day.iter().map(|(k, r)| (r.id.clone(), *k)).collect();
     let records: Vec<AccountingRecord> = day.into_iter().map(|(_, r)| r).collect();
     let ids: Vec<String> = records.iter().map(|r| r.id.clone()).collect();
+    let webhook_ids: Vec<String> = ids.iter().filter(|id| kinds.get(*id) != Some(&WEBHOOK_MISSED)).cloned().collect();
     pipeline.brex.insert_records(records);
     step(start, &format!("Brex: {} accounting records marked READY_FOR_EXPORT by the bookkeeper", ids.len()));
 
     // The bookkeeper exports three times a day: three signed webhooks, sent over HTTP like Brex does.
-    for (i, chunk) in ids.chunks(ids.len().div_ceil(3)).enumerate() {
+    for (i, chunk) in webhook_ids.chunks(webhook_ids.len().div_ceil(3)).enumerate() {
         let report = pipeline.brex.send_ready_for_export(&webhook_url, chunk, 0.01).await;
         step(
             start,
@@ -209,6 +258,22 @@ async fn run() -> Result<(), String> {
             ),
         );
     }
+
+    let (polled, poller_runs) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let poller_task = tokio::spawn(poller_timer(
+        poller(&pipeline).await?,
+        Duration::from_secs(3),
+        stop.clone(),
+        polled.clone(),
+        poller_runs.clone(),
+    ));
+    step(
+        start,
+        &format!(
+            "poller function on a 3 s timer (the EventBridge schedule); {} webhooks were missed",
+            ids.len() - webhook_ids.len()
+        ),
+    );
 
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
@@ -223,7 +288,13 @@ async fn run() -> Result<(), String> {
     }
     step(start, "every record posted or reported as failed");
 
-    summary(&pipeline, &ids, &kinds, front.deliveries.load(Ordering::Relaxed), invocations.load(Ordering::Relaxed));
+    let intake = Intake {
+        deliveries: front.deliveries.load(Ordering::Relaxed),
+        poller_runs: poller_runs.load(Ordering::Relaxed),
+        polled: polled.load(Ordering::Relaxed),
+        invocations: invocations.load(Ordering::Relaxed),
+    };
+    summary(&pipeline, &ids, &kinds, &intake);
 
     if args.keep {
         println!();
@@ -247,24 +318,30 @@ async fn run() -> Result<(), String> {
     }
     stop.store(true, Ordering::Relaxed);
     let _ = poster_loop.await;
+    let _ = poller_task.await;
     Ok(())
 }
 
-fn summary(
-    pipeline: &Pipeline,
-    ids: &[String],
-    kinds: &BTreeMap<String, &'static str>,
+struct Intake {
     deliveries: u64,
+    poller_runs: u64,
+    polled: u64,
     invocations: u64,
-) {
+}
+
+fn summary(pipeline: &Pipeline, ids: &[String], kinds: &BTreeMap<String, &'static str>, intake: &Intake) {
     let by_ref = pipeline.vouchers_by_reference();
     let ifs = pipeline.ifs.counters();
     let brex = pipeline.brex.counters();
     println!();
     println!("=== summary ==========================================================================");
     println!(
-        "records received      {} (in {deliveries} webhook deliveries; {invocations} poster invocations)",
-        ids.len()
+        "records received      {} ({} webhook deliveries; {} poller runs enqueued {}; {} poster invocations)",
+        ids.len(),
+        intake.deliveries,
+        intake.poller_runs,
+        intake.polled,
+        intake.invocations
     );
     println!();
     println!(
