@@ -4,7 +4,7 @@ start_moto() {
   local port log
   port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
   log="$(mktemp -t moto.XXXXXX.log)"
-  .venv/bin/moto_server -H 127.0.0.1 -p "$port" >"$log" 2>&1 &
+  .venv/bin/python infra/scripts/moto_server.py 127.0.0.1 "$port" >"$log" 2>&1 &
   MOTO_PID=$!
   trap 'kill "$MOTO_PID" 2>/dev/null || true' EXIT
   for _ in $(seq 1 150); do

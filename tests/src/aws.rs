@@ -83,10 +83,11 @@ fn start_or_attach() -> Result<(Moto, Option<Guard>), String> {
         return Ok((Moto { endpoint }, None));
     }
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let moto_server = root.join(".venv/bin/moto_server");
     let python = root.join(".venv/bin/python");
-    if !moto_server.exists() {
-        return Err(format!("{} does not exist", moto_server.display()));
+    // moto with DynamoDB calls serialised (see the script: conditional writes must be atomic).
+    let moto_server = root.join("infra/scripts/moto_server.py");
+    if !root.join(".venv/bin/moto_server").exists() {
+        return Err(format!("{} does not exist", root.join(".venv/bin/moto_server").display()));
     }
     let port = TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -101,8 +102,9 @@ fn start_or_attach() -> Result<(Moto, Option<Guard>), String> {
     let mut child = Command::new(&python)
         .arg("-c")
         .arg(wrapper)
+        .arg(&python)
         .arg(&moto_server)
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .args(["127.0.0.1", &port.to_string()])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

@@ -86,7 +86,8 @@ async fn runs_cut_short_resume_and_every_record_is_posted_once() {
     p.options.max_pages_per_run = None;
     assert_eq!(run(&p).await.enqueued(), 0);
 
-    w.drain(Duration::from_secs(50)).await.unwrap();
+    // A safety bound, not a timing assertion: a loaded 2-core machine needs a while for 1 234 records.
+    w.drain(Duration::from_secs(300)).await.unwrap();
     let by_ref = w.vouchers_by_reference();
     assert_eq!(by_ref.len(), ids.len(), "one voucher per record");
     for id in &ids {
@@ -116,14 +117,14 @@ async fn an_update_after_the_watermark_is_picked_up_by_the_next_run() {
     assert!(late.sources.iter().all(|s| s.outcome == Outcome::Paused && s.pages == 0), "{late:?}");
 
     assert_eq!(run(&p).await.enqueued(), ready.len());
-    w.drain(Duration::from_secs(30)).await.unwrap();
+    w.drain(Duration::from_secs(120)).await.unwrap();
     assert_eq!(run(&p).await.enqueued(), 0);
 
     // The bookkeeper finishes the review: updated_at moves past the watermark.
     w.brex.mark_ready_for_export(later);
     let report = run(&p).await;
     assert_eq!(report.enqueued(), later.len(), "{report:?}");
-    w.drain(Duration::from_secs(30)).await.unwrap();
+    w.drain(Duration::from_secs(120)).await.unwrap();
     let by_ref = w.vouchers_by_reference();
     assert_eq!(by_ref.len(), ids.len());
     assert!(ids.iter().all(|id| by_ref[id].len() == 1));

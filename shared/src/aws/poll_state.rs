@@ -13,6 +13,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
 use chrono::{DateTime, SecondsFormat, Utc};
 use futures::{StreamExt, TryStreamExt};
 
+use super::dynamodb::{n, s};
 use crate::brex::model::SourceType;
 use crate::domain::AccountingRecordId;
 use crate::error::{AwsError, Disposition};
@@ -32,14 +33,6 @@ const BATCH_ROUNDS: usize = 5;
 pub struct DynamoPollState {
     client: aws_sdk_dynamodb::Client,
     table: String,
-}
-
-fn s(v: impl Into<String>) -> AttributeValue {
-    AttributeValue::S(v.into())
-}
-
-fn n(v: i64) -> AttributeValue {
-    AttributeValue::N(v.to_string())
 }
 
 fn time(t: DateTime<Utc>) -> AttributeValue {
