@@ -135,6 +135,34 @@ impl DynamoStore {
 }
 
 impl DynamoStore {
+    /// Deletes `pk`/`sk` only while `condition` (on `:v`) holds; a failed condition means the item is no longer
+    /// ours to delete, which is not an error.
+    async fn delete_if(
+        &self,
+        pk: &str,
+        sk: &str,
+        condition: &str,
+        name: Option<(&str, &str)>,
+        value: &str,
+    ) -> Result<(), AwsError> {
+        let mut delete = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", s(pk))
+            .key("sk", s(sk))
+            .condition_expression(condition)
+            .expression_attribute_values(":v", s(value));
+        if let Some((placeholder, attribute)) = name {
+            delete = delete.expression_attribute_names(placeholder, attribute);
+        }
+        match delete.send().await {
+            Ok(_) => Ok(()),
+            Err(e) if conditional_failed(&e) => Ok(()),
+            Err(e) => Err(AwsError::from_sdk("dynamodb", "DeleteItem", &e)),
+        }
+    }
+
     /// Writes the final state of an idempotency record, whoever held the claim.
     async fn finish(
         &self,
@@ -222,23 +250,8 @@ impl IdempotencyStore for DynamoStore {
     }
 
     async fn release(&self, key: &str) -> Result<(), AwsError> {
-        let out = self
-            .client
-            .delete_item()
-            .table_name(&self.table)
-            .key("pk", s(key))
-            .key("sk", s(IDEM_SK))
-            .condition_expression("#st = :inprog")
-            .expression_attribute_names("#st", "status")
-            .expression_attribute_values(":inprog", s(IN_PROGRESS))
-            .send()
-            .await;
-        match out {
-            Ok(_) => Ok(()),
-            // Already completed/failed/gone: nothing to give back.
-            Err(e) if conditional_failed(&e) => Ok(()),
-            Err(e) => Err(AwsError::from_sdk("dynamodb", "DeleteItem", &e)),
-        }
+        // Already completed/failed/gone: nothing to give back.
+        self.delete_if(key, IDEM_SK, "#st = :v", Some(("#st", "status")), IN_PROGRESS).await
     }
 }
 
@@ -273,20 +286,7 @@ impl LeaseStore for DynamoStore {
     }
 
     async fn release(&self, name: &str, holder: &str) -> Result<(), AwsError> {
-        let out = self
-            .client
-            .delete_item()
-            .table_name(&self.table)
-            .key("pk", s(format!("lease#{name}")))
-            .key("sk", s("lease"))
-            .condition_expression("holder = :holder")
-            .expression_attribute_values(":holder", s(holder))
-            .send()
-            .await;
-        match out {
-            Ok(_) => Ok(()),
-            Err(e) if conditional_failed(&e) => Ok(()),
-            Err(e) => Err(AwsError::from_sdk("dynamodb", "DeleteItem", &e)),
-        }
+        // Taken over by someone else after expiry: theirs now, leave it.
+        self.delete_if(&format!("lease#{name}"), "lease", "holder = :v", None, holder).await
     }
 }
