@@ -162,6 +162,26 @@ pub fn truncate_chars(text: &str, max: usize) -> String {
     text.chars().take(max).collect()
 }
 
+/// A proposal for company 10, voucher type M, referencing `accr_1`: the fixture of the tests that need one.
+#[cfg(test)]
+pub(crate) fn test_proposal(
+    voucher_status: VoucherStatus,
+    voucher_date: NaiveDate,
+    rows: Vec<ProposalRow>,
+) -> Proposal {
+    Proposal {
+        reference_number: ReferenceNumber::parse("accr_1").unwrap(),
+        reference_serie: "BREX".into(),
+        source_version: 1,
+        company: CompanyCode::parse("10").unwrap(),
+        voucher_type: VoucherType::parse("M").unwrap(),
+        voucher_status,
+        voucher_date,
+        text: String::new(),
+        rows,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -181,17 +201,11 @@ mod tests {
 
     #[test]
     fn balance_is_exact_per_currency() {
-        let mut p = Proposal {
-            reference_number: ReferenceNumber::parse("accr_1").unwrap(),
-            reference_serie: "BREX".into(),
-            source_version: 1,
-            company: CompanyCode::parse("10").unwrap(),
-            voucher_type: VoucherType::parse("M").unwrap(),
-            voucher_status: VoucherStatus::NotApproved,
-            voucher_date: NaiveDate::from_ymd_opt(2026, 6, 1).unwrap(),
-            text: String::new(),
-            rows: vec![row(Side::Debit, "0.1"), row(Side::Debit, "0.2"), row(Side::Credit, "0.3")],
-        };
+        let mut p = test_proposal(
+            VoucherStatus::NotApproved,
+            NaiveDate::from_ymd_opt(2026, 6, 1).unwrap(),
+            vec![row(Side::Debit, "0.1"), row(Side::Debit, "0.2"), row(Side::Credit, "0.3")],
+        );
         assert!(p.is_balanced());
         p.rows.push(row(Side::Credit, "0.01"));
         assert!(!p.is_balanced());

@@ -353,17 +353,11 @@ mod tests {
         debit.code_parts.insert(CodePart::B, CodePartValue::parse("200").unwrap());
         debit.currency_rate = Some(Decimal::from_str("1.2345678901234567890123").unwrap());
         debit.text = "é".repeat(250);
-        Proposal {
-            reference_number: ReferenceNumber::parse("accr_1").unwrap(),
-            reference_serie: "BREX".into(),
-            source_version: 1,
-            company: CompanyCode::parse("10").unwrap(),
-            voucher_type: VoucherType::parse("M").unwrap(),
-            voucher_status: VoucherStatus::AwaitingApproval,
-            voucher_date: NaiveDate::from_ymd_opt(2026, 2, 3).unwrap(),
-            text: String::new(),
-            rows: vec![debit, row(Side::Credit, "12345678901234567890.12", "2410")],
-        }
+        crate::proposal::test_proposal(
+            VoucherStatus::AwaitingApproval,
+            NaiveDate::from_ymd_opt(2026, 2, 3).unwrap(),
+            vec![debit, row(Side::Credit, "12345678901234567890.12", "2410")],
+        )
     }
 
     #[test]

@@ -90,7 +90,7 @@ mod tests {
     use rust_decimal::Decimal;
 
     use super::*;
-    use crate::domain::{CodePartValue, CompanyCode, CurrencyCode, ReferenceNumber, VoucherType};
+    use crate::domain::{CodePartValue, CompanyCode, CurrencyCode};
     use crate::error::{Classify, Disposition};
     use crate::ports::ExternalError;
     use crate::proposal::{ProposalRow, Side, VoucherStatus};
@@ -172,17 +172,7 @@ mod tests {
     }
 
     fn proposal(rows: Vec<ProposalRow>) -> Proposal {
-        Proposal {
-            reference_number: ReferenceNumber::parse("accr_1").unwrap(),
-            reference_serie: "BREX".into(),
-            source_version: 1,
-            company: CompanyCode::parse("10").unwrap(),
-            voucher_type: VoucherType::parse("M").unwrap(),
-            voucher_status: VoucherStatus::NotApproved,
-            voucher_date: NaiveDate::from_ymd_opt(2026, 6, 11).unwrap(),
-            text: String::new(),
-            rows,
-        }
+        crate::proposal::test_proposal(VoucherStatus::NotApproved, NaiveDate::from_ymd_opt(2026, 6, 11).unwrap(), rows)
     }
 
     #[tokio::test]
