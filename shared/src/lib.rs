@@ -1,6 +1,7 @@
 //! Domain, ports and adapters of the Brex → IFS Cloud connector. The Lambda binaries in `functions/` only
 //! build clients once and call in here.
 
+pub mod audit;
 pub mod aws;
 pub mod brex;
 pub mod config;

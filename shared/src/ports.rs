@@ -41,6 +41,45 @@ pub trait IdempotencyStore: Send + Sync {
     async fn release(&self, key: &str) -> Result<(), AwsError>;
 }
 
+/// Who posted (or is posting) one piece of spend. With both poll sources on, a card expense reaches us twice:
+/// as the expense and as the accounting record whose `source_id` is that expense. It must post once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SpendClaim {
+    /// Ours until the lease ends. `holders`: every Brex id that ever claimed this spend, us included. One of
+    /// them may have committed a voucher and crashed before recording it, so the IFS dedup asks for them all.
+    Claimed { holders: Vec<crate::domain::ReferenceNumber> },
+    /// Posted as `voucher` by the Brex id `by`.
+    Posted { by: crate::domain::ReferenceNumber, voucher: String },
+    /// Another invocation is posting it under `by`.
+    Busy { by: crate::domain::ReferenceNumber, until: DateTime<Utc> },
+}
+
+/// Spend claims keyed by the expense id, shared by both sources (DynamoDB conditional writes).
+#[async_trait]
+pub trait SpendClaims: Send + Sync {
+    async fn claim(
+        &self,
+        spend: &crate::domain::ExpenseId,
+        holder: &crate::domain::ReferenceNumber,
+        lease_until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<SpendClaim, AwsError>;
+    /// Records the voucher; kept until `retain_until`.
+    async fn posted(
+        &self,
+        spend: &crate::domain::ExpenseId,
+        holder: &crate::domain::ReferenceNumber,
+        voucher: &str,
+        retain_until: DateTime<Utc>,
+    ) -> Result<(), AwsError>;
+    /// Gives the claim back when nothing was posted, keeping the holder history.
+    async fn release(
+        &self,
+        spend: &crate::domain::ExpenseId,
+        holder: &crate::domain::ReferenceNumber,
+    ) -> Result<(), AwsError>;
+}
+
 /// Reads and writes secret strings (Secrets Manager).
 #[async_trait]
 pub trait SecretStore: Send + Sync {

@@ -130,3 +130,74 @@ async fn secrets_round_trip() {
     let missing = store.get_secret("no-such-secret").await.unwrap_err();
     assert!(!shared::error::Classify::is_retryable(&missing), "unknown secret is permanent: {missing}");
 }
+
+#[tokio::test]
+async fn spend_claims_keep_every_holder_so_a_crashed_post_is_still_found() {
+    use shared::domain::{ExpenseId, ReferenceNumber};
+    use shared::ports::{SpendClaim, SpendClaims};
+    let stack = stack("spend").await;
+    let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&stack.sdk), &stack.table_name);
+    let spend = ExpenseId::parse("expense_1").unwrap();
+    let as_record = ReferenceNumber::parse("accr_1").unwrap();
+    let as_expense = ReferenceNumber::parse("expense_1").unwrap();
+    let now = Utc::now();
+    let lease = now + Duration::seconds(60);
+
+    assert_eq!(
+        store.claim(&spend, &as_record, lease, now).await.unwrap(),
+        SpendClaim::Claimed { holders: vec![as_record.clone()] }
+    );
+    match store.claim(&spend, &as_expense, lease, now).await.unwrap() {
+        SpendClaim::Busy { by, until } => {
+            assert_eq!((by, until.timestamp_millis()), (as_record.clone(), lease.timestamp_millis()))
+        }
+        other => panic!("expected busy, got {other:?}"),
+    }
+    // The record's poster died (maybe after IFS committed): once its lease is over, the expense takes over
+    // and learns whose voucher to look for.
+    let later = lease + Duration::seconds(1);
+    assert_eq!(
+        store.claim(&spend, &as_expense, later + Duration::seconds(60), later).await.unwrap(),
+        SpendClaim::Claimed { holders: vec![as_record.clone(), as_expense.clone()] }
+    );
+    // Releasing someone else's claim does nothing; the holder's own release keeps the history.
+    SpendClaims::release(&store, &spend, &as_record).await.unwrap();
+    assert!(matches!(store.claim(&spend, &as_record, lease, later).await.unwrap(), SpendClaim::Busy { .. }));
+    SpendClaims::release(&store, &spend, &as_expense).await.unwrap();
+    assert_eq!(
+        store.claim(&spend, &as_record, later + Duration::seconds(60), later).await.unwrap(),
+        SpendClaim::Claimed { holders: vec![as_record.clone(), as_expense.clone()] }
+    );
+    store.posted(&spend, &as_record, "10-2026-M-7", now + Duration::days(30)).await.unwrap();
+    assert_eq!(
+        store.claim(&spend, &as_expense, later, later).await.unwrap(),
+        SpendClaim::Posted { by: as_record, voucher: "10-2026-M-7".into() }
+    );
+}
+
+#[tokio::test]
+async fn the_audit_trail_reads_back_in_order() {
+    use shared::audit::{AuditEntry, AuditOutcome, AuditTrail};
+    use shared::domain::Subject;
+    let stack = stack("audit").await;
+    let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&stack.sdk), &stack.table_name);
+    let subject = Subject::parse("accr_9").unwrap();
+    let other = Subject::parse("expense_9").unwrap();
+    let t0 = Utc::now();
+    let mut retry = AuditEntry::new(t0, AuditOutcome::Retry);
+    retry.reason = Some("IFS: 503".into());
+    retry.origin = Some(Origin::Poll);
+    let mut posted = AuditEntry::new(t0 + Duration::seconds(5), AuditOutcome::Posted);
+    posted.voucher = Some("10-2026-M-9".into());
+    posted.mapping_version = Some(3);
+    posted.reported_to_brex = Some(Ok("EXPORTED 10-2026-M-9".into()));
+    // 30 entries: more than one BatchWriteItem.
+    let mut entries = vec![(subject.clone(), retry.clone()), (subject.clone(), posted.clone())];
+    entries.extend(
+        (0..28).map(|i| (other.clone(), AuditEntry::new(t0 + Duration::milliseconds(i), AuditOutcome::Skipped))),
+    );
+    store.append(&entries, t0 + Duration::days(30)).await.unwrap();
+    assert_eq!(store.read(&subject).await.unwrap(), vec![retry, posted]);
+    assert_eq!(store.read(&other).await.unwrap().len(), 28);
+    assert!(store.read(&Subject::parse("accr_none").unwrap()).await.unwrap().is_empty());
+}

@@ -9,8 +9,10 @@ use chrono::Utc;
 use shared::aws::DynamoStore;
 use shared::aws::poll_state::DynamoPollState;
 use shared::config::PollerConfig;
-use shared::domain::AccountingRecordId;
-use shared::poller::{EnqueueLedger, Outcome, Paging, PollReport, PollState, PollStateStore, Poller, build_poller};
+use shared::domain::{AccountingRecordId, Subject};
+use shared::poller::{
+    EnqueueLedger, Feed, Outcome, Paging, PollReport, PollState, PollStateStore, Poller, build_poller,
+};
 use shared::ports::IdempotencyStore;
 use sims::aws::{Moto, Stack, StackSpec};
 use sims::brex::generator::{GeneratorOptions, RecordGenerator};
@@ -138,7 +140,7 @@ async fn the_dynamodb_ledger_reads_the_posters_claims_and_expires_marks() {
     let idem = DynamoStore::new(client.clone(), &stack.table_name);
     let ledger = DynamoPollState::new(client, &stack.table_name);
     let now = Utc::now();
-    let id = |s: &str| AccountingRecordId::parse(s).unwrap();
+    let id = |s: &str| Subject::Record(AccountingRecordId::parse(s).unwrap());
     let lease = now + chrono::Duration::seconds(60);
     idem.begin("record#accr_done", lease, now).await.unwrap();
     idem.complete("record#accr_done", Some("v1"), now + chrono::Duration::days(30)).await.unwrap();
@@ -148,13 +150,17 @@ async fn the_dynamodb_ledger_reads_the_posters_claims_and_expires_marks() {
     idem.begin("record#accr_stale", now - chrono::Duration::seconds(1), now - chrono::Duration::seconds(61))
         .await
         .unwrap();
+    idem.begin("expense#expense_done", lease, now).await.unwrap();
+    idem.complete("expense#expense_done", Some("v2"), now + chrono::Duration::days(30)).await.unwrap();
     // 150 unknown ids on top: more than one BatchGetItem.
     let mut ids: Vec<_> = ["accr_done", "accr_bad", "accr_busy", "accr_stale", "accr_new"].map(id).to_vec();
+    ids.push(Subject::parse("expense_done").unwrap());
+    ids.push(Subject::parse("accr_done_other").unwrap());
     ids.extend((0..150).map(|i| id(&format!("accr_x{i}"))));
     let settled = ledger.settled(&ids, now).await.unwrap();
     let mut names: Vec<_> = settled.iter().map(|i| i.to_string()).collect();
     names.sort();
-    assert_eq!(names, ["accr_bad", "accr_busy", "accr_done"], "an expired claim needs work again");
+    assert_eq!(names, ["accr_bad", "accr_busy", "accr_done", "expense_done"], "an expired claim needs work again");
 
     let until = now + chrono::Duration::hours(1);
     let fresh = [id("accr_new"), id("accr_stale")];
@@ -166,7 +172,7 @@ async fn the_dynamodb_ledger_reads_the_posters_claims_and_expires_marks() {
     ledger.unmark_queued(&fresh).await.unwrap();
     assert_eq!(ledger.mark_queued(&fresh, until, now).await.unwrap().len(), 2, "unmarked");
 
-    let source = shared::brex::model::SourceType::Card;
+    let source = Feed::Records(shared::brex::model::SourceType::Card);
     assert_eq!(ledger.load(source).await.unwrap(), PollState::default());
     let state = PollState {
         watermark: Some(now),

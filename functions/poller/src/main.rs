@@ -21,7 +21,7 @@ async fn main() -> Result<(), Error> {
     .await
 }
 
-/// The summary on success; an error (carrying the summary) when a source failed or is not supported, so the
+/// The summary on success; an error (carrying the summary) when a source failed, so the
 /// schedule's failures show up in Lambda's error metrics instead of as silent gaps.
 fn answer(report: PollReport) -> Result<PollReport, Error> {
     if report.has_errors() {

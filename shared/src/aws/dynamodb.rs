@@ -69,6 +69,10 @@ impl DynamoStore {
         &self.table
     }
 
+    pub(crate) fn client(&self) -> &aws_sdk_dynamodb::Client {
+        &self.client
+    }
+
     async fn read_idem(&self, key: &str) -> Result<Option<HashMap<String, AttributeValue>>, AwsError> {
         let out = self
             .client

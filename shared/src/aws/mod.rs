@@ -2,9 +2,11 @@
 //! Secrets Manager. All of them are built from one `SdkConfig` loaded the standard way, so `AWS_ENDPOINT_URL`
 //! points them at an emulator without any custom variable.
 
+pub mod audit;
 pub mod dynamodb;
 pub mod poll_state;
 pub mod secrets;
+pub mod spend;
 pub mod sqs;
 
 pub use dynamodb::DynamoStore;

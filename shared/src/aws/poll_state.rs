@@ -1,10 +1,10 @@
 //! The poller's DynamoDB items, in the one table.
 //!
-//! - position: `pk = "poll#accounting_records#<SOURCE>"`, `sk = "cursor"`, `watermark` and `completed_at` (S, RFC 3339), and while
+//! - position: `pk = "poll#accounting_records#<SOURCE>"` or `"poll#expenses"`, `sk = "cursor"`, `watermark` and `completed_at` (S, RFC 3339), and while
 //!   paging is under way `cursor` (S), `query_from` (S, RFC 3339), `max_seen` (S, RFC 3339)
-//! - queued mark: `pk = "queued#<record id>"`, `sk = "queued"`, `queued_until` (N, epoch ms), `expires_at` (N,
+//! - queued mark: `pk = "queued#<subject key>"` (`queued#record#accr_…`, `queued#expense#…`), `sk = "queued"`, `queued_until` (N, epoch ms), `expires_at` (N,
 //!   epoch s, TTL). TTL deletion is lazy, so the condition checks `queued_until` itself.
-//! - read only: the poster's idempotency items `pk = "record#<id>"`, `sk = "idem"` (see `dynamodb.rs`).
+//! - read only: the poster's idempotency items `pk = "record#<id>" | "expense#<id>"`, `sk = "idem"`.
 
 use std::collections::{HashMap, HashSet};
 
@@ -14,10 +14,9 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use futures::{StreamExt, TryStreamExt};
 
 use super::dynamodb::{n, s};
-use crate::brex::model::SourceType;
-use crate::domain::AccountingRecordId;
+use crate::domain::Subject;
 use crate::error::{AwsError, Disposition};
-use crate::poller::{EnqueueLedger, Paging, PollState, PollStateStore};
+use crate::poller::{EnqueueLedger, Feed, Paging, PollState, PollStateStore};
 
 const CURSOR_SK: &str = "cursor";
 const QUEUED_SK: &str = "queued";
@@ -52,12 +51,15 @@ fn get_time(item: &HashMap<String, AttributeValue>, key: &str) -> Result<Option<
     }
 }
 
-fn position_key(source: SourceType) -> String {
-    format!("poll#accounting_records#{}", source.as_str())
+fn position_key(feed: Feed) -> String {
+    match feed {
+        Feed::Records(source) => format!("poll#accounting_records#{}", source.as_str()),
+        Feed::Expenses => "poll#expenses".to_owned(),
+    }
 }
 
-fn queued_key(id: &AccountingRecordId) -> String {
-    format!("queued#{id}")
+fn queued_key(subject: &Subject) -> String {
+    format!("queued#{}", subject.key())
 }
 
 impl DynamoPollState {
@@ -100,7 +102,7 @@ impl DynamoPollState {
         }
     }
 
-    async fn unmark_one(&self, id: &AccountingRecordId) -> Result<(), AwsError> {
+    async fn unmark_one(&self, id: &Subject) -> Result<(), AwsError> {
         self.client
             .delete_item()
             .table_name(&self.table)
@@ -113,12 +115,7 @@ impl DynamoPollState {
     }
 
     /// Conditional put of one queued mark: true when this call made it.
-    async fn mark_one(
-        &self,
-        id: &AccountingRecordId,
-        until: DateTime<Utc>,
-        now: DateTime<Utc>,
-    ) -> Result<bool, AwsError> {
+    async fn mark_one(&self, id: &Subject, until: DateTime<Utc>, now: DateTime<Utc>) -> Result<bool, AwsError> {
         let out = self
             .client
             .put_item()
@@ -141,7 +138,7 @@ impl DynamoPollState {
 
 #[async_trait]
 impl PollStateStore for DynamoPollState {
-    async fn load(&self, source: SourceType) -> Result<PollState, AwsError> {
+    async fn load(&self, source: Feed) -> Result<PollState, AwsError> {
         let out = self
             .client
             .get_item()
@@ -168,7 +165,7 @@ impl PollStateStore for DynamoPollState {
         })
     }
 
-    async fn save(&self, source: SourceType, state: &PollState) -> Result<(), AwsError> {
+    async fn save(&self, source: Feed, state: &PollState) -> Result<(), AwsError> {
         let mut put = self
             .client
             .put_item()
@@ -195,13 +192,8 @@ impl PollStateStore for DynamoPollState {
 
 #[async_trait]
 impl EnqueueLedger for DynamoPollState {
-    async fn settled(
-        &self,
-        ids: &[AccountingRecordId],
-        now: DateTime<Utc>,
-    ) -> Result<HashSet<AccountingRecordId>, AwsError> {
-        let by_key: HashMap<String, &AccountingRecordId> =
-            ids.iter().map(|id| (crate::poster::record_key(id), id)).collect();
+    async fn settled(&self, ids: &[Subject], now: DateTime<Utc>) -> Result<HashSet<Subject>, AwsError> {
+        let by_key: HashMap<String, &Subject> = ids.iter().map(|id| (id.key(), id)).collect();
         let keys: Vec<String> = by_key.keys().cloned().collect();
         let mut settled = HashSet::new();
         for chunk in keys.chunks(BATCH_GET) {
@@ -228,11 +220,11 @@ impl EnqueueLedger for DynamoPollState {
 
     async fn mark_queued(
         &self,
-        ids: &[AccountingRecordId],
+        ids: &[Subject],
         until: DateTime<Utc>,
         now: DateTime<Utc>,
-    ) -> Result<Vec<AccountingRecordId>, AwsError> {
-        let results: Vec<(AccountingRecordId, bool)> = futures::stream::iter(ids.iter().cloned())
+    ) -> Result<Vec<Subject>, AwsError> {
+        let results: Vec<(Subject, bool)> = futures::stream::iter(ids.iter().cloned())
             .map(|id| async move { self.mark_one(&id, until, now).await.map(|made| (id, made)) })
             .buffered(PUT_CONCURRENCY)
             .try_collect()
@@ -240,7 +232,7 @@ impl EnqueueLedger for DynamoPollState {
         Ok(results.into_iter().filter(|(_, made)| *made).map(|(id, _)| id).collect())
     }
 
-    async fn unmark_queued(&self, ids: &[AccountingRecordId]) -> Result<(), AwsError> {
+    async fn unmark_queued(&self, ids: &[Subject]) -> Result<(), AwsError> {
         // ≤ one page of ids, so all at once is fine.
         futures::future::try_join_all(ids.iter().map(|id| self.unmark_one(id))).await?;
         Ok(())

@@ -141,10 +141,10 @@ pub struct WebhookSecretEntry {
 }
 
 /// A final answer (success, a non-retryable failure, or a retryable one after the last attempt).
-struct Answer {
-    status: u16,
+pub(super) struct Answer {
+    pub(super) status: u16,
     trace_id: Option<String>,
-    body: Vec<u8>,
+    pub(super) body: Vec<u8>,
 }
 
 #[derive(Deserialize, Default)]
@@ -162,7 +162,7 @@ struct ErrorBody {
 }
 
 impl Answer {
-    fn is_success(&self) -> bool {
+    pub(super) fn is_success(&self) -> bool {
         (200..300).contains(&self.status)
     }
 
@@ -170,7 +170,7 @@ impl Answer {
         serde_json::from_slice(&self.body).unwrap_or_default()
     }
 
-    fn into_error(self, operation: &'static str) -> BrexError {
+    pub(super) fn into_error(self, operation: &'static str) -> BrexError {
         let parsed = self.error_body();
         let message = parsed
             .message
@@ -187,12 +187,12 @@ impl Answer {
         }
     }
 
-    fn json<T: serde::de::DeserializeOwned>(&self, operation: &'static str) -> Result<T, BrexError> {
+    pub(super) fn json<T: serde::de::DeserializeOwned>(&self, operation: &'static str) -> Result<T, BrexError> {
         serde_json::from_slice(&self.body).map_err(|e| BrexError::Decode { operation, message: e.to_string() })
     }
 }
 
-enum Method {
+pub(super) enum Method {
     Get,
     Post { body: Vec<u8>, idempotency_key: String },
 }
@@ -380,7 +380,7 @@ impl BrexClient {
     }
 
     /// Sends with rate limiting, auth and the retry policy; returns the final answer.
-    async fn execute(
+    pub(super) async fn execute(
         &self,
         operation: &'static str,
         path_and_query: &str,
@@ -497,7 +497,7 @@ fn parse_record(item: Value) -> Result<AccountingRecord, MalformedRecord> {
     serde_json::from_value(item).map_err(|e| MalformedRecord { id, error: e.to_string() })
 }
 
-fn too_many_pages(operation: &'static str) -> BrexError {
+pub(super) fn too_many_pages(operation: &'static str) -> BrexError {
     BrexError::Decode { operation, message: format!("more than {MAX_PAGES} pages") }
 }
 

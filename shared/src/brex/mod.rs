@@ -3,6 +3,7 @@
 pub mod auth;
 pub mod client;
 pub mod error;
+pub mod expense;
 pub mod model;
 pub mod retry;
 
@@ -12,3 +13,4 @@ pub use client::{
     RecordQueryPage, WebhookSecretEntry,
 };
 pub use error::BrexError;
+pub use expense::{Expense, ExpenseFetch, ExpenseQuery, ExpenseQueryPage, MalformedExpense};

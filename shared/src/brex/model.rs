@@ -145,6 +145,24 @@ impl AccountingRecord {
         self.record_type.ends_with("_REFUND")
     }
 
+    /// The expense this record books, when it books one (its `source_id`): the same spend the Expenses API
+    /// shows, which must not be posted twice when both sources are on. Payments, payouts and repayments
+    /// point elsewhere and have no spend of their own.
+    pub fn spend_id(&self) -> Option<crate::domain::ExpenseId> {
+        const SPEND_TYPES: [&str; 6] = [
+            "CARD_EXPENSE_POST",
+            "CARD_EXPENSE_REFUND",
+            "REIMBURSEMENT_EXPENSE_APPROVAL",
+            "REIMBURSEMENT_EXPENSE_POST",
+            "REIMBURSEMENT_EXPENSE_REFUND",
+            "BILL_EXPENSE",
+        ];
+        if !SPEND_TYPES.contains(&self.record_type.as_str()) {
+            return None;
+        }
+        self.source_id.as_deref().and_then(|id| crate::domain::ExpenseId::parse(id).ok())
+    }
+
     /// The date the voucher should carry: Brex's ERP impact date, else the settlement date.
     pub fn posting_date(&self) -> chrono::NaiveDate {
         self.erp_posting_date.or(self.posted_at).unwrap_or(self.updated_at).date_naive()
@@ -195,6 +213,10 @@ mod tests {
         assert!(r.line_items[0].remote_field("GL_ACCOUNT").is_some());
         assert_eq!(r.posting_date().to_string(), "2026-06-11");
         assert!(!r.is_refund());
+        assert_eq!(r.spend_id().map(|id| id.to_string()).as_deref(), Some("expense_9"));
+        let payment: AccountingRecord =
+            serde_json::from_str(&REAL_SHAPE.replace("CARD_EXPENSE_POST", "CARD_PAYMENT")).unwrap();
+        assert_eq!(payment.spend_id(), None, "a payment books no expense of its own");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 pub mod ids;
 pub mod money;
 pub mod secret;
+pub mod subject;
 pub mod work;
 
 pub use ids::{
@@ -11,4 +12,5 @@ pub use ids::{
 };
 pub use money::{CurrencyCode, MinorUnits, Money, MoneyError};
 pub use secret::{BrexCredentials, IfsCredentials, Secret};
+pub use subject::Subject;
 pub use work::{Origin, WorkItem};

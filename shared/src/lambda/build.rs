@@ -38,7 +38,13 @@ fn clock() -> Arc<dyn Clock> {
     Arc::new(SystemClock)
 }
 
-async fn brex_client(common: &CommonConfig, sdk: &SdkConfig, store: &DynamoStore) -> Result<BrexClient, StartupError> {
+/// The Brex client every function (and the operator CLI) uses: credentials from Secrets Manager, OAuth refresh
+/// under a DynamoDB lease.
+pub async fn brex_client(
+    common: &CommonConfig,
+    sdk: &SdkConfig,
+    store: &DynamoStore,
+) -> Result<BrexClient, StartupError> {
     let ctx = OAuthContext {
         secrets: Arc::new(SecretsManagerStore::new(aws_sdk_secretsmanager::Client::new(sdk))),
         leases: Arc::new(store.clone()),
@@ -88,7 +94,9 @@ pub async fn poster(config: &PosterConfig, sdk: &SdkConfig) -> Result<Poster, St
     Ok(Poster {
         records: Arc::new(brex),
         ledger: Arc::new(ifs),
-        idempotency: Arc::new(store),
+        idempotency: Arc::new(store.clone()),
+        spend: Arc::new(store.clone()),
+        audit: Arc::new(store),
         mapping,
         clock: clock(),
         options: PosterOptions {

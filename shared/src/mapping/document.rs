@@ -109,6 +109,10 @@ pub enum Condition {
     /// The record's (billed) currency.
     Currency(Pattern),
     UserEmail(Pattern),
+    /// The vendor (accounting records) or the merchant's descriptor (expenses).
+    Merchant(Pattern),
+    /// The user's full name ("First Last") or Brex user id.
+    User(Pattern),
     /// The line's type as Brex sent it.
     Side(LineSide),
 }
@@ -208,7 +212,8 @@ struct RawIfs {
     api: IfsApiNames,
 }
 
-const WHEN_KEYS: &str = "field, value, department, category, source_type, record_type, currency, user_email, side";
+const WHEN_KEYS: &str =
+    "field, value, department, category, source_type, record_type, currency, user_email, merchant, user, side";
 
 impl MappingDocument {
     pub fn parse(text: &str) -> Result<Self, DocumentError> {
@@ -335,6 +340,8 @@ fn parse_when(
                 conditions.push(Condition::Currency(pattern));
             }
             "user_email" => conditions.push(Condition::UserEmail(pattern)),
+            "merchant" => conditions.push(Condition::Merchant(pattern)),
+            "user" => conditions.push(Condition::User(pattern)),
             "side" => {
                 let side = match s.trim().to_ascii_uppercase().as_str() {
                     "DEBIT" => LineSide::Debit,

@@ -30,6 +30,9 @@ struct Facts<'a> {
     source_type: Option<&'static str>,
     currency: CurrencyCode,
     user_email: Option<&'a str>,
+    merchant: Option<&'a str>,
+    user_name: Option<String>,
+    user_id: Option<&'a str>,
 }
 
 impl<'a> Facts<'a> {
@@ -44,6 +47,11 @@ impl<'a> Facts<'a> {
             source_type: record.source_type.map(|s| s.as_str()),
             currency: record.amount.currency,
             user_email: user.and_then(|u| non_empty(u.email.as_deref())),
+            merchant: record.vendor.as_ref().and_then(|v| non_empty(v.name.as_deref())),
+            user_name: user
+                .map(|u| format!("{} {}", u.first_name.as_deref().unwrap_or(""), u.last_name.as_deref().unwrap_or("")))
+                .filter(|name| !name.trim().is_empty()),
+            user_id: user.and_then(|u| non_empty(u.id.as_deref())),
         }
     }
 }
@@ -78,6 +86,8 @@ fn condition_holds(condition: &Condition, facts: &Facts<'_>, record: &Accounting
         Condition::RecordType(p) => p.matches(&record.record_type),
         Condition::Currency(p) => p.matches(facts.currency.as_str()),
         Condition::UserEmail(p) => fact(facts.user_email, p),
+        Condition::Merchant(p) => fact(facts.merchant, p),
+        Condition::User(p) => fact(facts.user_name.as_deref(), p) || fact(facts.user_id, p),
         Condition::Side(side) => line.side == *side,
     }
 }
@@ -709,16 +719,22 @@ mod tests {
                 line("accrli_3", "CREDIT", "15", "USD", vec![]),
             ],
         );
-        let err = map_record(&example(), &r).unwrap_err();
+        let doc = example();
+        let err = map_record(&doc, &r).unwrap_err();
         let MappingError::CompanyConflict { conflict, .. } = &err else {
             panic!("expected a company conflict, got {err}");
         };
+        // The example's entity rules, wherever they sit in the document.
+        let company_rule = |company: &str| {
+            doc.rules.iter().find(|r| r.set.company.as_ref().is_some_and(|c| c.as_str() == company)).unwrap().number
+        };
+        let (us, ca) = (company_rule("10"), company_rule("20"));
         assert_eq!((conflict.first.as_str(), conflict.second.as_str()), ("10", "20"));
         assert_eq!((conflict.first_line.index, conflict.second_line.index), (1, 2));
-        assert_eq!((conflict.first_rule, conflict.second_rule), (16, 17));
+        assert_eq!((conflict.first_rule, conflict.second_rule), (us, ca));
         let msg = err.to_string();
-        assert!(msg.contains("line 1 (accrli_1, DEBIT 10.00 USD) → 10 (rule #16)"), "{msg}");
-        assert!(msg.contains("line 2 (accrli_2, DEBIT 5.00 USD) → 20 (rule #17)"), "{msg}");
+        assert!(msg.contains(&format!("line 1 (accrli_1, DEBIT 10.00 USD) → 10 (rule #{us})")), "{msg}");
+        assert!(msg.contains(&format!("line 2 (accrli_2, DEBIT 5.00 USD) → 20 (rule #{ca})")), "{msg}");
         assert_eq!(err.disposition(), Disposition::Permanent);
     }
 
@@ -817,6 +833,19 @@ mod tests {
         let swapped = doc("[[rule]]\nwhen = { source_type = \"CARD\" }\nset = { account = \"7500\" }\n\
              [[rule]]\nwhen = { field = \"GL Account\", value = \"6500 Travel\" }\nset = { account = \"6500\" }");
         assert_eq!(map_record(&swapped, &card_purchase()).unwrap().rows[0].account.as_str(), "6500");
+    }
+
+    #[test]
+    fn merchant_and_user_conditions_match_the_vendor_and_the_user() {
+        let d = doc("[[rule]]\nwhen = { merchant = \"delta*\" }\nset = { account = \"6510\" }\n\
+             [[rule]]\nwhen = { user = \"Ada Lovelace\" }\nset = { code_b = \"300\" }\n\
+             [[rule]]\nwhen = { user = \"cuuser_2\" }\nset = { code_c = \"P9\" }");
+        let p = map_record(&d, &card_purchase()).unwrap();
+        assert_eq!(p.rows[0].account.as_str(), "6510");
+        assert_eq!(code_b(&p.rows[0]), Some("300"));
+        assert!(!p.rows[0].code_parts.contains_key(&CodePart::C), "another user's rule does not apply");
+        let by_id = doc("[[rule]]\nwhen = { user = \"CUUSER_1\", merchant = \"Delta\" }\nset = { account = \"6520\" }");
+        assert_eq!(map_record(&by_id, &card_purchase()).unwrap().rows[0].account.as_str(), "6520");
     }
 
     #[test]

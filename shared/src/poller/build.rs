@@ -26,7 +26,7 @@ pub async fn build_poller(config: &PollerConfig, sdk: &SdkConfig) -> Result<Poll
     let brex = BrexClient::new(BrexConfig::new(&common.brex_api_url, common.brex_requests_per_minute), auth)?;
     let store = Arc::new(DynamoPollState::new(dynamodb, &common.table_name));
     Ok(Poller {
-        records: Arc::new(brex),
+        brex: Arc::new(brex),
         state: store.clone(),
         ledger: store,
         queue: Arc::new(SqsQueue::new(aws_sdk_sqs::Client::new(sdk), &config.queue_url)),

@@ -1,7 +1,8 @@
-//! The poller: the hourly fallback to webhooks. For each accounting-record source (CARD, REIMBURSEMENT,
-//! BILL) it pages Brex's filtered query from a per-source watermark (minus an overlap window, so late
-//! updates are never missed), and enqueues the records the poster has neither finished nor is holding, and
-//! that no earlier run queued recently.
+//! The poller: the hourly fallback to webhooks, and the only way approved expenses arrive (they have no
+//! webhook). For each feed — accounting records per source (CARD, REIMBURSEMENT, BILL) and approved
+//! expenses — it pages Brex's filtered query from a per-feed watermark (minus an overlap window, so late
+//! updates are never missed), and enqueues what the poster has neither finished nor is holding, and that no
+//! earlier run queued recently.
 //!
 //! Progress is saved after every page (cursor + the `updated_after` the paging started with), so a run cut
 //! off by its deadline, or a crash, resumes where it stopped; a page read twice is harmless because
@@ -17,25 +18,46 @@ use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 
+use crate::brex::expense::{MAX_EXPENSE_PAGE, POSTABLE_STATUSES};
 use crate::brex::model::{ReviewStatus, SourceType};
-use crate::brex::{BrexClient, BrexError, RecordQuery, RecordQueryPage};
+use crate::brex::{BrexClient, BrexError, ExpenseQuery, ExpenseQueryPage, RecordQuery, RecordQueryPage};
 use crate::config::PollSource;
-use crate::domain::{AccountingRecordId, Origin, WorkItem};
+use crate::domain::{Origin, Subject, WorkItem};
 use crate::error::{AwsError, Classify};
 use crate::ports::{Clock, WorkQueue};
 
 pub use build::build_poller;
 
-/// One page of Brex's filtered records query (the Brex client; a fake in unit tests).
+/// Pages of Brex's filtered queries (the Brex client; a fake in unit tests).
 #[async_trait]
-pub trait RecordPages: Send + Sync {
-    async fn page(&self, query: &RecordQuery) -> Result<RecordQueryPage, BrexError>;
+pub trait BrexPages: Send + Sync {
+    async fn record_page(&self, query: &RecordQuery) -> Result<RecordQueryPage, BrexError>;
+    async fn expense_page(&self, query: &ExpenseQuery) -> Result<ExpenseQueryPage, BrexError>;
 }
 
 #[async_trait]
-impl RecordPages for BrexClient {
-    async fn page(&self, query: &RecordQuery) -> Result<RecordQueryPage, BrexError> {
+impl BrexPages for BrexClient {
+    async fn record_page(&self, query: &RecordQuery) -> Result<RecordQueryPage, BrexError> {
         self.query_records(query).await
+    }
+    async fn expense_page(&self, query: &ExpenseQuery) -> Result<ExpenseQueryPage, BrexError> {
+        self.query_expenses(query).await
+    }
+}
+
+/// One polled stream with its own watermark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Feed {
+    Records(SourceType),
+    Expenses,
+}
+
+impl Feed {
+    pub fn name(&self) -> String {
+        match self {
+            Self::Records(source) => format!("accounting_records:{}", source.as_str()),
+            Self::Expenses => "expenses".to_owned(),
+        }
     }
 }
 
@@ -62,28 +84,24 @@ pub struct PollState {
 /// Where each source's position is kept (DynamoDB).
 #[async_trait]
 pub trait PollStateStore: Send + Sync {
-    async fn load(&self, source: SourceType) -> Result<PollState, AwsError>;
-    async fn save(&self, source: SourceType, state: &PollState) -> Result<(), AwsError>;
+    async fn load(&self, feed: Feed) -> Result<PollState, AwsError>;
+    async fn save(&self, feed: Feed, state: &PollState) -> Result<(), AwsError>;
 }
 
-/// What the poller needs to know to enqueue each record at most once while it is pending.
+/// What the poller needs to know to enqueue each record or expense at most once while it is pending.
 #[async_trait]
 pub trait EnqueueLedger: Send + Sync {
     /// Of `ids`, those the poster has completed or failed, or holds an unexpired claim on.
-    async fn settled(
-        &self,
-        ids: &[AccountingRecordId],
-        now: DateTime<Utc>,
-    ) -> Result<HashSet<AccountingRecordId>, AwsError>;
+    async fn settled(&self, ids: &[Subject], now: DateTime<Utc>) -> Result<HashSet<Subject>, AwsError>;
     /// Marks `ids` queued until `until`; returns those this call marked (the rest are queued already).
     async fn mark_queued(
         &self,
-        ids: &[AccountingRecordId],
+        ids: &[Subject],
         until: DateTime<Utc>,
         now: DateTime<Utc>,
-    ) -> Result<Vec<AccountingRecordId>, AwsError>;
+    ) -> Result<Vec<Subject>, AwsError>;
     /// Drops queued marks (when the enqueue they were made for failed).
-    async fn unmark_queued(&self, ids: &[AccountingRecordId]) -> Result<(), AwsError>;
+    async fn unmark_queued(&self, ids: &[Subject]) -> Result<(), AwsError>;
 }
 
 #[derive(Debug, Clone)]
@@ -125,8 +143,6 @@ pub enum Outcome {
     /// Stopped for the deadline or the page budget; the next run resumes from the saved cursor.
     Paused,
     Failed,
-    /// A configured source this poller cannot poll yet.
-    Unsupported,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -165,9 +181,9 @@ pub struct PollReport {
 }
 
 impl PollReport {
-    /// True when some source failed or is unsupported: the invocation must report an error.
+    /// True when some source failed: the invocation must report an error.
     pub fn has_errors(&self) -> bool {
-        self.sources.iter().any(|s| matches!(s.outcome, Outcome::Failed | Outcome::Unsupported))
+        self.sources.iter().any(|s| s.outcome == Outcome::Failed)
     }
 
     /// True when every source paged to its end.
@@ -233,7 +249,7 @@ pub fn after_page(
 }
 
 pub struct Poller {
-    pub records: Arc<dyn RecordPages>,
+    pub brex: Arc<dyn BrexPages>,
     pub state: Arc<dyn PollStateStore>,
     pub ledger: Arc<dyn EnqueueLedger>,
     pub queue: Arc<dyn WorkQueue>,
@@ -242,71 +258,64 @@ pub struct Poller {
     pub options: PollerOptions,
 }
 
+/// What one page brought: the subjects to consider, the newest `updated_at` on it, the next cursor.
+struct PageItems {
+    subjects: Vec<Subject>,
+    newest: Option<DateTime<Utc>>,
+    next_cursor: Option<String>,
+}
+
 impl Poller {
-    /// One scheduled run. Never starts a page after `deadline - stop_margin`; each source's progress is saved
+    /// One scheduled run. Never starts a page after `deadline - stop_margin`; each feed's progress is saved
     /// page by page, so an early stop loses nothing.
     pub async fn run(&self, deadline: DateTime<Utc>) -> PollReport {
         let mut report = PollReport::default();
         let mut pages_left = self.options.max_pages_per_run;
+        let mut feeds = Vec::new();
         for source in &self.sources {
             match source {
-                PollSource::AccountingRecords => {
-                    let mut due = Vec::new();
-                    for (source_type, review_status) in ACCOUNTING_SOURCES {
-                        match self.state.load(source_type).await {
-                            Ok(state) => due.push((source_type, review_status, state)),
-                            Err(e) => report.sources.push(failed(record_report(source_type), &e.to_string())),
-                        }
-                    }
-                    due.sort_by_key(|(_, _, state)| poll_order(state));
-                    for (source_type, review_status, state) in due {
-                        let r = self.poll_records(source_type, review_status, state, deadline, &mut pages_left).await;
-                        report.sources.push(r);
-                    }
-                }
-                PollSource::Expenses => {
-                    tracing::error!("POLL_SOURCES names expenses, which the poller cannot poll yet");
-                    let mut r = SourceReport::new("expenses");
-                    r.outcome = Outcome::Unsupported;
-                    r.error = Some("polling expenses is not implemented yet".into());
-                    report.sources.push(r);
-                }
+                PollSource::AccountingRecords => feeds.extend(ACCOUNTING_SOURCES.map(|(s, _)| Feed::Records(s))),
+                PollSource::Expenses => feeds.push(Feed::Expenses),
             }
+        }
+        let mut due = Vec::new();
+        for feed in feeds {
+            match self.state.load(feed).await {
+                Ok(state) => due.push((feed, state)),
+                Err(e) => report.sources.push(failed(SourceReport::new(feed.name()), &e.to_string())),
+            }
+        }
+        due.sort_by_key(|(_, state)| poll_order(state));
+        for (feed, state) in due {
+            report.sources.push(self.poll_feed(feed, state, deadline, &mut pages_left).await);
         }
         tracing::info!(report = %serde_json::to_string(&report).unwrap_or_default(), "poll run finished");
         report
     }
 
-    async fn poll_records(
+    async fn poll_feed(
         &self,
-        source: SourceType,
-        review_status: Option<ReviewStatus>,
+        feed: Feed,
         mut state: PollState,
         deadline: DateTime<Utc>,
         pages_left: &mut Option<u32>,
     ) -> SourceReport {
-        let mut report = record_report(source);
+        let mut report = SourceReport::new(feed.name());
         loop {
             if *pages_left == Some(0) || self.clock.now() + self.options.stop_margin >= deadline {
                 report.outcome = Outcome::Paused;
                 return report;
             }
             let from = query_from(&state, self.clock.now(), &self.options);
-            let query = RecordQuery {
-                source_type: Some(source),
-                review_status: review_status.clone(),
-                updated_after: from,
-                limit: self.options.page_size,
-                cursor: state.paging.as_ref().map(|p| p.cursor.clone()),
-            };
-            let next = match self.page(&query, &mut report).await {
+            let cursor = state.paging.as_ref().map(|p| p.cursor.clone());
+            let next = match self.page(feed, from, cursor, &mut report).await {
                 Ok(next) => next,
                 // Brex refusing a saved cursor (expired, or its format changed) would otherwise fail every run:
                 // start that paging over from the watermark instead; enqueueing is deduplicated.
                 Err(PageError::Brex(e)) if !e.is_retryable() && state.paging.is_some() => {
                     tracing::warn!(source = %report.source, error = %e, "Brex refused the saved cursor; paging restarts");
                     state.paging = None;
-                    if let Err(e) = self.state.save(source, &state).await {
+                    if let Err(e) = self.state.save(feed, &state).await {
                         return failed(report, &e.to_string());
                     }
                     continue;
@@ -315,7 +324,7 @@ impl Poller {
             };
             *pages_left = pages_left.map(|n| n.saturating_sub(1));
             state = after_page(&state, from, next.0, next.1, self.clock.now());
-            if let Err(e) = self.state.save(source, &state).await {
+            if let Err(e) = self.state.save(feed, &state).await {
                 return failed(report, &e.to_string());
             }
             if state.paging.is_none() {
@@ -325,60 +334,115 @@ impl Poller {
         }
     }
 
+    /// Reads one page of a feed.
+    async fn read(
+        &self,
+        feed: Feed,
+        from: DateTime<Utc>,
+        cursor: Option<String>,
+        report: &mut SourceReport,
+    ) -> Result<PageItems, BrexError> {
+        match feed {
+            Feed::Records(source) => {
+                let review_status = ACCOUNTING_SOURCES.iter().find(|(s, _)| *s == source).and_then(|(_, r)| r.clone());
+                let query = RecordQuery {
+                    source_type: Some(source),
+                    review_status: review_status.clone(),
+                    updated_after: from,
+                    limit: self.options.page_size,
+                    cursor,
+                };
+                let page = self.brex.record_page(&query).await?;
+                report.malformed += page.malformed.len();
+                // A READY_FOR_EXPORT record that does not parse is still enqueued (when it has an id): the
+                // poster fails it and reports that to Brex, where the bookkeeper sees it. A bill's review
+                // state is unknown, so an unreadable bill is only logged.
+                let ready_only = review_status == Some(ReviewStatus::ReadyForExport);
+                for bad in &page.malformed {
+                    tracing::warn!(record = ?bad.id, error = %bad.error, enqueued = ready_only && bad.id.is_some(),
+                        "Brex returned a record that does not parse");
+                }
+                let malformed = page.malformed.iter().filter(|_| ready_only).filter_map(|bad| bad.id.clone());
+                Ok(PageItems {
+                    subjects: page.records.iter().map(|r| r.id.clone()).chain(malformed).map(Subject::Record).collect(),
+                    newest: page.records.iter().map(|r| r.updated_at).max(),
+                    next_cursor: page.next_cursor,
+                })
+            }
+            Feed::Expenses => {
+                let query = ExpenseQuery {
+                    statuses: POSTABLE_STATUSES.iter().map(|s| (*s).to_owned()).collect(),
+                    updated_from: from,
+                    limit: self.options.page_size.min(MAX_EXPENSE_PAGE),
+                    cursor,
+                };
+                let page = self.brex.expense_page(&query).await?;
+                report.malformed += page.malformed.len();
+                // Asked for by status, so an unreadable one with an id is postable as far as we know: the
+                // poster fails it visibly (and keeps the reason for `connector failures`).
+                for bad in &page.malformed {
+                    tracing::warn!(expense = ?bad.id, error = %bad.error, "Brex returned an expense that does not parse");
+                }
+                let postable = page.expenses.iter().filter(|e| e.is_postable()).map(|e| e.id.clone());
+                let malformed = page.malformed.iter().filter_map(|bad| bad.id.clone());
+                Ok(PageItems {
+                    subjects: postable.chain(malformed).map(Subject::Expense).collect(),
+                    newest: page.expenses.iter().map(|e| e.updated_at).max(),
+                    next_cursor: page.next_cursor,
+                })
+            }
+        }
+    }
+
     /// Reads one page and enqueues what it should; returns the page's newest `updated_at` and next cursor.
     async fn page(
         &self,
-        query: &RecordQuery,
+        feed: Feed,
+        from: DateTime<Utc>,
+        cursor: Option<String>,
         report: &mut SourceReport,
     ) -> Result<(Option<DateTime<Utc>>, Option<String>), PageError> {
-        let page = self.records.page(query).await?;
+        let page = self.read(feed, from, cursor, report).await?;
         report.pages += 1;
-        report.seen += page.records.len();
-        report.malformed += page.malformed.len();
-        // A READY_FOR_EXPORT record that does not parse is still enqueued (when it has an id): the poster fails
-        // it and reports that to Brex, where the bookkeeper sees it. A bill's review state is unknown, so an
-        // unreadable bill is only logged.
-        let ready_only = query.review_status == Some(ReviewStatus::ReadyForExport);
-        for bad in &page.malformed {
-            tracing::warn!(record = ?bad.id, error = %bad.error, enqueued = ready_only && bad.id.is_some(),
-                "Brex returned a record that does not parse");
-        }
-        let malformed_ids = page.malformed.iter().filter(|_| ready_only).filter_map(|bad| bad.id.clone());
         let mut unique = HashSet::new();
-        let ids: Vec<AccountingRecordId> = page
-            .records
-            .iter()
-            .map(|r| r.id.clone())
-            .chain(malformed_ids)
-            .filter(|id| unique.insert(id.clone()))
-            .collect();
+        let ids: Vec<Subject> = page.subjects.into_iter().filter(|id| unique.insert(id.clone())).collect();
+        report.seen += ids.len();
         let now = self.clock.now();
         let settled = if ids.is_empty() { HashSet::new() } else { self.ledger.settled(&ids, now).await? };
-        let candidates: Vec<AccountingRecordId> = ids.iter().filter(|id| !settled.contains(*id)).cloned().collect();
+        let candidates: Vec<Subject> = ids.iter().filter(|id| !settled.contains(*id)).cloned().collect();
         let marked = if candidates.is_empty() {
             Vec::new()
         } else {
             self.ledger.mark_queued(&candidates, now + self.options.queued_ttl, now).await?
         };
-        if !marked.is_empty() {
-            let items = WorkItem::accounting_records(&marked, &Origin::Poll, now);
-            if let Err(e) = self.queue.enqueue(&items).await {
-                // Unmark so the next run (which re-reads this page) enqueues them instead of skipping them.
-                if let Err(unmark) = self.ledger.unmark_queued(&marked).await {
-                    tracing::warn!(error = %unmark, "could not drop queued marks; they expire by themselves");
-                }
-                return Err(e.into());
+        if !marked.is_empty()
+            && let Err(e) = self.queue.enqueue(&work_items(&marked, now)).await
+        {
+            // Unmark so the next run (which re-reads this page) enqueues them instead of skipping them.
+            if let Err(unmark) = self.ledger.unmark_queued(&marked).await {
+                tracing::warn!(error = %unmark, "could not drop queued marks; they expire by themselves");
             }
+            return Err(e.into());
         }
         report.enqueued += marked.len();
         report.skipped += ids.len() - marked.len();
-        let page_max = page.records.iter().map(|r| r.updated_at).max();
-        Ok((page_max, page.next_cursor))
+        Ok((page.newest, page.next_cursor))
     }
 }
 
-fn record_report(source: SourceType) -> SourceReport {
-    SourceReport::new(format!("accounting_records:{}", source.as_str()))
+/// The queue messages for `subjects` (records and expenses travel in separate messages).
+fn work_items(subjects: &[Subject], now: DateTime<Utc>) -> Vec<WorkItem> {
+    let records: Vec<_> = subjects.iter().filter_map(|s| s.as_record().cloned()).collect();
+    let expenses: Vec<_> = subjects
+        .iter()
+        .filter_map(|s| match s {
+            Subject::Expense(id) => Some(id.clone()),
+            Subject::Record(_) => None,
+        })
+        .collect();
+    let mut items = WorkItem::accounting_records(&records, &Origin::Poll, now);
+    items.extend(WorkItem::expenses(&expenses, &Origin::Poll, now));
+    items
 }
 
 /// Resumed pagings first, then the source whose last completed paging is oldest (never = first), so a page

@@ -2,7 +2,9 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use super::*;
+use crate::brex::Expense;
 use crate::brex::model::AccountingRecord;
+use crate::domain::AccountingRecordId;
 
 fn t(s: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
@@ -18,15 +20,45 @@ fn record(id: &str, source: &str, updated_at: DateTime<Utc>) -> AccountingRecord
 }
 
 /// Brex's filtered query over an in-memory set: ascending by (updated_at, id), cursor = offset.
+fn expense(id: &str, status: &str, updated_at: DateTime<Utc>) -> Expense {
+    serde_json::from_value(serde_json::json!({
+        "id": id, "status": status, "expense_type": "CARD", "updated_at": updated_at.to_rfc3339(),
+        "billing_amount": {"amount": 1234, "currency": "USD"}
+    }))
+    .unwrap()
+}
+
 #[derive(Default)]
 struct FakeBrex {
     records: Mutex<Vec<AccountingRecord>>,
     queries: Mutex<Vec<RecordQuery>>,
+    expenses: Mutex<Vec<Expense>>,
+    expense_queries: Mutex<Vec<ExpenseQuery>>,
 }
 
 #[async_trait]
-impl RecordPages for FakeBrex {
-    async fn page(&self, query: &RecordQuery) -> Result<RecordQueryPage, BrexError> {
+impl BrexPages for FakeBrex {
+    async fn expense_page(&self, query: &ExpenseQuery) -> Result<ExpenseQueryPage, BrexError> {
+        self.expense_queries.lock().unwrap().push(query.clone());
+        let mut matching: Vec<Expense> = self
+            .expenses
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| query.statuses.contains(&e.status) && e.updated_at >= query.updated_from)
+            .cloned()
+            .collect();
+        matching.sort_by(|a, b| (a.updated_at, a.id.as_str()).cmp(&(b.updated_at, b.id.as_str())));
+        let start: usize = query.cursor.as_deref().map_or(0, |c| c.parse().unwrap());
+        let end = (start + query.limit as usize).min(matching.len());
+        Ok(ExpenseQueryPage {
+            expenses: matching[start..end].to_vec(),
+            malformed: Vec::new(),
+            next_cursor: (end < matching.len()).then(|| end.to_string()),
+        })
+    }
+
+    async fn record_page(&self, query: &RecordQuery) -> Result<RecordQueryPage, BrexError> {
         self.queries.lock().unwrap().push(query.clone());
         let mut matching: Vec<AccountingRecord> = self
             .records
@@ -50,14 +82,14 @@ impl RecordPages for FakeBrex {
 }
 
 #[derive(Default)]
-struct MemState(Mutex<HashMap<SourceType, PollState>>);
+struct MemState(Mutex<HashMap<Feed, PollState>>);
 
 #[async_trait]
 impl PollStateStore for MemState {
-    async fn load(&self, source: SourceType) -> Result<PollState, AwsError> {
+    async fn load(&self, source: Feed) -> Result<PollState, AwsError> {
         Ok(self.0.lock().unwrap().get(&source).cloned().unwrap_or_default())
     }
-    async fn save(&self, source: SourceType, state: &PollState) -> Result<(), AwsError> {
+    async fn save(&self, source: Feed, state: &PollState) -> Result<(), AwsError> {
         self.0.lock().unwrap().insert(source, state.clone());
         Ok(())
     }
@@ -65,26 +97,22 @@ impl PollStateStore for MemState {
 
 #[derive(Default)]
 struct MemLedger {
-    settled: Mutex<HashSet<AccountingRecordId>>,
-    queued: Mutex<HashMap<AccountingRecordId, DateTime<Utc>>>,
+    settled: Mutex<HashSet<Subject>>,
+    queued: Mutex<HashMap<Subject, DateTime<Utc>>>,
 }
 
 #[async_trait]
 impl EnqueueLedger for MemLedger {
-    async fn settled(
-        &self,
-        ids: &[AccountingRecordId],
-        _now: DateTime<Utc>,
-    ) -> Result<HashSet<AccountingRecordId>, AwsError> {
+    async fn settled(&self, ids: &[Subject], _now: DateTime<Utc>) -> Result<HashSet<Subject>, AwsError> {
         let settled = self.settled.lock().unwrap();
         Ok(ids.iter().filter(|id| settled.contains(*id)).cloned().collect())
     }
     async fn mark_queued(
         &self,
-        ids: &[AccountingRecordId],
+        ids: &[Subject],
         until: DateTime<Utc>,
         now: DateTime<Utc>,
-    ) -> Result<Vec<AccountingRecordId>, AwsError> {
+    ) -> Result<Vec<Subject>, AwsError> {
         let mut queued = self.queued.lock().unwrap();
         let mut made = Vec::new();
         for id in ids {
@@ -95,7 +123,7 @@ impl EnqueueLedger for MemLedger {
         }
         Ok(made)
     }
-    async fn unmark_queued(&self, ids: &[AccountingRecordId]) -> Result<(), AwsError> {
+    async fn unmark_queued(&self, ids: &[Subject]) -> Result<(), AwsError> {
         let mut queued = self.queued.lock().unwrap();
         ids.iter().for_each(|id| {
             queued.remove(id);
@@ -116,9 +144,11 @@ impl MemQueue {
             .lock()
             .unwrap()
             .iter()
-            .flat_map(|item| match item {
-                WorkItem::AccountingRecords { ids, .. } => ids.iter().map(|i| i.to_string()).collect(),
-                WorkItem::Expenses { .. } => Vec::new(),
+            .flat_map(|item| -> Vec<String> {
+                match item {
+                    WorkItem::AccountingRecords { ids, .. } => ids.iter().map(|i| i.to_string()).collect(),
+                    WorkItem::Expenses { ids, .. } => ids.iter().map(|i| i.to_string()).collect(),
+                }
             })
             .collect()
     }
@@ -150,6 +180,7 @@ impl Clock for FixedClock {
 }
 
 const CARD: &str = "accounting_records:CARD";
+const CARD_FEED: Feed = Feed::Records(SourceType::Card);
 const NOW: &str = "2026-06-11T12:00:00Z";
 
 struct World {
@@ -166,7 +197,7 @@ fn world(records: Vec<AccountingRecord>, options: PollerOptions) -> World {
     let ledger = Arc::new(MemLedger::default());
     let queue = Arc::new(MemQueue::default());
     let poller = Poller {
-        records: brex.clone(),
+        brex: brex.clone(),
         state: state.clone(),
         ledger: ledger.clone(),
         queue: queue.clone(),
@@ -245,9 +276,9 @@ async fn pages_every_source_enqueues_once_and_sets_watermarks() {
     assert_eq!(bill.review_status, None, "Brex rejects review_status for bills");
 
     let state = w.state.0.lock().unwrap().clone();
-    assert_eq!(state[&SourceType::Card].watermark, Some(t(NOW) - Duration::minutes(600 - 249)));
-    assert_eq!(state[&SourceType::Bill].watermark, Some(t("2026-06-11T11:30:00Z")));
-    assert_eq!(state[&SourceType::Bill].paging, None);
+    assert_eq!(state[&CARD_FEED].watermark, Some(t(NOW) - Duration::minutes(600 - 249)));
+    assert_eq!(state[&Feed::Records(SourceType::Bill)].watermark, Some(t("2026-06-11T11:30:00Z")));
+    assert_eq!(state[&Feed::Records(SourceType::Bill)].paging, None);
 
     // Again: the overlap re-reads the newest cards, the queued marks keep them off the queue.
     let again = w.poller.run(far()).await;
@@ -258,7 +289,7 @@ async fn pages_every_source_enqueues_once_and_sets_watermarks() {
 #[tokio::test]
 async fn finished_or_claimed_records_are_not_enqueued() {
     let w = world(cards(3), PollerOptions::default());
-    w.ledger.settled.lock().unwrap().insert(AccountingRecordId::parse("accr_c0001").unwrap());
+    w.ledger.settled.lock().unwrap().insert(Subject::Record(AccountingRecordId::parse("accr_c0001").unwrap()));
     let report = w.poller.run(far()).await;
     let card = report.source(CARD).unwrap();
     assert_eq!((card.enqueued, card.skipped), (2, 1));
@@ -269,12 +300,15 @@ async fn finished_or_claimed_records_are_not_enqueued() {
 struct NoCursors(FakeBrex);
 
 #[async_trait]
-impl RecordPages for NoCursors {
-    async fn page(&self, query: &RecordQuery) -> Result<RecordQueryPage, BrexError> {
+impl BrexPages for NoCursors {
+    async fn record_page(&self, query: &RecordQuery) -> Result<RecordQueryPage, BrexError> {
         if query.cursor.is_some() {
             return Err(BrexError::InvalidRequest("Invalid cursor".into()));
         }
-        self.0.page(query).await
+        self.0.record_page(query).await
+    }
+    async fn expense_page(&self, query: &ExpenseQuery) -> Result<ExpenseQueryPage, BrexError> {
+        self.0.expense_page(query).await
     }
 }
 
@@ -286,22 +320,25 @@ async fn a_refused_cursor_restarts_the_paging_instead_of_failing_forever() {
         paging: Some(Paging { query_from: t("2026-06-01T00:00:00Z"), cursor: "old".into(), max_seen: None }),
         completed_at: None,
     };
-    w.state.0.lock().unwrap().insert(SourceType::Card, stale);
+    w.state.0.lock().unwrap().insert(CARD_FEED, stale);
     let mut poller = w.poller;
-    poller.records = Arc::new(NoCursors(FakeBrex { records: Mutex::new(cards(5)), ..FakeBrex::default() }));
+    poller.brex = Arc::new(NoCursors(FakeBrex { records: Mutex::new(cards(5)), ..FakeBrex::default() }));
     let report = poller.run(far()).await;
     let card = report.source(CARD).unwrap();
     assert_eq!((card.outcome, card.enqueued), (Outcome::Complete, 5), "{report:?}");
-    assert_eq!(w.state.0.lock().unwrap()[&SourceType::Card].paging, None);
+    assert_eq!(w.state.0.lock().unwrap()[&CARD_FEED].paging, None);
 }
 
 /// Serves one fixed page.
 struct OnePage(RecordQueryPage);
 
 #[async_trait]
-impl RecordPages for OnePage {
-    async fn page(&self, _query: &RecordQuery) -> Result<RecordQueryPage, BrexError> {
+impl BrexPages for OnePage {
+    async fn record_page(&self, _query: &RecordQuery) -> Result<RecordQueryPage, BrexError> {
         Ok(self.0.clone())
+    }
+    async fn expense_page(&self, _query: &ExpenseQuery) -> Result<ExpenseQueryPage, BrexError> {
+        Ok(ExpenseQueryPage::default())
     }
 }
 
@@ -318,10 +355,10 @@ async fn unreadable_ready_records_are_enqueued_for_the_poster_to_fail_but_bills_
         has_next_page: false,
     };
     let mut w = world(Vec::new(), PollerOptions::default());
-    w.poller.records = Arc::new(OnePage(page));
+    w.poller.brex = Arc::new(OnePage(page));
     let report = w.poller.run(far()).await;
     let card = report.source(CARD).unwrap();
-    assert_eq!((card.seen, card.malformed, card.enqueued, card.skipped), (1, 2, 2, 0));
+    assert_eq!((card.seen, card.malformed, card.enqueued, card.skipped), (2, 2, 2, 0), "seen: the record and accr_bad");
     let bill = report.source("accounting_records:BILL").unwrap();
     // Only the readable record (queued by the card query already) is considered: accr_bad is not.
     assert_eq!((bill.malformed, bill.enqueued, bill.skipped), (2, 0, 1), "an unreadable bill may not be ready");
@@ -336,7 +373,7 @@ async fn a_page_budget_pauses_and_the_next_run_resumes_without_loss_or_repeats()
     assert_eq!(first.source(CARD).unwrap().outcome, Outcome::Paused);
     assert_eq!(first.source("accounting_records:BILL").unwrap().pages, 0, "the budget is spent: later sources wait");
     assert_eq!(w.queue.ids().len(), 100);
-    let saved = w.state.0.lock().unwrap()[&SourceType::Card].clone();
+    let saved = w.state.0.lock().unwrap()[&CARD_FEED].clone();
     assert_eq!(saved.watermark, None);
     assert_eq!(saved.paging.as_ref().map(|p| p.cursor.as_str()), Some("100"));
 
@@ -376,18 +413,37 @@ async fn a_failed_enqueue_drops_its_marks_and_keeps_the_position() {
     assert_eq!(report.source(CARD).unwrap().outcome, Outcome::Failed);
     assert!(report.has_errors());
     assert!(w.ledger.queued.lock().unwrap().is_empty(), "marks dropped");
-    assert_eq!(w.state.0.lock().unwrap().get(&SourceType::Card), None, "position not advanced");
+    assert_eq!(w.state.0.lock().unwrap().get(&CARD_FEED), None, "position not advanced");
     *w.queue.fail.lock().unwrap() = false;
     let retry = w.poller.run(far()).await;
     assert_eq!(retry.source(CARD).unwrap().enqueued, 5);
 }
 
 #[tokio::test]
-async fn expenses_are_reported_unsupported_not_faked() {
-    let mut w = world(Vec::new(), PollerOptions::default());
+async fn approved_and_settled_expenses_are_polled_into_expense_messages() {
+    let mut w = world(Vec::new(), PollerOptions { page_size: 2, ..PollerOptions::default() });
     w.poller.sources = vec![PollSource::Expenses];
+    *w.brex.expenses.lock().unwrap() = vec![
+        expense("expense_1", "APPROVED", t("2026-06-11T10:00:00Z")),
+        expense("expense_2", "SETTLED", t("2026-06-11T10:05:00Z")),
+        expense("expense_3", "VOID", t("2026-06-11T10:06:00Z")),
+        expense("expense_4", "APPROVED", t("2026-06-11T10:07:00Z")),
+    ];
     let report = w.poller.run(far()).await;
-    assert_eq!(report.sources.len(), 1);
-    assert_eq!(report.sources[0].outcome, Outcome::Unsupported);
-    assert!(report.has_errors());
+    let feed = report.source("expenses").unwrap();
+    assert_eq!((feed.outcome, feed.pages, feed.enqueued), (Outcome::Complete, 2, 3), "{report:?}");
+    let mut ids = w.queue.ids();
+    ids.sort();
+    assert_eq!(ids, ["expense_1", "expense_2", "expense_4"]);
+    assert!(w.queue.items.lock().unwrap().iter().all(|i| matches!(i, WorkItem::Expenses { .. })));
+    let queries = w.brex.expense_queries.lock().unwrap().clone();
+    assert_eq!(queries[0].statuses, ["APPROVED", "SETTLED"], "SETTLED too: approved-then-settled is not missed");
+    assert_eq!(queries[0].updated_from, t(NOW) - Duration::days(90));
+    assert_eq!(w.state.0.lock().unwrap()[&Feed::Expenses].watermark, Some(t("2026-06-11T10:07:00Z")));
+
+    // An expense approved after the watermark is picked up; the overlap re-reads the others without a repeat.
+    w.brex.expenses.lock().unwrap().push(expense("expense_5", "APPROVED", t("2026-06-11T10:09:00Z")));
+    let again = w.poller.run(far()).await;
+    assert_eq!(again.enqueued(), 1);
+    assert_eq!(w.brex.expense_queries.lock().unwrap().last().unwrap().updated_from, t("2026-06-11T09:57:00Z"));
 }

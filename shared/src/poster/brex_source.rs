@@ -2,10 +2,10 @@
 
 use async_trait::async_trait;
 
-use super::ports::{ExportOutcome, FetchedRecords, RecordSource};
+use super::ports::{ExportOutcome, FetchedExpenses, FetchedRecords, RecordSource};
 use crate::brex::BrexClient;
 use crate::brex::client::{ExportOutcome as WireOutcome, ExportResult};
-use crate::domain::AccountingRecordId;
+use crate::domain::{AccountingRecordId, ExpenseId};
 use crate::ports::ExternalError;
 
 #[async_trait]
@@ -30,6 +30,13 @@ impl RecordSource for BrexClient {
             }
         }
         Ok(FetchedRecords { records: fetch.records, malformed, missing })
+    }
+
+    async fn fetch_expenses(&self, ids: &[ExpenseId]) -> Result<FetchedExpenses, ExternalError> {
+        let fetch = self.expenses_by_ids(ids).await?;
+        // Every id was asked for on its own, so each unreadable answer carries the id it was asked for.
+        let malformed = fetch.malformed.into_iter().filter_map(|bad| bad.id.map(|id| (id, bad.error))).collect();
+        Ok(FetchedExpenses { expenses: fetch.expenses, malformed, missing: fetch.missing })
     }
 
     async fn report_export_results(&self, results: &[ExportOutcome]) -> Result<(), ExternalError> {

@@ -1,34 +1,41 @@
-//! The poster: one SQS batch of work items → balanced vouchers in IFS, each Brex record posted exactly once.
+//! The poster: one SQS batch of work items → balanced vouchers in IFS, each Brex record or expense posted
+//! exactly once.
 //!
-//! Per batch: parse every message on its own (a bad one fails alone); claim every record id in DynamoDB
-//! (Powertools semantics, lease = the invocation's remaining time); fetch all claimed records from Brex in one
-//! call; map and validate each; one IFS dedup query per company for the whole batch; create what is not in IFS
-//! yet; record the outcome; report export results to Brex in one call; return only the messages that hold a
-//! record worth retrying. Permanent failures are recorded and reported, never looped to the DLQ.
+//! Per batch: parse every message on its own (a bad one fails alone); claim every subject (record or expense)
+//! in DynamoDB (Powertools semantics, lease = the invocation's remaining time); fetch the claimed records from
+//! Brex in one call and the expenses one by one; map and validate each; claim the spend behind it (so a card
+//! expense seen both as an expense and as its accounting record posts once); one IFS dedup query per company
+//! for the whole batch; create what is not in IFS yet; record the outcome; report export results for the
+//! records to Brex in one call; append the audit trail; return only the messages that hold a subject worth
+//! retrying. Permanent failures are recorded and reported, never looped to the DLQ.
 
 mod brex_source;
 mod ifs_ledger;
 mod ports;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 
+use crate::audit::{AuditEntry, AuditOutcome, AuditTrail};
 use crate::brex::model::{AccountingRecord, ReviewStatus};
-use crate::domain::{AccountingRecordId, CompanyCode, ReferenceNumber, WorkItem};
+use crate::domain::{AccountingRecordId, CompanyCode, ExpenseId, Origin, ReferenceNumber, Subject, WorkItem};
 use crate::error::Classify;
-use crate::mapping::{map_record, validate_proposal};
-use crate::ports::{Begin, Clock, IdempotencyStore};
+use crate::mapping::{LoadedMapping, map_record, validate_proposal};
+use crate::ports::{Begin, Clock, IdempotencyStore, SpendClaim, SpendClaims};
 use crate::proposal::Proposal;
 
-pub use ports::{CachedMapping, ExportOutcome, FetchedRecords, Ledger, MappingLoadError, MappingSource, RecordSource};
+pub use ports::{
+    CachedMapping, ExportOutcome, FetchedExpenses, FetchedRecords, Ledger, MappingLoadError, MappingSource,
+    RecordSource,
+};
 
 #[derive(Debug, Clone)]
 pub struct PosterOptions {
     pub report_export_results: bool,
     pub dry_run: bool,
-    /// How long completed/failed records are remembered.
+    /// How long completed/failed subjects and their audit trail are remembered.
     pub retention: Duration,
     /// Added to the invocation's remaining time for the in-progress lease, so a lease never ends while its
     /// invocation may still be writing.
@@ -53,21 +60,23 @@ pub struct Message {
     pub body: String,
 }
 
-/// What happened to each record of a batch; logged, and asserted on by tests.
+/// What happened to each subject of a batch; logged, audited, and asserted on by tests.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct BatchReport {
-    /// Newly created vouchers: record → voucher key.
-    pub posted: BTreeMap<AccountingRecordId, String>,
-    /// Found already in IFS (dedup) or completed before: record → voucher key.
-    pub already_posted: BTreeMap<AccountingRecordId, String>,
-    /// Permanent failures, recorded and reported to Brex.
-    pub failed: BTreeMap<AccountingRecordId, String>,
+    /// Newly created vouchers: subject → voucher key.
+    pub posted: BTreeMap<Subject, String>,
+    /// Found already in IFS (dedup), posted through the other source, or completed before: → voucher key.
+    pub already_posted: BTreeMap<Subject, String>,
+    /// Permanent failures, recorded (and for records reported to Brex).
+    pub failed: BTreeMap<Subject, String>,
     /// Retryable problems: the messages carrying these are returned to SQS.
-    pub retry: BTreeMap<AccountingRecordId, String>,
-    /// Not postable and not worth a retry (e.g. no longer READY_FOR_EXPORT).
-    pub skipped: BTreeMap<AccountingRecordId, String>,
+    pub retry: BTreeMap<Subject, String>,
+    /// Not postable and not worth a retry (e.g. no longer READY_FOR_EXPORT, a voided expense).
+    pub skipped: BTreeMap<Subject, String>,
     /// `DRY_RUN`: the proposals that would have been posted.
     pub proposals: Vec<Proposal>,
+    /// The mapping document version the batch was judged with.
+    pub mapping_version: Option<i64>,
     /// Message ids SQS must redeliver.
     pub failed_messages: Vec<String>,
 }
@@ -76,74 +85,98 @@ pub struct Poster {
     pub records: Arc<dyn RecordSource>,
     pub ledger: Arc<dyn Ledger>,
     pub idempotency: Arc<dyn IdempotencyStore>,
+    pub spend: Arc<dyn SpendClaims>,
+    pub audit: Arc<dyn AuditTrail>,
     pub mapping: Arc<dyn MappingSource>,
     pub clock: Arc<dyn Clock>,
     pub options: PosterOptions,
 }
 
-/// The idempotency key of a record (the poller reads these items to skip settled records).
-pub(crate) fn record_key(id: &AccountingRecordId) -> String {
-    format!("record#{id}")
+/// A subject that mapped and validated, on its way to IFS.
+struct Candidate {
+    subject: Subject,
+    proposal: Proposal,
+    version: i64,
+    /// The expense it books, when it books one.
+    spend: Option<ExpenseId>,
+    /// Other Brex ids that claimed the same spend: their vouchers count as ours in the dedup.
+    other_holders: Vec<ReferenceNumber>,
+}
+
+/// One batch's working state.
+struct Batch {
+    report: BatchReport,
+    /// Spend claims we hold, to give back on failure.
+    spends: HashMap<Subject, ExpenseId>,
+    lease_until: DateTime<Utc>,
 }
 
 impl Poster {
     /// Processes one batch. `deadline` is when the invocation will be cut off.
     pub async fn process(&self, messages: &[Message], deadline: DateTime<Utc>) -> BatchReport {
-        let mut report = BatchReport::default();
-        // record id → the messages carrying it (a record may arrive in several).
-        let mut carriers: BTreeMap<AccountingRecordId, Vec<String>> = BTreeMap::new();
+        // subject → the messages carrying it (a subject may arrive in several), and how it first arrived.
+        let mut carriers: BTreeMap<Subject, Vec<String>> = BTreeMap::new();
+        let mut deliveries: HashMap<Subject, (Origin, DateTime<Utc>)> = HashMap::new();
         let mut bad_messages: HashSet<String> = HashSet::new();
         for message in messages {
-            match serde_json::from_str::<WorkItem>(&message.body) {
-                Ok(WorkItem::AccountingRecords { ids, .. }) => {
-                    for id in ids {
-                        carriers.entry(id).or_default().push(message.message_id.clone());
+            let (subjects, origin, enqueued_at): (Vec<Subject>, _, _) =
+                match serde_json::from_str::<WorkItem>(&message.body) {
+                    Ok(WorkItem::AccountingRecords { ids, origin, enqueued_at }) => {
+                        (ids.into_iter().map(Subject::Record).collect(), origin, enqueued_at)
                     }
-                }
-                Ok(WorkItem::Expenses { ids, .. }) => {
-                    // Not posted by this version: keep them (redelivery, then the DLQ) rather than drop them.
-                    tracing::error!(message_id = %message.message_id, ids = ids.len(), "expense work items are not supported yet");
-                    bad_messages.insert(message.message_id.clone());
-                }
-                Err(e) => {
-                    // Cannot succeed on retry either; the DLQ keeps it as evidence after maxReceiveCount.
-                    tracing::error!(message_id = %message.message_id, error = %e, "malformed work item");
-                    bad_messages.insert(message.message_id.clone());
-                }
+                    Ok(WorkItem::Expenses { ids, origin, enqueued_at }) => {
+                        (ids.into_iter().map(Subject::Expense).collect(), origin, enqueued_at)
+                    }
+                    Err(e) => {
+                        // Cannot succeed on retry either; the DLQ keeps it as evidence after maxReceiveCount.
+                        tracing::error!(message_id = %message.message_id, error = %e, "malformed work item");
+                        bad_messages.insert(message.message_id.clone());
+                        continue;
+                    }
+                };
+            for subject in subjects {
+                deliveries.entry(subject.clone()).or_insert_with(|| (origin.clone(), enqueued_at));
+                carriers.entry(subject).or_default().push(message.message_id.clone());
             }
         }
 
+        let now = self.clock.now();
+        let mut batch = Batch {
+            report: BatchReport::default(),
+            spends: HashMap::new(),
+            lease_until: deadline.max(now) + self.options.lease_margin,
+        };
         if self.options.dry_run {
-            self.dry_run(carriers.keys().cloned().collect(), &mut report).await;
+            self.dry_run(carriers.keys().cloned().collect(), &mut batch).await;
         } else {
-            let now = self.clock.now();
-            let lease_until = deadline.max(now) + self.options.lease_margin;
             let mut mine = Vec::new();
-            for id in carriers.keys() {
-                match self.idempotency.begin(&record_key(id), lease_until, now).await {
-                    Ok(Begin::Started) => mine.push(id.clone()),
+            for subject in carriers.keys() {
+                match self.idempotency.begin(&subject.key(), batch.lease_until, now).await {
+                    Ok(Begin::Started) => mine.push(subject.clone()),
                     Ok(Begin::Completed { result }) => {
-                        report.already_posted.insert(id.clone(), result.unwrap_or_default());
+                        batch.report.already_posted.insert(subject.clone(), result.unwrap_or_default());
                     }
                     Ok(Begin::Failed { reason }) => {
-                        report.failed.insert(id.clone(), reason);
+                        batch.report.failed.insert(subject.clone(), reason);
                     }
                     Ok(Begin::InProgress { .. }) => {
-                        report.retry.insert(id.clone(), "another invocation is posting it".into());
+                        batch.report.retry.insert(subject.clone(), "another invocation is posting it".into());
                     }
                     Err(e) => {
-                        report.retry.insert(id.clone(), format!("idempotency store: {e}"));
+                        batch.report.retry.insert(subject.clone(), format!("idempotency store: {e}"));
                     }
                 }
             }
             if !mine.is_empty() {
-                self.post_claimed(&mine, &mut report).await;
+                self.post_claimed(mine, &mut batch).await;
             }
-            self.report_to_brex(&report).await;
+            let reported = self.report_to_brex(&batch.report).await;
+            self.write_audit(&batch.report, &deliveries, &reported).await;
         }
 
-        for id in report.retry.keys() {
-            if let Some(ids) = carriers.get(id) {
+        let mut report = batch.report;
+        for subject in report.retry.keys() {
+            if let Some(ids) = carriers.get(subject) {
                 bad_messages.extend(ids.iter().cloned());
             }
         }
@@ -157,74 +190,174 @@ impl Poster {
             retry = report.retry.len(),
             skipped = report.skipped.len(),
             failed_messages = report.failed_messages.len(),
+            mapping_version = report.mapping_version,
             dry_run = self.options.dry_run,
             "batch done"
         );
         report
     }
 
-    /// Everything after the claims: fetch, map, validate, dedup, create, record.
-    async fn post_claimed(&self, ids: &[AccountingRecordId], report: &mut BatchReport) {
-        let fetched = match self.records.fetch_records(ids).await {
-            Ok(fetched) => fetched,
-            Err(e) => {
-                self.give_back(ids, &format!("fetching from Brex: {e}"), report).await;
-                return;
+    /// Fetches the subjects from Brex and sees each as a record the mapping engine reads. Subjects that
+    /// cannot be fetched, read or posted are settled here (failed, skipped or given back).
+    async fn fetch_views(&self, subjects: &[Subject], batch: &mut Batch) -> Vec<(Subject, AccountingRecord)> {
+        let mut views = Vec::new();
+        let record_ids: Vec<AccountingRecordId> = subjects.iter().filter_map(|s| s.as_record().cloned()).collect();
+        let expense_ids: Vec<ExpenseId> = subjects
+            .iter()
+            .filter_map(|s| match s {
+                Subject::Expense(id) => Some(id.clone()),
+                Subject::Record(_) => None,
+            })
+            .collect();
+        if !record_ids.is_empty() {
+            match self.records.fetch_records(&record_ids).await {
+                Ok(fetched) => {
+                    for id in fetched.missing {
+                        self.fail(&Subject::Record(id), "Brex does not know this accounting record", batch).await;
+                    }
+                    for (id, why) in fetched.malformed {
+                        let reason = format!("Brex record could not be read: {why}");
+                        self.fail(&Subject::Record(id), &reason, batch).await;
+                    }
+                    views.extend(fetched.records.into_iter().map(|r| (Subject::Record(r.id.clone()), r)));
+                }
+                Err(e) => {
+                    let subjects: Vec<Subject> = record_ids.into_iter().map(Subject::Record).collect();
+                    self.give_back(&subjects, &format!("fetching from Brex: {e}"), batch).await;
+                }
             }
-        };
-        for id in &fetched.missing {
-            self.fail(id, "Brex does not know this accounting record", report).await;
         }
-        for (id, why) in &fetched.malformed {
-            self.fail(id, &format!("Brex record could not be read: {why}"), report).await;
+        if !expense_ids.is_empty() {
+            match self.records.fetch_expenses(&expense_ids).await {
+                Ok(fetched) => {
+                    for id in fetched.missing {
+                        self.fail(&Subject::Expense(id), "Brex does not know this expense", batch).await;
+                    }
+                    for (id, why) in fetched.malformed {
+                        let reason = format!("Brex expense could not be read: {why}");
+                        self.fail(&Subject::Expense(id), &reason, batch).await;
+                    }
+                    for expense in fetched.expenses {
+                        let subject = Subject::Expense(expense.id.clone());
+                        match expense.as_record() {
+                            Ok(view) => views.push((subject, view)),
+                            Err(e) => self.fail(&subject, &e.to_string(), batch).await,
+                        }
+                    }
+                }
+                Err(e) => {
+                    let subjects: Vec<Subject> = expense_ids.into_iter().map(Subject::Expense).collect();
+                    self.give_back(&subjects, &format!("fetching from Brex: {e}"), batch).await;
+                }
+            }
         }
+        views
+    }
 
-        let mapping = match self.mapping.mapping().await {
+    /// Fetch, map and validate: the proposals worth posting, with the mapping that made them.
+    async fn propose(&self, subjects: &[Subject], batch: &mut Batch) -> Vec<Candidate> {
+        let views = self.fetch_views(subjects, batch).await;
+        if views.is_empty() {
+            return Vec::new();
+        }
+        let mapping: Arc<LoadedMapping> = match self.mapping.mapping().await {
             Ok(mapping) => mapping,
             Err(e) => {
-                let claimed: Vec<_> = fetched.records.iter().map(|r| r.id.clone()).collect();
                 tracing::error!(error = %e, "no usable mapping document; records wait for one");
-                self.give_back(&claimed, &format!("mapping document: {e}"), report).await;
-                return;
+                let waiting: Vec<Subject> = views.into_iter().map(|(s, _)| s).collect();
+                self.give_back(&waiting, &format!("mapping document: {e}"), batch).await;
+                return Vec::new();
             }
         };
-
-        let mut proposals: Vec<(AccountingRecord, Proposal)> = Vec::new();
-        for record in fetched.records {
-            if record.review_status != ReviewStatus::ReadyForExport {
-                // Edited back in Brex (or exported elsewhere): nothing to post now. Dropping the claim lets a
-                // later READY_FOR_EXPORT event post it.
-                let _ = self.idempotency.release(&record_key(&record.id)).await;
-                report.skipped.insert(record.id.clone(), format!("review status is {:?}", record.review_status));
+        batch.report.mapping_version = Some(mapping.version);
+        let mut candidates = Vec::new();
+        for (subject, view) in views {
+            if view.review_status != ReviewStatus::ReadyForExport {
+                // Edited back in Brex, exported elsewhere, or a voided expense: nothing to post now. Dropping
+                // the claim lets a later READY_FOR_EXPORT event (or poll) post it.
+                let why = match &subject {
+                    Subject::Record(_) => format!("review status is {:?}", view.review_status),
+                    Subject::Expense(_) => "the expense is no longer APPROVED or SETTLED".to_owned(),
+                };
+                self.skip(&subject, &why, batch).await;
                 continue;
             }
-            let proposal = match map_record(&mapping.document, &record) {
+            let proposal = match map_record(&mapping.document, &view) {
                 Ok(p) => p,
                 Err(e) => {
-                    self.fail(&record.id, &e.to_string(), report).await;
+                    self.fail(&subject, &e.to_string(), batch).await;
                     continue;
                 }
             };
             match validate_proposal(&proposal, self.ledger.as_chart()).await {
-                Ok(()) => proposals.push((record, proposal)),
-                Err(e) if e.is_retryable() => {
-                    self.give_back(std::slice::from_ref(&record.id), &e.to_string(), report).await
+                Ok(()) => {
+                    let spend = match &subject {
+                        Subject::Expense(id) => Some(id.clone()),
+                        Subject::Record(_) => view.spend_id(),
+                    };
+                    candidates.push(Candidate {
+                        subject,
+                        proposal,
+                        version: view.version,
+                        spend,
+                        other_holders: Vec::new(),
+                    });
                 }
-                Err(e) => self.fail(&record.id, &e.to_string(), report).await,
+                Err(e) if e.is_retryable() => self.give_back(&[subject], &e.to_string(), batch).await,
+                Err(e) => self.fail(&subject, &e.to_string(), batch).await,
             }
         }
+        candidates
+    }
 
-        // One dedup query per company for the whole batch.
-        let mut by_company: BTreeMap<(CompanyCode, String), Vec<ReferenceNumber>> = BTreeMap::new();
-        for (_, p) in &proposals {
-            by_company
-                .entry((p.company.clone(), p.reference_serie.clone()))
-                .or_default()
-                .push(p.reference_number.clone());
+    /// Claims the spend behind each candidate; returns those still to post.
+    async fn claim_spends(&self, candidates: Vec<Candidate>, batch: &mut Batch) -> Vec<Candidate> {
+        let now = self.clock.now();
+        let mut kept = Vec::with_capacity(candidates.len());
+        for mut c in candidates {
+            let Some(spend) = c.spend.clone() else {
+                kept.push(c);
+                continue;
+            };
+            let me = c.subject.reference();
+            match self.spend.claim(&spend, &me, batch.lease_until, now).await {
+                Ok(SpendClaim::Claimed { holders }) => {
+                    batch.spends.insert(c.subject.clone(), spend);
+                    c.other_holders = holders.into_iter().filter(|h| *h != me).collect();
+                    kept.push(c);
+                }
+                Ok(SpendClaim::Posted { by, voucher }) => {
+                    tracing::info!(subject = %c.subject, spend = %spend, posted_as = %by, %voucher,
+                        "spend already posted through the other source");
+                    self.complete(&c.subject, &voucher, batch, false).await;
+                }
+                Ok(SpendClaim::Busy { by, .. }) => {
+                    let reason = format!("the same spend ({spend}) is being posted as {by}");
+                    self.give_back(&[c.subject], &reason, batch).await;
+                }
+                Err(e) => self.give_back(&[c.subject], &format!("spend claim: {e}"), batch).await,
+            }
         }
-        let mut existing = std::collections::HashMap::new();
+        kept
+    }
+
+    /// Everything after the subject claims: fetch, map, validate, claim spend, dedup, create, record.
+    async fn post_claimed(&self, subjects: Vec<Subject>, batch: &mut Batch) {
+        let candidates = self.propose(&subjects, batch).await;
+        let candidates = self.claim_spends(candidates, batch).await;
+
+        // One dedup query per company for the whole batch, asking for every id that may hold each voucher.
+        let mut by_company: BTreeMap<(CompanyCode, String), Vec<ReferenceNumber>> = BTreeMap::new();
+        for c in &candidates {
+            let refs = by_company.entry((c.proposal.company.clone(), c.proposal.reference_serie.clone())).or_default();
+            refs.push(c.proposal.reference_number.clone());
+            refs.extend(c.other_holders.iter().cloned());
+        }
+        let mut existing = HashMap::new();
         let mut dedup_failed: HashSet<CompanyCode> = HashSet::new();
-        for ((company, serie), refs) in &by_company {
+        for ((company, serie), refs) in &mut by_company {
+            refs.sort();
+            refs.dedup();
             match self.ledger.find_posted(company, serie, refs).await {
                 Ok(found) => existing.extend(found),
                 Err(e) => {
@@ -234,122 +367,179 @@ impl Poster {
             }
         }
 
-        for (record, proposal) in proposals {
-            let id = record.id.clone();
-            if dedup_failed.contains(&proposal.company) {
-                self.give_back(&[id], "IFS dedup query failed", report).await;
+        for c in candidates {
+            if dedup_failed.contains(&c.proposal.company) {
+                self.give_back(&[c.subject], "IFS dedup query failed", batch).await;
                 continue;
             }
-            if let Some(key) = existing.get(&proposal.reference_number) {
-                self.complete(&id, key, report, false).await;
+            let found = std::iter::once(&c.proposal.reference_number)
+                .chain(&c.other_holders)
+                .find_map(|r| existing.get(r).map(|key| (r.clone(), key.clone())));
+            if let Some((holder, key)) = found {
+                self.spend_posted(&c, &holder, &key).await;
+                self.complete(&c.subject, &key, batch, false).await;
                 continue;
             }
-            match self.ledger.create_voucher(&proposal).await {
+            match self.ledger.create_voucher(&c.proposal).await {
                 Ok(key) => {
-                    tracing::info!(record = %id, voucher = %key, version = record.version, "posted");
-                    self.complete(&id, &key, report, true).await;
+                    tracing::info!(subject = %c.subject, voucher = %key, version = c.version, "posted");
+                    self.spend_posted(&c, &c.proposal.reference_number, &key).await;
+                    self.complete(&c.subject, &key, batch, true).await;
                 }
-                Err(e) if e.is_retryable() => self.give_back(&[id], &e.to_string(), report).await,
-                Err(e) => self.fail(&id, &e.to_string(), report).await,
+                Err(e) if e.is_retryable() => self.give_back(&[c.subject], &e.to_string(), batch).await,
+                Err(e) => self.fail(&c.subject, &e.to_string(), batch).await,
             }
         }
     }
 
-    async fn dry_run(&self, ids: Vec<AccountingRecordId>, report: &mut BatchReport) {
-        if ids.is_empty() {
-            return;
-        }
-        let fetched = match self.records.fetch_records(&ids).await {
-            Ok(f) => f,
-            Err(e) => {
-                for id in ids {
-                    report.retry.insert(id, format!("fetching from Brex: {e}"));
-                }
-                return;
-            }
-        };
-        let mapping = match self.mapping.mapping().await {
-            Ok(m) => m,
-            Err(e) => {
-                for r in fetched.records {
-                    report.retry.insert(r.id, format!("mapping document: {e}"));
-                }
-                return;
-            }
-        };
-        for record in fetched.records {
-            match map_record(&mapping.document, &record) {
-                Ok(p) => match validate_proposal(&p, self.ledger.as_chart()).await {
-                    Ok(()) => {
-                        tracing::info!(record = %record.id, proposal = %serde_json::to_string(&p).unwrap_or_default(), "dry run: would post");
-                        report.proposals.push(p);
-                    }
-                    Err(e) => {
-                        report.failed.insert(record.id, e.to_string());
-                    }
-                },
-                Err(e) => {
-                    report.failed.insert(record.id, e.to_string());
-                }
-            }
-        }
-    }
-
-    async fn complete(&self, id: &AccountingRecordId, key: &str, report: &mut BatchReport, new: bool) {
+    /// Records the voucher on the spend claim. A failure here is survivable: the claim's holder history still
+    /// names us, so whoever takes it over finds our voucher with the dedup query.
+    async fn spend_posted(&self, c: &Candidate, holder: &ReferenceNumber, voucher: &str) {
+        let Some(spend) = &c.spend else { return };
         let retain = self.clock.now() + self.options.retention;
-        if let Err(e) = self.idempotency.complete(&record_key(id), Some(key), retain).await {
-            // The voucher exists; a redelivery finds it with the dedup query and completes the record then.
-            tracing::warn!(record = %id, voucher = key, error = %e, "posted but could not record it");
-            report.retry.insert(id.clone(), format!("recording the voucher: {e}"));
-            return;
-        }
-        if new {
-            report.posted.insert(id.clone(), key.to_owned());
-        } else {
-            report.already_posted.insert(id.clone(), key.to_owned());
+        if let Err(e) = self.spend.posted(spend, holder, voucher, retain).await {
+            tracing::warn!(subject = %c.subject, %spend, voucher, error = %e, "could not record the spend as posted");
         }
     }
 
-    async fn fail(&self, id: &AccountingRecordId, reason: &str, report: &mut BatchReport) {
-        tracing::warn!(record = %id, reason, "record failed permanently");
-        let retain = self.clock.now() + self.options.retention;
-        if let Err(e) = self.idempotency.fail(&record_key(id), reason, retain).await {
-            report.retry.insert(id.clone(), format!("recording the failure: {e}"));
+    async fn dry_run(&self, subjects: Vec<Subject>, batch: &mut Batch) {
+        if subjects.is_empty() {
             return;
         }
-        report.failed.insert(id.clone(), reason.to_owned());
+        for c in self.propose(&subjects, batch).await {
+            tracing::info!(subject = %c.subject, proposal = %serde_json::to_string(&c.proposal).unwrap_or_default(),
+                "dry run: would post");
+            batch.report.proposals.push(c.proposal);
+        }
+    }
+
+    async fn complete(&self, subject: &Subject, key: &str, batch: &mut Batch, new: bool) {
+        let retain = self.clock.now() + self.options.retention;
+        if let Err(e) = self.idempotency.complete(&subject.key(), Some(key), retain).await {
+            // The voucher exists; a redelivery finds it with the dedup query and completes the subject then.
+            tracing::warn!(%subject, voucher = key, error = %e, "posted but could not record it");
+            batch.report.retry.insert(subject.clone(), format!("recording the voucher: {e}"));
+            return;
+        }
+        let done = if new { &mut batch.report.posted } else { &mut batch.report.already_posted };
+        done.insert(subject.clone(), key.to_owned());
+    }
+
+    async fn fail(&self, subject: &Subject, reason: &str, batch: &mut Batch) {
+        if self.options.dry_run {
+            batch.report.failed.insert(subject.clone(), reason.to_owned());
+            return;
+        }
+        tracing::warn!(%subject, reason, "failed permanently");
+        self.release_spend(subject, batch).await;
+        let retain = self.clock.now() + self.options.retention;
+        if let Err(e) = self.idempotency.fail(&subject.key(), reason, retain).await {
+            batch.report.retry.insert(subject.clone(), format!("recording the failure: {e}"));
+            return;
+        }
+        batch.report.failed.insert(subject.clone(), reason.to_owned());
+    }
+
+    async fn skip(&self, subject: &Subject, reason: &str, batch: &mut Batch) {
+        if !self.options.dry_run {
+            let _ = self.idempotency.release(&subject.key()).await;
+        }
+        batch.report.skipped.insert(subject.clone(), reason.to_owned());
     }
 
     /// Drops our claims so the redelivery can start over at once.
-    async fn give_back(&self, ids: &[AccountingRecordId], reason: &str, report: &mut BatchReport) {
-        for id in ids {
-            tracing::warn!(record = %id, reason, "will retry");
-            if let Err(e) = self.idempotency.release(&record_key(id)).await {
-                // The lease expires by itself; the retry only waits longer.
-                tracing::warn!(record = %id, error = %e, "could not release claim");
+    async fn give_back(&self, subjects: &[Subject], reason: &str, batch: &mut Batch) {
+        for subject in subjects {
+            if !self.options.dry_run {
+                tracing::warn!(%subject, reason, "will retry");
+                self.release_spend(subject, batch).await;
+                if let Err(e) = self.idempotency.release(&subject.key()).await {
+                    // The lease expires by itself; the retry only waits longer.
+                    tracing::warn!(%subject, error = %e, "could not release claim");
+                }
             }
-            report.retry.insert(id.clone(), reason.to_owned());
+            batch.report.retry.insert(subject.clone(), reason.to_owned());
         }
     }
 
-    async fn report_to_brex(&self, report: &BatchReport) {
+    async fn release_spend(&self, subject: &Subject, batch: &mut Batch) {
+        if let Some(spend) = batch.spends.remove(subject)
+            && let Err(e) = self.spend.release(&spend, &subject.reference()).await
+        {
+            tracing::warn!(%subject, %spend, error = %e, "could not release the spend claim; it expires by itself");
+        }
+    }
+
+    /// Reports the batch's records to Brex; returns what each was told (for the audit trail).
+    async fn report_to_brex(&self, report: &BatchReport) -> HashMap<Subject, Result<String, String>> {
+        let mut told: HashMap<Subject, String> = HashMap::new();
         if !self.options.report_export_results {
-            return;
+            return HashMap::new();
         }
         let mut exports: Vec<ExportOutcome> = Vec::new();
-        for (id, key) in report.posted.iter().chain(report.already_posted.iter()) {
-            exports.push(ExportOutcome::Success { id: id.clone(), reference_id: key.clone() });
+        for (subject, key) in report.posted.iter().chain(report.already_posted.iter()) {
+            if let Subject::Record(id) = subject {
+                exports.push(ExportOutcome::Success { id: id.clone(), reference_id: key.clone() });
+                told.insert(subject.clone(), format!("EXPORTED {key}"));
+            }
         }
-        for (id, reason) in &report.failed {
-            exports.push(ExportOutcome::Failure { id: id.clone(), message: reason.clone() });
+        for (subject, reason) in &report.failed {
+            if let Subject::Record(id) = subject {
+                exports.push(ExportOutcome::Failure { id: id.clone(), message: reason.clone() });
+                told.insert(subject.clone(), format!("FAILED: {reason}"));
+            }
         }
         if exports.is_empty() {
+            return HashMap::new();
+        }
+        match self.records.report_export_results(&exports).await {
+            Ok(()) => told.into_iter().map(|(s, t)| (s, Ok(t))).collect(),
+            Err(e) => {
+                // The vouchers stand and are recorded; completed records are re-reported whenever Brex hands
+                // them to us again (webhook redelivery or the poller), so the status catches up.
+                tracing::warn!(error = %e, results = exports.len(), "could not report export results to Brex");
+                told.into_keys().map(|s| (s, Err(e.to_string()))).collect()
+            }
+        }
+    }
+
+    async fn write_audit(
+        &self,
+        report: &BatchReport,
+        deliveries: &HashMap<Subject, (Origin, DateTime<Utc>)>,
+        reported: &HashMap<Subject, Result<String, String>>,
+    ) {
+        let now = self.clock.now();
+        let outcomes = [
+            (AuditOutcome::Posted, &report.posted, true),
+            (AuditOutcome::AlreadyPosted, &report.already_posted, true),
+            (AuditOutcome::Failed, &report.failed, false),
+            (AuditOutcome::Retry, &report.retry, false),
+            (AuditOutcome::Skipped, &report.skipped, false),
+        ];
+        let mut entries = Vec::new();
+        for (outcome, subjects, is_voucher) in outcomes {
+            for (subject, detail) in subjects {
+                let mut entry = AuditEntry::new(now, outcome);
+                if is_voucher {
+                    entry.voucher = Some(detail.clone());
+                } else {
+                    entry.reason = Some(detail.clone());
+                }
+                if let Some((origin, enqueued_at)) = deliveries.get(subject) {
+                    entry.origin = Some(origin.clone());
+                    entry.enqueued_at = Some(*enqueued_at);
+                }
+                entry.mapping_version = report.mapping_version;
+                entry.reported_to_brex = reported.get(subject).cloned();
+                entries.push((subject.clone(), entry));
+            }
+        }
+        if entries.is_empty() {
             return;
         }
-        if let Err(e) = self.records.report_export_results(&exports).await {
-            // The vouchers stand and are recorded; completed records are re-reported whenever Brex hands them
-            // to us again (webhook redelivery or the poller), so the status catches up.
-            tracing::warn!(error = %e, results = exports.len(), "could not report export results to Brex");
+        if let Err(e) = self.audit.append(&entries, now + self.options.retention).await {
+            tracing::warn!(error = %e, entries = entries.len(), "could not write the audit trail");
         }
     }
 }

@@ -8,8 +8,9 @@ use async_trait::async_trait;
 use tokio::sync::Mutex;
 
 use crate::aws::DynamoStore;
+use crate::brex::Expense;
 use crate::brex::model::AccountingRecord;
-use crate::domain::{AccountingRecordId, CompanyCode, ReferenceNumber};
+use crate::domain::{AccountingRecordId, CompanyCode, ExpenseId, ReferenceNumber};
 use crate::error::{Classify, Disposition};
 use crate::mapping::{DocumentError, LoadedMapping};
 use crate::ports::{ChartOfAccounts, ExternalError};
@@ -25,6 +26,16 @@ pub struct FetchedRecords {
     pub missing: Vec<AccountingRecordId>,
 }
 
+/// The result of fetching expenses by id.
+#[derive(Debug, Clone, Default)]
+pub struct FetchedExpenses {
+    pub expenses: Vec<Expense>,
+    /// Returned by Brex but unreadable: id and why.
+    pub malformed: Vec<(ExpenseId, String)>,
+    /// Asked for, not returned.
+    pub missing: Vec<ExpenseId>,
+}
+
 /// One export result for Brex (`POST /v3/accounting/records/export-results`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ExportOutcome {
@@ -35,6 +46,7 @@ pub enum ExportOutcome {
 #[async_trait]
 pub trait RecordSource: Send + Sync {
     async fn fetch_records(&self, ids: &[AccountingRecordId]) -> Result<FetchedRecords, ExternalError>;
+    async fn fetch_expenses(&self, ids: &[ExpenseId]) -> Result<FetchedExpenses, ExternalError>;
     async fn report_export_results(&self, results: &[ExportOutcome]) -> Result<(), ExternalError>;
 }
 

@@ -1,0 +1,83 @@
+//! What a unit of work is about: a Brex accounting record or a Brex expense. Both reach IFS as one voucher;
+//! the two kinds keep separate idempotency keys because their ids come from different Brex APIs.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use super::ids::{AccountingRecordId, ExpenseId, ReferenceNumber};
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "id", rename_all = "snake_case")]
+pub enum Subject {
+    Record(AccountingRecordId),
+    Expense(ExpenseId),
+}
+
+impl Subject {
+    /// The DynamoDB partition key of its idempotency record and audit trail.
+    pub fn key(&self) -> String {
+        match self {
+            Self::Record(id) => format!("record#{id}"),
+            Self::Expense(id) => format!("expense#{id}"),
+        }
+    }
+
+    /// The IFS `ReferenceNumber` its voucher rows carry.
+    pub fn reference(&self) -> ReferenceNumber {
+        match self {
+            Self::Record(id) => id.into(),
+            Self::Expense(id) => id.into(),
+        }
+    }
+
+    /// Parses what an operator types: an `accr_…` id is a record, anything else an expense; `record#…` and
+    /// `expense#…` keys are accepted too.
+    pub fn parse(input: &str) -> Result<Self, super::ids::InvalidId> {
+        let input = input.trim();
+        if let Some(id) = input.strip_prefix("record#") {
+            return AccountingRecordId::parse(id).map(Self::Record);
+        }
+        if let Some(id) = input.strip_prefix("expense#") {
+            return ExpenseId::parse(id).map(Self::Expense);
+        }
+        if input.starts_with("accr_") {
+            AccountingRecordId::parse(input).map(Self::Record)
+        } else {
+            ExpenseId::parse(input).map(Self::Expense)
+        }
+    }
+
+    pub fn as_record(&self) -> Option<&AccountingRecordId> {
+        match self {
+            Self::Record(id) => Some(id),
+            Self::Expense(_) => None,
+        }
+    }
+}
+
+impl fmt::Display for Subject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Record(id) => write!(f, "{id}"),
+            Self::Expense(id) => write!(f, "{id}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_and_parsing_round_trip() {
+        let record = Subject::parse("accr_1").unwrap();
+        assert_eq!(record.key(), "record#accr_1");
+        assert_eq!(Subject::parse(&record.key()).unwrap(), record);
+        let expense = Subject::parse("expense_9").unwrap();
+        assert_eq!(expense.key(), "expense#expense_9");
+        assert_eq!(expense.reference().as_str(), "expense_9");
+        assert_eq!(Subject::parse("expense#expense_9").unwrap(), expense);
+        assert!(Subject::parse("record#bad id").is_err());
+    }
+}
