@@ -14,5 +14,6 @@ pub mod poller;
 pub mod ports;
 pub mod poster;
 pub mod proposal;
+pub mod reference;
 pub mod telemetry;
 pub mod webhook;

@@ -5,6 +5,7 @@
 pub mod audit;
 pub mod dynamodb;
 pub mod poll_state;
+pub mod report;
 pub mod secrets;
 pub mod spend;
 pub mod sqs;

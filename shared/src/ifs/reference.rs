@@ -16,6 +16,7 @@ use super::filter::Filter;
 use crate::domain::{AccountCode, CodePartValue, CompanyCode};
 use crate::ports::{AccountInfo, ChartOfAccounts, Demand, ExternalError};
 use crate::proposal::CodePart;
+use crate::reference::ReferenceSource;
 
 /// How long a reference answer is trusted.
 pub const REFERENCE_TTL: Duration = Duration::from_secs(300);
@@ -238,10 +239,20 @@ impl IfsClient {
         company: &CompanyCode,
         year: i32,
     ) -> Result<Vec<AccountingPeriodInfo>, IfsError> {
-        let key = (company.clone(), year);
-        if let Some(hit) = fresh(&self.inner.reference.periods, &key) {
+        if let Some(hit) = fresh(&self.inner.reference.periods, &(company.clone(), year)) {
             return Ok(hit);
         }
+        self.fetch_accounting_periods(company, year).await
+    }
+
+    /// The periods of one accounting year read from IFS now, past the cache (which they refill): for the
+    /// reference refresh, which must see a period closed a minute ago.
+    pub async fn fetch_accounting_periods(
+        &self,
+        company: &CompanyCode,
+        year: i32,
+    ) -> Result<Vec<AccountingPeriodInfo>, IfsError> {
+        let key = (company.clone(), year);
         let api = &self.inner.api;
         let query = ListQuery {
             filter: Some(
@@ -255,6 +266,19 @@ impl IfsClient {
         let periods = rows.iter().map(|row| period_from_row(company, row)).collect::<Result<Vec<_>, _>>()?;
         store(&self.inner.reference.periods, key, periods.clone());
         Ok(periods)
+    }
+
+    /// The company's name for a code part (`AccountingCodeParts.CodeName`, e.g. "Cost Center"), read through
+    /// the one-to-one reference `CodePartValuesHandling.svc/CompanyFinanceSet(Company=…)/AccountingCodePartBRef`.
+    /// `None` when IFS has no definition for it.
+    pub async fn code_part_name(&self, company: &CompanyCode, part: CodePart) -> Result<Option<String>, IfsError> {
+        let letter = &part.property()[4..];
+        let path = format!(
+            "CodePartValuesHandling.svc/CompanyFinanceSet(Company={})/AccountingCodePart{letter}Ref",
+            key_literal(company.as_str())
+        );
+        let row = self.get_entity::<Map<String, Value>>(&path).await?;
+        Ok(row.and_then(|(row, _)| text(&row, "CodeName")).filter(|name| !name.trim().is_empty()))
     }
 
     /// The accounting year and period of a date from IFS's calendar, with whether it is open. Fiscal years
@@ -303,6 +327,34 @@ impl ChartOfAccounts for IfsClient {
         account: &AccountCode,
     ) -> Result<Option<AccountInfo>, ExternalError> {
         IfsClient::account(self, company, account).await.map_err(ExternalError::from)
+    }
+}
+
+/// The reference refresh reads through the same client (and its caches and request budget).
+#[async_trait]
+impl ReferenceSource for IfsClient {
+    async fn accounts(&self, company: &CompanyCode) -> Result<Vec<AccountInfo>, ExternalError> {
+        self.list_accounts(company).await.map_err(ExternalError::from)
+    }
+
+    async fn code_part_values(
+        &self,
+        company: &CompanyCode,
+        part: CodePart,
+    ) -> Result<Vec<CodePartInfo>, ExternalError> {
+        self.list_code_part_values(company, part).await.map_err(ExternalError::from)
+    }
+
+    async fn code_part_name(&self, company: &CompanyCode, part: CodePart) -> Result<Option<String>, ExternalError> {
+        IfsClient::code_part_name(self, company, part).await.map_err(ExternalError::from)
+    }
+
+    async fn accounting_periods(
+        &self,
+        company: &CompanyCode,
+        year: i32,
+    ) -> Result<Vec<AccountingPeriodInfo>, ExternalError> {
+        self.fetch_accounting_periods(company, year).await.map_err(ExternalError::from)
     }
 }
 

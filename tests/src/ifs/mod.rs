@@ -17,6 +17,9 @@
 //!   `@odata.nextLink` appears whenever more matching rows remain.
 //! - **Budget**: a fixed window of one scaled minute (see [`state::Budget`]); 429 `TOO_MANY_REQUESTS` with
 //!   `Retry-After` = seconds until the window resets (ceil, at least 1). Admin routes are exempt.
+//! - **Code part names**: `CodePartValuesHandling.svc/CompanyFinanceSet(Company='10')/AccountingCodePartBRef`
+//!   (… `J`) answers the company's `AccountingCodeParts` row (`CodePart`, `CodeName` = the name in
+//!   [`ReferenceData::code_part_names`]); 404 for a company the simulator does not have.
 //! - **`/main/`** serves the same projections as `/int/`, but mutations need `X-XSRF-TOKEN` equal to the
 //!   `XSRF-TOKEN` cookie that `/main/` GETs set, else 403 `CSRF_ERROR`.
 //! - **Amounts** may be JSON numbers or strings and are read exactly (JSON numbers via their shortest text

@@ -165,6 +165,8 @@ struct VhKey {
 enum Call {
     RefList(RefSet),
     RefGet(RefSet, BTreeMap<String, KeyValue>),
+    /// `CompanyFinanceSet(Company='…')/AccountingCodePart{X}Ref`: the company's definition of code part X.
+    CodePartDefinition(BTreeMap<String, KeyValue>, char),
     AssistCreate,
     AssistGet(String),
     AssistRowsPost(String),
@@ -276,6 +278,24 @@ fn route_projection(method: &Method, projection: &str, segs: &[Seg]) -> (String,
                     (true, Some(k)) => Call::RefGet(set, k.clone()),
                 };
                 (label, Some(call))
+            }
+            _ => (String::new(), None),
+        };
+    }
+    if projection == "CodePartValuesHandling" {
+        return match segs {
+            [(name, Some(keys)), (nav, None)] if name == "CompanyFinanceSet" => {
+                let part = nav
+                    .strip_prefix("AccountingCodePart")
+                    .and_then(|r| r.strip_suffix("Ref"))
+                    .and_then(|l| l.chars().next().filter(|c| l.len() == 1 && CODE_PARTS.contains(c)));
+                match part {
+                    Some(part) => {
+                        let call = if get { Call::CodePartDefinition(keys.clone(), part) } else { not_allowed(method) };
+                        (format!("AccountingCodePartRef.{m}"), Some(call))
+                    }
+                    None => (String::new(), None),
+                }
             }
             _ => (String::new(), None),
         };
@@ -636,6 +656,13 @@ fn execute(st: &mut State, call: Call, req: &Req<'_>, paging: Paging) -> Result<
             let schema = ref_schema(set);
             let row = ref_get(st, set, &keys)?;
             Ok(entity_response(StatusCode::OK, row, &schema, req))
+        }
+        Call::CodePartDefinition(keys, part) => {
+            let company = expect_keys(&keys, &[("Company", false)])?.remove(0).text();
+            let row = code_part_definition(st, &company, part).ok_or_else(|| {
+                ApiError::not_found(&format!("CompanyFinanceSet(Company='{company}')/AccountingCodePart{part}Ref"))
+            })?;
+            Ok(entity_response(StatusCode::OK, row, &code_part_definition_schema(), req))
         }
         Call::AssistCreate => assist_create(st, req),
         Call::AssistGet(objkey) => {
@@ -1095,6 +1122,28 @@ fn ref_schema(set: RefSet) -> Schema {
             &["Company", "AccountingYear", "AccountingPeriod"],
         ),
     }
+}
+
+/// `AccountingCodeParts` (keys Company, CodePart): the company's name for a code part.
+fn code_part_definition_schema() -> Schema {
+    Schema::new(
+        "AccountingCodeParts",
+        &[("Company", Kind::Text), ("CodePart", Kind::Text), ("CodeName", Kind::Text), ("Description", Kind::Text)],
+        &["Company", "CodePart"],
+    )
+}
+
+/// Every company shares the simulator's code part names; an unknown company has none.
+fn code_part_definition(st: &State, company: &str, part: char) -> Option<Map<String, Value>> {
+    let r = &st.reference;
+    r.company(company)?;
+    let name = r.code_part_name(part);
+    let mut m = Map::new();
+    m.insert("Company".into(), Value::String(company.into()));
+    m.insert("CodePart".into(), Value::String(part.to_string()));
+    m.insert("CodeName".into(), Value::String(name.into()));
+    m.insert("Description".into(), Value::String(name.into()));
+    Some(with_etag(m, &format!("CodePart:{company}:{part}")))
 }
 
 fn account_map(a: &Account) -> Map<String, Value> {

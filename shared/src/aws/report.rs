@@ -1,0 +1,110 @@
+//! The mapping validation report in the one table.
+//!
+//! - latest: `pk = "report#mapping"`, `sk = "latest"`
+//! - one per run: `pk = "report#mapping"`, `sk = "run#<checked_at, RFC 3339>"`, kept for
+//!   [`RUN_RETENTION_DAYS`] (TTL `expires_at`)
+//!
+//! Both carry `mapping_version` (N), `checked_at` and `today` (S), `errors` and `warnings` (N) and `report`
+//! (S, the JSON of [`ValidationReport`]).
+
+use async_trait::async_trait;
+use chrono::{SecondsFormat, Utc};
+
+use super::dynamodb::{get_s, n, s};
+use crate::error::{AwsError, Disposition};
+use crate::reference::{ReportStore, ValidationReport};
+
+pub const REPORT_PK: &str = "report#mapping";
+pub const LATEST_SK: &str = "latest";
+/// How long the per-run copies are kept.
+pub const RUN_RETENTION_DAYS: i64 = 30;
+
+#[derive(Debug, Clone)]
+pub struct DynamoReportStore {
+    client: aws_sdk_dynamodb::Client,
+    table: String,
+}
+
+impl DynamoReportStore {
+    pub fn new(client: aws_sdk_dynamodb::Client, table: impl Into<String>) -> Self {
+        Self { client, table: table.into() }
+    }
+
+    async fn put(
+        &self,
+        sk: &str,
+        report: &ValidationReport,
+        json: &str,
+        expires_at: Option<i64>,
+    ) -> Result<(), AwsError> {
+        let checked_at = report.checked_at.unwrap_or_else(Utc::now);
+        let mut put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(REPORT_PK))
+            .item("sk", s(sk))
+            .item("checked_at", s(checked_at.to_rfc3339_opts(SecondsFormat::Secs, true)))
+            .item("today", s(report.today.to_string()))
+            .item("errors", n(count(report.errors())))
+            .item("warnings", n(count(report.warnings())))
+            .item("report", s(json));
+        if let Some(version) = report.mapping_version {
+            put = put.item("mapping_version", n(version));
+        }
+        if let Some(at) = expires_at {
+            put = put.item("expires_at", n(at));
+        }
+        put.send().await.map_err(|e| AwsError::from_sdk("dynamodb", "PutItem", &e))?;
+        Ok(())
+    }
+}
+
+fn count(c: usize) -> i64 {
+    i64::try_from(c).unwrap_or(i64::MAX)
+}
+
+#[async_trait]
+impl ReportStore for DynamoReportStore {
+    /// The per-run copy first: if the second write fails, "latest" still names a report that exists.
+    async fn save(&self, report: &ValidationReport) -> Result<(), AwsError> {
+        let json = serde_json::to_string(report).map_err(|e| AwsError {
+            service: "dynamodb",
+            operation: "PutItem",
+            code: None,
+            message: format!("validation report does not serialise: {e}"),
+            disposition: Disposition::Permanent,
+        })?;
+        let checked_at = report.checked_at.unwrap_or_else(Utc::now);
+        let run_sk = format!("run#{}", checked_at.to_rfc3339_opts(SecondsFormat::Micros, true));
+        let expires_at = (checked_at + chrono::Duration::days(RUN_RETENTION_DAYS)).timestamp();
+        self.put(&run_sk, report, &json, Some(expires_at)).await?;
+        self.put(LATEST_SK, report, &json, None).await
+    }
+
+    /// The report of the last refresh, if one ran.
+    async fn load_latest(&self) -> Result<Option<ValidationReport>, AwsError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(REPORT_PK))
+            .key("sk", s(LATEST_SK))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("dynamodb", "GetItem", &e))?;
+        let Some(item) = out.item else { return Ok(None) };
+        let corrupt = |message: String| AwsError {
+            service: "dynamodb",
+            operation: "GetItem",
+            code: None,
+            message,
+            disposition: Disposition::Permanent,
+        };
+        let json = get_s(&item, "report").ok_or_else(|| corrupt("validation report item has no `report`".into()))?;
+        serde_json::from_str(json)
+            .map(Some)
+            .map_err(|e| corrupt(format!("validation report item holds no readable report: {e}")))
+    }
+}
