@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod dynamodb;
+pub mod operator;
 pub mod poll_state;
 pub mod report;
 pub mod secrets;

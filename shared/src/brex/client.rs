@@ -140,6 +140,34 @@ pub struct WebhookSecretEntry {
     pub status: Option<String>,
 }
 
+/// A webhook subscription (`GET /v1/webhooks`, brex-api.md §2.1).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookSubscription {
+    pub id: String,
+    pub url: String,
+    #[serde(default)]
+    pub event_types: Vec<String>,
+    /// `ACTIVE` or `INACTIVE` (older spec: also `ERROR`).
+    #[serde(default)]
+    pub status: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct WebhookPage {
+    #[serde(default)]
+    items: Vec<WebhookSubscription>,
+    #[serde(default)]
+    next_cursor: Option<String>,
+}
+
+#[derive(Serialize)]
+struct SubscriptionRequest<'a> {
+    url: &'a str,
+    event_types: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<&'a str>,
+}
+
 /// A final answer (success, a non-retryable failure, or a retryable one after the last attempt).
 pub(super) struct Answer {
     pub(super) status: u16,
@@ -195,6 +223,7 @@ impl Answer {
 pub(super) enum Method {
     Get,
     Post { body: Vec<u8>, idempotency_key: String },
+    Put { body: Vec<u8>, idempotency_key: String },
 }
 
 impl BrexClient {
@@ -365,6 +394,64 @@ impl BrexClient {
         answer.json(OP)
     }
 
+    /// `GET /v1/webhooks`, every page: the subscriptions of this Brex account.
+    pub async fn list_webhooks(&self) -> Result<Vec<WebhookSubscription>, BrexError> {
+        const OP: &str = "list_webhooks";
+        let mut subscriptions = Vec::new();
+        let mut cursor: Option<String> = None;
+        for _ in 0..MAX_PAGES {
+            let path = match &cursor {
+                Some(c) => format!("/v1/webhooks?limit=100&cursor={}", encode(c)),
+                None => "/v1/webhooks?limit=100".to_owned(),
+            };
+            let answer = self.execute(OP, &path, Method::Get).await?;
+            if !answer.is_success() {
+                return Err(answer.into_error(OP));
+            }
+            let page: WebhookPage = answer.json(OP)?;
+            subscriptions.extend(page.items);
+            match next_cursor(page.next_cursor, true, cursor.as_deref()) {
+                Some(next) => cursor = Some(next),
+                None => return Ok(subscriptions),
+            }
+        }
+        Err(too_many_pages(OP))
+    }
+
+    /// `POST /v1/webhooks` (status ACTIVE). The `Idempotency-Key` Brex requires is derived from the body, so
+    /// registering the same URL for the same events again is the same request.
+    pub async fn register_webhook(&self, url: &str, event_types: &[String]) -> Result<WebhookSubscription, BrexError> {
+        const OP: &str = "register_webhook";
+        let body = serde_json::to_vec(&SubscriptionRequest { url, event_types, status: None })
+            .map_err(|e| BrexError::InvalidRequest(format!("webhook subscription: {e}")))?;
+        let key = keyed_uuid(b"brex-ifs-connector/webhooks/v1\n", &body);
+        let answer = self.execute(OP, "/v1/webhooks", Method::Post { body, idempotency_key: key }).await?;
+        if !answer.is_success() {
+            return Err(answer.into_error(OP));
+        }
+        answer.json(OP)
+    }
+
+    /// `PUT /v1/webhooks/{id}` with all three fields (the older spec requires them all).
+    pub async fn update_webhook(
+        &self,
+        id: &str,
+        url: &str,
+        event_types: &[String],
+        status: &str,
+    ) -> Result<WebhookSubscription, BrexError> {
+        const OP: &str = "update_webhook";
+        let body = serde_json::to_vec(&SubscriptionRequest { url, event_types, status: Some(status) })
+            .map_err(|e| BrexError::InvalidRequest(format!("webhook subscription: {e}")))?;
+        let key = keyed_uuid(format!("brex-ifs-connector/webhooks/{id}/v1\n").as_bytes(), &body);
+        let path = format!("/v1/webhooks/{}", encode(id));
+        let answer = self.execute(OP, &path, Method::Put { body, idempotency_key: key }).await?;
+        if !answer.is_success() {
+            return Err(answer.into_error(OP));
+        }
+        answer.json(OP)
+    }
+
     async fn records_page(&self, operation: &'static str, query: &str) -> Result<ParsedPage, BrexError> {
         let path = format!("/v3/accounting/records?{query}");
         let answer = self.execute(operation, &path, Method::Get).await?;
@@ -398,6 +485,12 @@ impl BrexClient {
                 Method::Post { body, idempotency_key } => self
                     .http
                     .post(&url)
+                    .header(http::header::CONTENT_TYPE, "application/json")
+                    .header("Idempotency-Key", idempotency_key)
+                    .body(body.clone()),
+                Method::Put { body, idempotency_key } => self
+                    .http
+                    .put(&url)
                     .header(http::header::CONTENT_TYPE, "application/json")
                     .header("Idempotency-Key", idempotency_key)
                     .body(body.clone()),
@@ -569,6 +662,14 @@ fn filter_query(query: &RecordQuery) -> Result<String, BrexError> {
 /// Brex asks for UUIDs.
 fn idempotency_key(body: &[u8]) -> String {
     let digest = Sha256::new().chain_update(b"brex-ifs-connector/export-results/v1\n").chain_update(body).finalize();
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_random_bytes(bytes).into_uuid().to_string()
+}
+
+/// A UUID-shaped key from a domain and a body (same inputs → same key).
+fn keyed_uuid(domain: &[u8], body: &[u8]) -> String {
+    let digest = Sha256::new().chain_update(domain).chain_update(body).finalize();
     let mut bytes = [0u8; 16];
     bytes.copy_from_slice(&digest[..16]);
     uuid::Builder::from_random_bytes(bytes).into_uuid().to_string()

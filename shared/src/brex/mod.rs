@@ -10,7 +10,7 @@ pub mod retry;
 pub use auth::{AuthOptions, BrexAuth, OAuthContext};
 pub use client::{
     BrexClient, BrexConfig, ExportOutcome, ExportReport, ExportResult, MalformedRecord, RecordFetch, RecordQuery,
-    RecordQueryPage, WebhookSecretEntry,
+    RecordQueryPage, WebhookSecretEntry, WebhookSubscription,
 };
 pub use error::BrexError;
 pub use expense::{Expense, ExpenseFetch, ExpenseQuery, ExpenseQueryPage, MalformedExpense};

@@ -185,6 +185,40 @@ impl std::fmt::Debug for WebhookSecret {
     }
 }
 
+/// A webhook subscription (`/v1/webhooks`, brex-api.md §2.1): `{id, url, event_types, status}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookSubscription {
+    pub id: String,
+    pub url: String,
+    pub event_types: Vec<String>,
+    /// `ACTIVE` or `INACTIVE`.
+    pub status: String,
+}
+
+/// Brex's `WebhookEventType` enum (brex-api.md §2.2).
+pub const WEBHOOK_EVENT_TYPES: [&str; 20] = [
+    "REFERRAL_CREATED",
+    "REFERRAL_ACTIVATED",
+    "REFERRAL_APPLICATION_STATUS_CHANGED",
+    "TRANSFER_PROCESSED",
+    "TRANSFER_FAILED",
+    "EXPENSE_PAYMENT_UPDATED",
+    "USER_UPDATED",
+    "EMBEDDED_CARD_TRANSACTION_UPDATED",
+    "EMBEDDED_CARD_UPDATED",
+    "EMBEDDED_ACCOUNT_UPDATED",
+    "EMBEDDED_CARD_SHIPPING_UPDATED",
+    "EMBEDDED_DISPUTE_UPDATED",
+    "PARTNERSHIP_INTEGRATION_CONNECTION_UPDATED",
+    "EMBEDDED_CARD_AUTHORIZATION",
+    "EMBEDDED_FRAUD_ALERT",
+    "EMBEDDED_BILLING_GROUP_UPDATED",
+    "EMBEDDED_LEGAL_ENTITY_UPDATED",
+    "EMBEDDED_BILLING_STATEMENT_UPDATED",
+    "EMBEDDED_USER_STATUS_UPDATED",
+    "ACCOUNTING_RECORD_READY_FOR_EXPORT",
+];
+
 /// What the connector reported for a record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -278,6 +312,11 @@ struct SimState {
     generator: RecordGenerator,
     idempotency: HashMap<String, IdemEntry>,
     exports: Vec<ExportResult>,
+    /// Webhook subscriptions by id (`/v1/webhooks`); ids are sequential so the map order is creation order.
+    subscriptions: BTreeMap<String, WebhookSubscription>,
+    subscription_seq: u64,
+    /// `POST /v1/webhooks` idempotency keys, kept apart from export-results' keys.
+    webhook_idempotency: HashMap<String, IdemEntry>,
     routes: BTreeMap<(String, String, u16), u64>,
     counters: BrexCounters,
 }
@@ -383,6 +422,9 @@ impl BrexSim {
             rng,
             idempotency: HashMap::new(),
             exports: Vec::new(),
+            subscriptions: BTreeMap::new(),
+            subscription_seq: 0,
+            webhook_idempotency: HashMap::new(),
             routes: BTreeMap::new(),
             counters: BrexCounters::default(),
         };
@@ -617,6 +659,22 @@ impl BrexSimHandle {
         self.inner.lock().secrets.retain(|s| s.status == SecretStatus::Active);
     }
 
+    /// Every webhook subscription, in creation order.
+    pub fn webhook_subscriptions(&self) -> Vec<WebhookSubscription> {
+        self.inner.lock().subscriptions.values().cloned().collect()
+    }
+
+    /// Sets a subscription's status (Brex may turn a failing endpoint `INACTIVE`). False if unknown.
+    pub fn set_webhook_subscription_status(&self, id: &str, status: &str) -> bool {
+        match self.inner.lock().subscriptions.get_mut(id) {
+            Some(sub) => {
+                sub.status = status.to_owned();
+                true
+            }
+            None => false,
+        }
+    }
+
     /// A sender that signs with the sim's current secrets at each attempt and counts deliveries.
     pub fn webhook_sender(&self) -> WebhookSender {
         let inner = self.inner.clone();
@@ -702,9 +760,11 @@ type Sim = State<Arc<Inner>>;
 fn router(inner: Arc<Inner>) -> Router {
     // Each route carries its own template so counters are per template (axum's MatchedPath needs a feature
     // the workspace does not enable).
-    let api_routes: [(&'static str, MethodRouter<Arc<Inner>>); 8] = [
+    let api_routes: [(&'static str, MethodRouter<Arc<Inner>>); 10] = [
         (TOKEN_PATH, post(token)),
         ("/v1/webhooks/secrets", get(list_secrets)),
+        ("/v1/webhooks", get(list_webhooks).post(create_webhook)),
+        ("/v1/webhooks/{webhook_id}", get(get_webhook).put(update_webhook).delete(delete_webhook)),
         ("/v2/company", get(company)),
         ("/v3/accounting/records", get(list_records)),
         ("/v3/accounting/records/{record_id}", get(get_record)),
@@ -946,6 +1006,158 @@ async fn token(State(inner): Sim, headers: HeaderMap, body: Bytes) -> Response {
 
 async fn list_secrets(State(inner): Sim) -> Response {
     Json(inner.lock().secrets.clone()).into_response()
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// /v1/webhooks subscriptions (brex-api.md §2.1). Classic error shape (`type`/`message`).
+
+#[derive(Deserialize)]
+struct SubscriptionBody {
+    url: Option<String>,
+    event_types: Option<Vec<String>>,
+    status: Option<String>,
+    /// Partners only; accepted and ignored.
+    #[serde(default)]
+    #[allow(dead_code)]
+    group_id: Option<String>,
+}
+
+fn bad_request(message: &str) -> Response {
+    error(false, StatusCode::BAD_REQUEST, "BAD_REQUEST", message)
+}
+
+fn subscription_not_found(id: &str) -> Response {
+    error(false, StatusCode::NOT_FOUND, "NOT_FOUND", &format!("Webhook subscription {id} not found"))
+}
+
+/// Checks url (HTTPS), event types (non-empty, known) and status; returns them normalised, or the 400.
+fn validate_subscription(
+    body: SubscriptionBody,
+    require_status: bool,
+) -> Result<(String, Vec<String>, String), Box<Response>> {
+    let bad_request = |m: &str| Box::new(bad_request(m));
+    let url = body.url.ok_or_else(|| bad_request("url is required"))?;
+    match url::Url::parse(&url) {
+        Ok(parsed) if parsed.scheme() == "https" && parsed.host().is_some() => {}
+        _ => return Err(bad_request("url must be a valid HTTPS URL")),
+    }
+    let event_types = body.event_types.ok_or_else(|| bad_request("event_types is required"))?;
+    if event_types.is_empty() {
+        return Err(bad_request("event_types must contain at least 1 item"));
+    }
+    if let Some(unknown) = event_types.iter().find(|t| !WEBHOOK_EVENT_TYPES.contains(&t.as_str())) {
+        return Err(bad_request(&format!("Invalid event type: {unknown}")));
+    }
+    let status = match body.status {
+        None if require_status => return Err(bad_request("status is required")),
+        None => "ACTIVE".to_owned(),
+        Some(s) if s == "ACTIVE" || s == "INACTIVE" => s,
+        Some(s) => return Err(bad_request(&format!("Invalid status: {s}"))),
+    };
+    Ok((url, event_types, status))
+}
+
+/// `cursor` (opaque: the last id of the previous page) and `limit` (default 100, at most 1000).
+async fn list_webhooks(State(inner): Sim, RawQuery(q): RawQuery) -> Response {
+    let mut limit = 100_u32;
+    let mut after: Option<String> = None;
+    for (k, v) in parse_query(q.as_deref()) {
+        match k.as_str() {
+            "limit" => match parse_limit(&v, 1000) {
+                Ok(n) => limit = n,
+                Err(m) => return bad_request(&m),
+            },
+            "cursor" => match URL_SAFE_NO_PAD.decode(&v).ok().and_then(|b| String::from_utf8(b).ok()) {
+                Some(id) => after = Some(id),
+                None => return bad_request("Invalid cursor"),
+            },
+            _ => {}
+        }
+    }
+    let st = inner.lock();
+    let rest: Vec<&WebhookSubscription> =
+        st.subscriptions.values().filter(|s| after.as_ref().is_none_or(|a| s.id > *a)).collect();
+    let page_len = rest.len().min(limit as usize);
+    let next_cursor =
+        (rest.len() > page_len).then(|| rest[..page_len].last().map(|s| URL_SAFE_NO_PAD.encode(&s.id))).flatten();
+    Json(json!({"next_cursor": next_cursor, "items": &rest[..page_len]})).into_response()
+}
+
+/// `Idempotency-Key` is required; the same key with the same body answers the first answer again, with a
+/// different body 422.
+async fn create_webhook(State(inner): Sim, headers: HeaderMap, body: Bytes) -> Response {
+    let Some(key) = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_owned) else {
+        return bad_request("Idempotency-Key header is required");
+    };
+    let fingerprint = serde_json::from_slice::<Value>(&body)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
+    let mut st = inner.lock();
+    let window = inner.config.idempotency_window;
+    st.webhook_idempotency.retain(|_, e| e.at.elapsed() < window);
+    if let Some(entry) = st.webhook_idempotency.get(&key) {
+        if entry.request != fingerprint {
+            return error(
+                false,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "BAD_REQUEST",
+                "Idempotency-Key was already used with a different request body",
+            );
+        }
+        let mut resp = (entry.status, Json(entry.body.clone())).into_response();
+        resp.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+        st.counters.idempotent_replays += 1;
+        return resp;
+    }
+    let parsed = match serde_json::from_slice::<SubscriptionBody>(&body) {
+        Ok(b) => validate_subscription(b, false),
+        Err(e) => Err(Box::new(bad_request(&format!("Invalid request body: {e}")))),
+    };
+    let (url, event_types, status) = match parsed {
+        Ok(v) => v,
+        // Refusals are not remembered: the client may fix the body and retry with the same key.
+        Err(resp) => return *resp,
+    };
+    st.subscription_seq += 1;
+    let sub = WebhookSubscription { id: format!("wsub_{:012}", st.subscription_seq), url, event_types, status };
+    let out = serde_json::to_value(&sub).unwrap_or(Value::Null);
+    st.subscriptions.insert(sub.id.clone(), sub);
+    st.webhook_idempotency
+        .insert(key, IdemEntry { request: fingerprint, status: StatusCode::OK, body: out.clone(), at: Instant::now() });
+    Json(out).into_response()
+}
+
+async fn get_webhook(State(inner): Sim, Path(id): Path<String>) -> Response {
+    match inner.lock().subscriptions.get(&id) {
+        Some(sub) => Json(sub).into_response(),
+        None => subscription_not_found(&id),
+    }
+}
+
+/// `url`, `event_types` and `status` are all required (the older spec; the newer accepts the same body).
+async fn update_webhook(State(inner): Sim, Path(id): Path<String>, body: Bytes) -> Response {
+    let (url, event_types, status) = match serde_json::from_slice::<SubscriptionBody>(&body) {
+        Ok(b) => match validate_subscription(b, true) {
+            Ok(v) => v,
+            Err(resp) => return *resp,
+        },
+        Err(e) => return bad_request(&format!("Invalid request body: {e}")),
+    };
+    match inner.lock().subscriptions.get_mut(&id) {
+        Some(sub) => {
+            sub.url = url;
+            sub.event_types = event_types;
+            sub.status = status;
+            Json(sub.clone()).into_response()
+        }
+        None => subscription_not_found(&id),
+    }
+}
+
+async fn delete_webhook(State(inner): Sim, Path(id): Path<String>) -> Response {
+    match inner.lock().subscriptions.remove(&id) {
+        Some(_) => Json(json!({})).into_response(),
+        None => subscription_not_found(&id),
+    }
 }
 
 async fn company(State(inner): Sim) -> Response {

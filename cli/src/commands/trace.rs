@@ -1,0 +1,116 @@
+//! `connector trace RECORD_ID`: everything known about one record — its idempotency state (posted with which
+//! voucher, failed why), each attempt from the audit trail (how it arrived, when it was enqueued, the mapping
+//! version, what Brex was told), the poller's queued mark and Brex's current view of the record.
+
+use std::io::Write;
+
+use serde_json::json;
+use shared::audit::{AuditOutcome, AuditTrail};
+use shared::domain::Subject;
+
+use crate::context::Ctx;
+use crate::error::CliError;
+use crate::output::{Table, clip, json_line};
+
+use super::failures::origin_text;
+
+fn outcome_text(outcome: AuditOutcome) -> &'static str {
+    match outcome {
+        AuditOutcome::Posted => "posted",
+        AuditOutcome::AlreadyPosted => "already posted",
+        AuditOutcome::Failed => "failed",
+        AuditOutcome::Retry => "retry",
+        AuditOutcome::Skipped => "skipped",
+    }
+}
+
+pub async fn run(ctx: &Ctx<'_>, raw: &str, out: &mut dyn Write) -> Result<i32, CliError> {
+    let subject = Subject::parse(raw).map_err(|e| CliError::Input(format!("{raw:?}: {e}")))?;
+    let store = ctx.store()?;
+    let state = store.idempotency_state(&subject).await?;
+    let attempts = AuditTrail::read(&store, &subject).await?;
+    let queued_until = store.queued_until(&subject).await?;
+    // Brex's side when Brex is configured: the record's review status now (EXPORTED after a success).
+    let brex_view = match (subject.as_record(), ctx.common()) {
+        (Some(id), Ok(_)) => {
+            let brex = ctx.brex(&store).await?;
+            let fetch = brex.records_by_ids(std::slice::from_ref(id)).await?;
+            Some(match fetch.records.first() {
+                Some(r) => json!({
+                    "review_status": r.review_status, "version": r.version, "updated_at": r.updated_at,
+                    "amount": r.amount.to_string(), "type": r.record_type,
+                }),
+                None => json!({ "missing": true }),
+            })
+        }
+        _ => None,
+    };
+    let known = state.is_some() || !attempts.is_empty() || queued_until.is_some();
+    if ctx.json {
+        json_line(
+            out,
+            &json!({
+                "subject": subject, "key": subject.key(), "state": state, "queued_until": queued_until,
+                "brex": brex_view, "attempts": attempts,
+            }),
+        )?;
+        return Ok(if known { 0 } else { 1 });
+    }
+    let kind = match subject {
+        Subject::Record(_) => "accounting record",
+        Subject::Expense(_) => "expense",
+    };
+    writeln!(out, "{subject} ({kind})")?;
+    match &state {
+        None => writeln!(out, "  state      not seen by the poster")?,
+        Some(s) => {
+            let detail = match s.status.as_str() {
+                "COMPLETED" => format!("voucher {}", s.result.as_deref().unwrap_or("?")),
+                "FAILED" => clip(s.reason.as_deref().unwrap_or(""), 300),
+                _ => s.lease_until.map(|t| format!("claimed until {}", t.to_rfc3339())).unwrap_or_default(),
+            };
+            writeln!(out, "  state      {} {detail} (updated {})", s.status, s.updated_at.as_deref().unwrap_or("?"))?;
+        }
+    }
+    if let Some(until) = queued_until {
+        writeln!(out, "  queued     marked queued by the poller/backfill until {}", until.to_rfc3339())?;
+    }
+    if let Some(view) = &brex_view {
+        match view.get("review_status").and_then(|v| v.as_str()) {
+            Some(status) => writeln!(
+                out,
+                "  Brex       {status} (version {}, updated {})",
+                view["version"],
+                view["updated_at"].as_str().unwrap_or("?")
+            )?,
+            None => writeln!(out, "  Brex       not found")?,
+        }
+    }
+    writeln!(out, "  attempts   {}", attempts.len())?;
+    if !attempts.is_empty() {
+        let mut t =
+            Table::new(&["AT", "OUTCOME", "VIA", "ENQUEUED", "MAPPING", "VOUCHER", "REPORTED TO BREX", "REASON"]);
+        for a in &attempts {
+            let reported = match &a.reported_to_brex {
+                None => "-".to_owned(),
+                Some(Ok(what)) => format!("ok: {what}"),
+                Some(Err(why)) => format!("report failed: {why}"),
+            };
+            t.row(vec![
+                a.at.to_rfc3339(),
+                outcome_text(a.outcome).into(),
+                a.origin.as_ref().map(origin_text).unwrap_or_else(|| "-".into()),
+                a.enqueued_at.map(|t| t.to_rfc3339()).unwrap_or_else(|| "-".into()),
+                a.mapping_version.map(|v| format!("v{v}")).unwrap_or_else(|| "-".into()),
+                a.voucher.clone().unwrap_or_else(|| "-".into()),
+                clip(&reported, 80),
+                clip(a.reason.as_deref().unwrap_or("-"), 120),
+            ]);
+        }
+        t.write(out, "    ")?;
+    }
+    if !known {
+        writeln!(out, "  nothing recorded for this record in the table")?;
+    }
+    Ok(if known { 0 } else { 1 })
+}

@@ -1,0 +1,36 @@
+//! What can stop a command.
+
+use shared::brex::BrexError;
+use shared::config::ConfigError;
+use shared::error::AwsError;
+use shared::ifs::IfsError;
+use shared::lambda::build::StartupError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("{0}")]
+    Usage(String),
+    #[error(transparent)]
+    Startup(#[from] StartupError),
+    #[error(transparent)]
+    Aws(#[from] AwsError),
+    #[error("Brex: {0}")]
+    Brex(#[from] BrexError),
+    #[error("IFS: {0}")]
+    Ifs(#[from] IfsError),
+    #[error("{0}")]
+    Input(String),
+    #[error("writing output: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl CliError {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Self::Config(_) | Self::Usage(_) => 2,
+            _ => 1,
+        }
+    }
+}

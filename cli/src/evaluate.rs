@@ -1,0 +1,32 @@
+//! What the poster would make of records: the mapping engine, then the same IFS validation, nothing posted.
+
+use shared::brex::model::AccountingRecord;
+use shared::mapping::{MappingDocument, map_record, validate_proposal};
+use shared::ports::ChartOfAccounts;
+use shared::proposal::Proposal;
+
+pub struct Evaluation {
+    pub record: AccountingRecord,
+    /// The proposal, or why the record would fail.
+    pub outcome: Result<Proposal, String>,
+}
+
+/// `chart`: IFS's chart of accounts when reachable; without it only the mapping itself is checked.
+pub async fn evaluate(
+    doc: &MappingDocument,
+    records: Vec<AccountingRecord>,
+    chart: Option<&dyn ChartOfAccounts>,
+) -> Vec<Evaluation> {
+    let mut out = Vec::with_capacity(records.len());
+    for record in records {
+        let outcome = match map_record(doc, &record) {
+            Err(e) => Err(e.to_string()),
+            Ok(proposal) => match chart {
+                Some(chart) => validate_proposal(&proposal, chart).await.map(|()| proposal).map_err(|e| e.to_string()),
+                None => Ok(proposal),
+            },
+        };
+        out.push(Evaluation { record, outcome });
+    }
+    out
+}

@@ -1,0 +1,132 @@
+//! Table reads and repairs for the operator CLI (`connector failures`, `replay`, `trace`). Nothing here runs
+//! in a Lambda: these are one-off calls made by a person, so a Scan is acceptable where noted.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use chrono::{DateTime, TimeZone, Utc};
+
+use super::dynamodb::{DynamoStore, conditional_failed, get_n, get_s, s};
+use crate::domain::Subject;
+use crate::error::AwsError;
+
+const IDEM_SK: &str = "idem";
+const FAILED: &str = "FAILED";
+
+/// A subject's idempotency item as the poster left it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct IdempotencyState {
+    /// `IN_PROGRESS`, `COMPLETED` or `FAILED`.
+    pub status: String,
+    /// The IFS voucher key of a completed record.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result: Option<String>,
+    /// Why a failed record failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<String>,
+    /// Until when an in-progress claim is held.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lease_until: Option<DateTime<Utc>>,
+}
+
+fn state_from_item(item: &HashMap<String, AttributeValue>) -> IdempotencyState {
+    IdempotencyState {
+        status: get_s(item, "status").unwrap_or_default().to_owned(),
+        result: get_s(item, "result").map(str::to_owned),
+        reason: get_s(item, "reason").map(str::to_owned),
+        updated_at: get_s(item, "updated_at").map(str::to_owned),
+        lease_until: get_n(item, "lease_until").and_then(|ms| Utc.timestamp_millis_opt(ms).single()),
+    }
+}
+
+impl DynamoStore {
+    /// Every subject whose idempotency item is FAILED, oldest update first. A filtered Scan reads the whole
+    /// table: acceptable for an operator command run by hand, never for a function's hot path.
+    pub async fn failed_subjects(&self) -> Result<Vec<(Subject, IdempotencyState)>, AwsError> {
+        let mut found = Vec::new();
+        let mut start = None;
+        loop {
+            let out = self
+                .client()
+                .scan()
+                .table_name(self.table())
+                .filter_expression("sk = :idem AND #st = :failed AND (begins_with(pk, :rec) OR begins_with(pk, :exp))")
+                .expression_attribute_names("#st", "status")
+                .expression_attribute_values(":idem", s(IDEM_SK))
+                .expression_attribute_values(":failed", s(FAILED))
+                .expression_attribute_values(":rec", s("record#"))
+                .expression_attribute_values(":exp", s("expense#"))
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| AwsError::from_sdk("dynamodb", "Scan", &e))?;
+            for item in out.items() {
+                // A key this version cannot parse is someone else's item; skip it.
+                if let Some(subject) = get_s(item, "pk").and_then(|pk| Subject::parse(pk).ok()) {
+                    found.push((subject, state_from_item(item)));
+                }
+            }
+            start = out.last_evaluated_key;
+            if start.is_none() {
+                break;
+            }
+        }
+        found.sort_by(|a, b| (&a.1.updated_at, &a.0).cmp(&(&b.1.updated_at, &b.0)));
+        Ok(found)
+    }
+
+    /// The subject's idempotency item, if the poster has seen it.
+    pub async fn idempotency_state(&self, subject: &Subject) -> Result<Option<IdempotencyState>, AwsError> {
+        let out = self
+            .client()
+            .get_item()
+            .table_name(self.table())
+            .key("pk", s(subject.key()))
+            .key("sk", s(IDEM_SK))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("dynamodb", "GetItem", &e))?;
+        Ok(out.item.as_ref().map(state_from_item))
+    }
+
+    /// Deletes the subject's idempotency item only while it is FAILED, so the poster will take the subject
+    /// on again. `false` when there was no failed item (never failed, or completed/claimed meanwhile).
+    pub async fn clear_failure(&self, subject: &Subject) -> Result<bool, AwsError> {
+        let out = self
+            .client()
+            .delete_item()
+            .table_name(self.table())
+            .key("pk", s(subject.key()))
+            .key("sk", s(IDEM_SK))
+            .condition_expression("#st = :failed")
+            .expression_attribute_names("#st", "status")
+            .expression_attribute_values(":failed", s(FAILED))
+            .send()
+            .await;
+        match out {
+            Ok(_) => Ok(true),
+            Err(e) if conditional_failed(&e) => Ok(false),
+            Err(e) => Err(AwsError::from_sdk("dynamodb", "DeleteItem", &e)),
+        }
+    }
+
+    /// Until when the poller (or a backfill) marked the subject queued (item layout: `aws::poll_state`), if a
+    /// mark exists (it may have lapsed).
+    pub async fn queued_until(&self, subject: &Subject) -> Result<Option<DateTime<Utc>>, AwsError> {
+        let out = self
+            .client()
+            .get_item()
+            .table_name(self.table())
+            .key("pk", s(format!("queued#{}", subject.key())))
+            .key("sk", s("queued"))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("dynamodb", "GetItem", &e))?;
+        Ok(out.item.and_then(|item| get_n(&item, "queued_until")).and_then(|ms| Utc.timestamp_millis_opt(ms).single()))
+    }
+}

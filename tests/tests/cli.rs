@@ -1,0 +1,516 @@
+//! The operator CLI (`connector`) against the local stack: moto through the real SDK, the Brex and IFS
+//! simulators, and the real poster. Each command runs in-process through `connector::run_with`, configured by
+//! the same variables the Lambdas get.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use connector::Env;
+use shared::domain::{Origin, WebhookId, WorkItem};
+use sims::brex::generator::{GeneratorOptions, RecordGenerator};
+use sims::brex::model::{AccountingRecord, ReviewStatus};
+use sims::pipeline::{EXAMPLE_MAPPING, Pipeline, PipelineOptions};
+
+const HOOK_URL: &str = "https://abc123.execute-api.us-east-1.amazonaws.com/webhooks/brex";
+
+struct Run {
+    code: i32,
+    out: String,
+    err: String,
+}
+
+impl Run {
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.out).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.out))
+    }
+}
+
+async fn world(name: &str) -> Pipeline {
+    Pipeline::start(PipelineOptions { name: name.into(), ..PipelineOptions::default() }).await.expect("pipeline")
+}
+
+fn env_of(p: &Pipeline) -> HashMap<String, String> {
+    [
+        ("TABLE_NAME", p.stack.table_name.clone()),
+        ("QUEUE_URL", p.stack.queue_url.clone()),
+        ("BREX_SECRET_ID", p.stack.brex_secret_id.clone()),
+        ("BREX_API_URL", p.brex.base_url()),
+        ("IFS_SECRET_ID", p.stack.ifs_secret_id.clone()),
+        ("IFS_URL", p.ifs.base_url().to_owned()),
+        ("IFS_REALM", p.ifs.realm().to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
+}
+
+async fn cli_with(p: &Pipeline, vars: HashMap<String, String>, line: &[&str]) -> Run {
+    let env = Env { vars: Box::new(vars), sdk: Some(p.stack.sdk.clone()) };
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let code = connector::run_with(&env, line.iter().map(|s| (*s).to_owned()), &mut out, &mut err).await;
+    let run =
+        Run { code, out: String::from_utf8_lossy(&out).into_owned(), err: String::from_utf8_lossy(&err).into_owned() };
+    eprintln!("$ connector {}\n{}{}(exit {})", line.join(" "), run.out, run.err, run.code);
+    run
+}
+
+async fn cli(p: &Pipeline, line: &[&str]) -> Run {
+    cli_with(p, env_of(p), line).await
+}
+
+fn clean_records(seed: u64, n: usize) -> Vec<AccountingRecord> {
+    let options = GeneratorOptions { count: n, missing_gl_rate: 0.0, ..GeneratorOptions::default() };
+    RecordGenerator::with_options(seed, options).batch()
+}
+
+/// Clean records plus one card expense stripped of its GL coding (no rule can give it an account).
+fn records_with_one_unmappable(seed: u64, n: usize) -> (Vec<AccountingRecord>, String, AccountingRecord) {
+    let mut records = clean_records(seed, n);
+    let broken = records.iter_mut().find(|r| !r.record_type.ends_with("_REFUND")).expect("a purchase");
+    let original = broken.clone();
+    for line in &mut broken.line_items {
+        line.accounting_field_values.retain(|f| f.field_name.as_deref() != Some("GL Account"));
+    }
+    let id = broken.id.clone();
+    (records, id, original)
+}
+
+fn insert(p: &Pipeline, records: Vec<AccountingRecord>) -> Vec<String> {
+    let ids = records.iter().map(|r| r.id.clone()).collect();
+    p.brex.insert_records(records);
+    ids
+}
+
+#[tokio::test]
+async fn webhook_register_is_idempotent_and_reactivates() {
+    let p = world("cli-webhook").await;
+    let first = cli(&p, &["webhook", "register", HOOK_URL]).await;
+    assert_eq!(first.code, 0, "{}", first.err);
+    assert!(first.out.starts_with("registered: wsub_"), "{}", first.out);
+    let again = cli(&p, &["webhook", "register", HOOK_URL, "--json"]).await;
+    assert_eq!(again.json()["action"], "unchanged");
+    let subs = p.brex.webhook_subscriptions();
+    assert_eq!(subs.len(), 1, "one subscription however often it is registered");
+    assert_eq!(subs[0].event_types, vec!["ACCOUNTING_RECORD_READY_FOR_EXPORT"]);
+    assert_eq!(subs[0].status, "ACTIVE");
+    // Brex turned it off (failing endpoint): registering again re-activates the same subscription.
+    assert!(p.brex.set_webhook_subscription_status(&subs[0].id, "INACTIVE"));
+    let reactivated = cli(&p, &["webhook", "register", HOOK_URL]).await;
+    assert!(reactivated.out.starts_with("re-activated:"), "{}", reactivated.out);
+    let subs = p.brex.webhook_subscriptions();
+    assert_eq!((subs.len(), subs[0].status.as_str()), (1, "ACTIVE"));
+    let c = p.brex.counters();
+    assert_eq!(c.route_total("POST", "/v1/webhooks"), 1, "{c:?}");
+    assert_eq!(c.route_total("PUT", "/v1/webhooks/{webhook_id}"), 1, "{c:?}");
+    let listed = cli(&p, &["webhook", "list"]).await;
+    assert!(listed.out.contains(&subs[0].id) && listed.out.contains(HOOK_URL), "{}", listed.out);
+}
+
+#[tokio::test]
+async fn brex_sim_webhook_endpoints_follow_the_docs() {
+    let p = world("cli-sim-webhooks").await;
+    let http = reqwest::Client::new();
+    let url = format!("{}/v1/webhooks", p.brex.base_url());
+    let token = p.brex.user_token().unwrap();
+    let body = serde_json::json!({"url": HOOK_URL, "event_types": ["ACCOUNTING_RECORD_READY_FOR_EXPORT"]});
+    let post = |key: Option<&str>, body: serde_json::Value| {
+        let mut req = http.post(&url).bearer_auth(&token).json(&body);
+        if let Some(key) = key {
+            req = req.header("Idempotency-Key", key);
+        }
+        req.send()
+    };
+    assert_eq!(post(None, body.clone()).await.unwrap().status(), 400, "Idempotency-Key is required");
+    let a: serde_json::Value = post(Some("k1"), body.clone()).await.unwrap().json().await.unwrap();
+    let b: serde_json::Value = post(Some("k1"), body.clone()).await.unwrap().json().await.unwrap();
+    assert_eq!(a, b, "same key, same body: the same subscription");
+    let other = serde_json::json!({"url": HOOK_URL, "event_types": ["USER_UPDATED"]});
+    assert_eq!(post(Some("k1"), other).await.unwrap().status(), 422);
+    let http_url = serde_json::json!({"url": "http://x.example.com", "event_types": ["USER_UPDATED"]});
+    assert_eq!(post(Some("k2"), http_url).await.unwrap().status(), 400, "HTTPS only");
+    let unknown = serde_json::json!({"url": HOOK_URL, "event_types": ["NOPE"]});
+    assert_eq!(post(Some("k3"), unknown).await.unwrap().status(), 400);
+    for i in 0..3 {
+        let b = serde_json::json!({"url": format!("https://h{i}.example.com"), "event_types": ["USER_UPDATED"]});
+        assert_eq!(post(Some(&format!("p{i}")), b).await.unwrap().status(), 200);
+    }
+    // Cursor paging over 4 subscriptions, 3 per page.
+    let page1: serde_json::Value =
+        http.get(format!("{url}?limit=3")).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+    assert_eq!(page1["items"].as_array().unwrap().len(), 3);
+    let cursor = page1["next_cursor"].as_str().unwrap();
+    let page2: serde_json::Value = http
+        .get(format!("{url}?limit=3&cursor={cursor}"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page2["items"].as_array().unwrap().len(), 1);
+    assert!(page2["next_cursor"].is_null());
+    let id = a["id"].as_str().unwrap();
+    let one = http.get(format!("{url}/{id}")).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(one.status(), 200);
+    let partial = http.put(format!("{url}/{id}")).bearer_auth(&token).json(&body).send().await.unwrap();
+    assert_eq!(partial.status(), 400, "PUT needs url, event_types and status");
+    assert_eq!(http.delete(format!("{url}/{id}")).bearer_auth(&token).send().await.unwrap().status(), 200);
+    assert_eq!(http.get(format!("{url}/{id}")).bearer_auth(&token).send().await.unwrap().status(), 404);
+    assert_eq!(http.get(&url).send().await.unwrap().status(), 401, "authenticated like every API route");
+}
+
+#[tokio::test]
+async fn doctor_passes_then_finds_an_unmappable_record_and_a_broken_ifs_secret() {
+    let p = world("cli-doctor").await;
+    insert(&p, clean_records(3, 6));
+    let mut vars = env_of(&p);
+    vars.insert("WEBHOOK_URL".into(), HOOK_URL.into());
+    // Not registered yet: the subscription check fails and says how to fix it.
+    let before = cli_with(&p, vars.clone(), &["doctor"]).await;
+    assert_eq!(before.code, 1);
+    assert!(
+        before.out.contains("✗ webhook subscription") && before.out.contains("connector webhook register"),
+        "{}",
+        before.out
+    );
+
+    assert_eq!(cli(&p, &["webhook", "register", HOOK_URL]).await.code, 0);
+    let healthy = cli_with(&p, vars.clone(), &["doctor"]).await;
+    assert_eq!(healthy.code, 0, "{}", healthy.out);
+    for check in [
+        "✓ configuration",
+        "✓ DynamoDB table",
+        "✓ SQS work queue",
+        "✓ dead-letter queue",
+        "✓ Brex credentials",
+        "✓ Brex token",
+        "✓ webhook signing secrets",
+        "✓ webhook subscription",
+        "✓ mapping document",
+        "✓ IFS credentials",
+        "✓ IFS token",
+        "✓ IFS /int/ projections",
+        "✓ mapping vs IFS reference data",
+        "✓ mapping vs recent records",
+    ] {
+        assert!(healthy.out.contains(check), "{check} missing:\n{}", healthy.out);
+    }
+    assert!(healthy.out.contains("with ETag"), "{}", healthy.out);
+    assert!(healthy.out.contains("the last 6 READY_FOR_EXPORT record(s)"), "{}", healthy.out);
+
+    // A bookkeeper exports a record nobody coded.
+    let (records, broken, _) = records_with_one_unmappable(5, 2);
+    insert(&p, records);
+    let report = cli_with(&p, vars.clone(), &["doctor", "--json"]).await;
+    assert_eq!(report.code, 1);
+    let json = report.json();
+    let checks = json["checks"].as_array().unwrap();
+    let by_name = |name: &str| checks.iter().find(|c| c["name"] == name).cloned().unwrap_or_default();
+    let mapping = by_name("mapping vs recent records");
+    assert_eq!(mapping["status"], "fail");
+    let findings = mapping["findings"].as_array().unwrap();
+    assert_eq!(findings.len(), 1, "{findings:?}");
+    let finding = findings[0].as_str().unwrap();
+    assert!(finding.starts_with(&broken) && finding.contains("no GL account"), "{finding}");
+    assert_eq!(by_name("IFS token")["status"], "pass");
+
+    // Someone pastes the wrong IFS client secret.
+    p.stack_put_secret(&p.stack.ifs_secret_id, r#"{"client_id":"brex-connector","client_secret":"wrong"}"#).await;
+    let broken_ifs = cli_with(&p, vars.clone(), &["doctor"]).await;
+    assert_eq!(broken_ifs.code, 1);
+    assert!(broken_ifs.out.contains("✓ IFS credentials"), "the secret itself is readable:\n{}", broken_ifs.out);
+    assert!(broken_ifs.out.contains("✗ IFS token"), "{}", broken_ifs.out);
+    assert!(broken_ifs.out.contains(&format!("into secret {}", p.stack.ifs_secret_id)), "names the secret to fix");
+    assert!(!broken_ifs.out.contains("wrong") && !broken_ifs.out.contains("sim-secret"), "never prints secrets");
+    // Not JSON at all.
+    p.stack_put_secret(&p.stack.ifs_secret_id, "not json").await;
+    let shapeless = cli_with(&p, vars, &["doctor"]).await;
+    assert!(shapeless.out.contains("✗ IFS credentials"), "{}", shapeless.out);
+    assert!(shapeless.out.contains(&p.stack.ifs_secret_id), "{}", shapeless.out);
+}
+
+trait PutSecret {
+    async fn stack_put_secret(&self, id: &str, value: &str);
+}
+
+impl PutSecret for Pipeline {
+    async fn stack_put_secret(&self, id: &str, value: &str) {
+        aws_sdk_secretsmanager::Client::new(&self.stack.sdk)
+            .put_secret_value()
+            .secret_id(id)
+            .secret_string(value)
+            .send()
+            .await
+            .expect("put secret");
+    }
+}
+
+#[tokio::test]
+async fn mapping_validate_push_and_show() {
+    let p = world("cli-mapping").await;
+    let dir = std::env::temp_dir().join(format!("cli-mapping-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let good = dir.join("mapping.toml");
+    std::fs::write(&good, EXAMPLE_MAPPING).unwrap();
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, EXAMPLE_MAPPING.replace("code_b = \"200\"", "code_k = \"200\"")).unwrap();
+
+    let ok = cli(&p, &["mapping", "validate", good.to_str().unwrap()]).await;
+    assert_eq!(ok.code, 0);
+    assert!(ok.out.starts_with("✓ ") && ok.out.contains("valid mapping document"), "{}", ok.out);
+    assert!(ok.out.contains("checked against IFS reference data"), "{}", ok.out);
+    let invalid = cli(&p, &["mapping", "validate", bad.to_str().unwrap(), "--json"]).await;
+    assert_eq!(invalid.code, 1);
+    let problems = invalid.json()["problems"].to_string();
+    assert!(problems.contains("code_k"), "{problems}");
+
+    // The pipeline stored the example as version 1: the same text is not a new version.
+    let same = cli(&p, &["mapping", "push", good.to_str().unwrap()]).await;
+    assert_eq!(same.code, 0);
+    assert!(same.out.contains("unchanged") && same.out.contains("version 1"), "{}", same.out);
+    let refused = cli(&p, &["mapping", "push", bad.to_str().unwrap()]).await;
+    assert_eq!(refused.code, 1);
+    assert!(refused.out.contains("not pushed"), "{}", refused.out);
+    std::fs::write(&good, format!("{EXAMPLE_MAPPING}\n# reviewed\n")).unwrap();
+    let pushed = cli(&p, &["mapping", "push", good.to_str().unwrap()]).await;
+    assert_eq!(pushed.code, 0);
+    assert!(pushed.out.contains("pushed mapping version 2 (was 1)"), "{}", pushed.out);
+    let shown = cli(&p, &["mapping", "show"]).await;
+    assert!(shown.out.starts_with("# mapping version 2") && shown.out.contains("# reviewed"), "{}", shown.out);
+    let json = cli(&p, &["mapping", "show", "--json"]).await.json();
+    assert_eq!(json["version"], 2);
+    assert!(json["document"].as_str().unwrap().ends_with("# reviewed\n"));
+    // Well-formed, but names an account IFS does not have: refused unless forced.
+    let unknown = dir.join("unknown-account.toml");
+    std::fs::write(&unknown, EXAMPLE_MAPPING.replace("set = { account = \"6510\" }", "set = { account = \"6999\" }"))
+        .unwrap();
+    let checked = cli(&p, &["mapping", "validate", unknown.to_str().unwrap()]).await;
+    assert_eq!(checked.code, 1);
+    assert!(checked.out.starts_with("✗ ") && checked.out.contains("6999"), "{}", checked.out);
+    let refused = cli(&p, &["mapping", "push", unknown.to_str().unwrap()]).await;
+    assert_eq!(refused.code, 1);
+    assert_eq!(cli(&p, &["mapping", "show", "--json"]).await.json()["version"], 2);
+    let forced = cli(&p, &["mapping", "push", unknown.to_str().unwrap(), "--force"]).await;
+    assert!(forced.out.contains("pushed mapping version 3 (was 2)"), "{}", forced.out);
+    // Without IFS settings only the document itself is checked, and the output says so.
+    let mut vars = env_of(&p);
+    vars.remove("IFS_URL");
+    let unchecked = cli_with(&p, vars, &["mapping", "validate", unknown.to_str().unwrap()]).await;
+    assert_eq!(unchecked.code, 0);
+    assert!(unchecked.out.contains("IFS reference data not checked"), "{}", unchecked.out);
+
+    let missing = cli(&p, &["mapping", "validate", "/nonexistent/mapping.toml"]).await;
+    assert_eq!(missing.code, 1);
+    assert!(missing.err.contains("reading /nonexistent/mapping.toml"), "{}", missing.err);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn dry_run_shows_proposals_and_failures_and_posts_nothing() {
+    let p = world("cli-dry-run").await;
+    let (records, broken, _) = records_with_one_unmappable(11, 5);
+    let ids = insert(&p, records);
+    let table = cli(&p, &["dry-run", "--since", "400d"]).await;
+    assert_eq!(table.code, 0, "{}", table.err);
+    for id in ids.iter().filter(|i| **i != broken) {
+        assert!(table.out.contains(id.as_str()), "{id} missing:\n{}", table.out);
+    }
+    assert!(table.out.contains(&format!("  {broken}: ")), "{}", table.out);
+    assert!(table.out.contains("4 proposals, 1 would fail, 0 skipped — nothing posted"), "{}", table.out);
+    assert!(table.out.contains("validated against IFS"), "{}", table.out);
+
+    let csv = cli(&p, &["dry-run", "--ids", &ids.join(","), "--csv"]).await;
+    let lines: Vec<&str> = csv.out.lines().collect();
+    assert!(lines[0].starts_with("record,status,company,voucher_type,voucher_date,row,account"), "{}", lines[0]);
+    assert!(lines.iter().any(|l| l.starts_with(&format!("{broken},would_fail,"))), "{}", csv.out);
+    assert!(lines.iter().filter(|l| l.contains(",proposal,")).count() >= 8, "two rows or more per voucher");
+
+    let json = cli(&p, &["dry-run", "--ids", &ids.join(","), "--json"]).await.json();
+    let proposals = json["proposals"].as_array().unwrap();
+    assert_eq!(proposals.len(), 4);
+    assert_eq!(json["failures"][0]["record"], broken.as_str());
+    assert_eq!(json["validated_against_ifs"], true);
+
+    assert_eq!(p.ifs.voucher_count(), 0, "nothing posted");
+    assert!(ids.iter().all(|id| p.brex.export_result(id).is_none()), "nothing reported to Brex");
+    assert_eq!(p.stack.queue_depth(&p.stack.queue_url).await, 0, "nothing enqueued");
+}
+
+#[tokio::test]
+async fn backfill_enqueues_each_record_once_and_a_rerun_enqueues_nothing_new() {
+    let p = world("cli-backfill").await;
+    // More than one Brex page (100) per run.
+    let ids = insert(&p, clean_records(21, 130));
+    let mut older = clean_records(22, 1);
+    older[0].updated_at = chrono::Utc::now() - chrono::Duration::days(200);
+    insert(&p, older);
+
+    let first = cli(&p, &["backfill", "--since", "90d"]).await;
+    assert_eq!(first.code, 0, "{}", first.err);
+    assert!(first.err.contains("backfill: card page"), "progress on stderr: {}", first.err);
+    assert!(
+        first.out.contains(
+            "130 READY_FOR_EXPORT records, 130 enqueued, 0 already posted/failed/in progress, 0 already queued"
+        ),
+        "{}",
+        first.out
+    );
+    let bodies = p.stack.drain(&p.stack.queue_url).await;
+    let mut queued: Vec<String> = Vec::new();
+    for body in &bodies {
+        match serde_json::from_str::<WorkItem>(body).unwrap() {
+            WorkItem::AccountingRecords { ids, origin, .. } => {
+                assert_eq!(origin, Origin::Backfill);
+                queued.extend(ids.iter().map(ToString::to_string));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    queued.sort();
+    let mut expected = ids.clone();
+    expected.sort();
+    assert_eq!(queued, expected, "each record exactly once, the 200-day-old one not at all");
+
+    let rerun = cli(&p, &["backfill", "--since", "90d", "--json"]).await;
+    let json = rerun.json();
+    assert_eq!((json["ready"].as_u64(), json["enqueued"].as_u64()), (Some(130), Some(0)), "{json}");
+    assert_eq!(json["already_queued"], 130);
+    assert_eq!(p.stack.queue_depth(&p.stack.queue_url).await, 0);
+
+    // Posted meanwhile (they become EXPORTED): a later re-run finds nothing to do either.
+    p.enqueue(&ids, &Origin::Backfill).await.unwrap();
+    p.drain(Duration::from_secs(120)).await.unwrap();
+    assert_eq!(p.ifs.voucher_count(), 130);
+    let after = cli(&p, &["backfill", "--since", "90d", "--json"]).await.json();
+    assert_eq!(after["enqueued"], 0, "{after}");
+    // A range that ends before the old record excludes it; one that includes it enqueues just it.
+    let until = (chrono::Utc::now() - chrono::Duration::days(100)).to_rfc3339();
+    let old = cli(&p, &["backfill", "--since", "400d", "--until", &until, "--json"]).await.json();
+    assert_eq!((old["ready"].as_u64(), old["enqueued"].as_u64()), (Some(1), Some(1)), "{old}");
+}
+
+#[tokio::test]
+async fn failures_lists_table_and_dlq_and_replay_posts_them_once_fixed() {
+    let p = world("cli-failures").await;
+    let (records, broken, original) = records_with_one_unmappable(31, 3);
+    let ids = insert(&p, records);
+    let webhook = Origin::Webhook { webhook_id: WebhookId::parse("msg_cli_1").unwrap() };
+    let posted_first: Vec<String> = ids.iter().filter(|i| **i != broken).take(1).cloned().collect();
+    let mut first_batch = posted_first.clone();
+    first_batch.push(broken.clone());
+    p.enqueue(&first_batch, &webhook).await.unwrap();
+    p.drain(Duration::from_secs(30)).await.unwrap();
+    // A record whose message was dead-lettered (SQS gave up on it after 5 receives).
+    let dead: Vec<String> = ids.iter().filter(|i| **i != broken && !posted_first.contains(i)).cloned().collect();
+    let dead_ids: Vec<_> = dead.iter().map(|i| shared::domain::AccountingRecordId::parse(i).unwrap()).collect();
+    let body =
+        serde_json::to_string(&WorkItem::accounting_records(&dead_ids, &Origin::Poll, chrono::Utc::now())[0]).unwrap();
+    aws_sdk_sqs::Client::new(&p.stack.sdk)
+        .send_message()
+        .queue_url(&p.stack.dlq_url)
+        .message_body(body)
+        .send()
+        .await
+        .unwrap();
+
+    let listed = cli(&p, &["failures"]).await;
+    assert_eq!(listed.code, 1, "failures exist");
+    assert!(listed.out.contains("failed records (table): 1"), "{}", listed.out);
+    assert!(listed.out.contains(&broken) && listed.out.contains("no GL account"), "{}", listed.out);
+    assert!(listed.out.contains("dead-lettered messages (DLQ): 1"), "{}", listed.out);
+    assert!(listed.out.contains(&dead[0]) && listed.out.contains("poll"), "{}", listed.out);
+    let json = cli(&p, &["failures", "--json"]).await.json();
+    assert_eq!(json["table"][0]["subject"]["id"], broken.as_str());
+    assert_eq!(json["dlq"].as_array().unwrap().len(), 1);
+    assert_eq!(p.stack.queue_depth(&p.stack.dlq_url).await, 1, "peeking consumed nothing");
+
+    // Replaying before the fix only fails again (and says so in `failures`); fix the coding in Brex first.
+    p.brex.update_record(&broken, |r| {
+        r.line_items = original.line_items.clone();
+        r.review_status = ReviewStatus::ReadyForExport;
+    });
+    let replay = cli(&p, &["replay", "--all"]).await;
+    assert_eq!(replay.code, 0, "{}", replay.err);
+    assert!(replay.out.contains("re-enqueued 1 record(s)") && replay.out.contains(&broken), "{}", replay.out);
+    assert!(replay.out.contains("DLQ: 1 message(s) moved back to the work queue via"), "{}", replay.out);
+    // StartMessageMoveTask runs asynchronously on AWS; wait for the DLQ to empty either way.
+    for _ in 0..50 {
+        if p.stack.queue_depth(&p.stack.dlq_url).await == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(p.stack.queue_depth(&p.stack.dlq_url).await, 0);
+    p.drain(Duration::from_secs(30)).await.unwrap();
+    let by_ref = p.vouchers_by_reference();
+    for id in &ids {
+        assert_eq!(by_ref.get(id).map(Vec::len), Some(1), "{id} posted exactly once");
+    }
+    let after = cli(&p, &["failures"]).await;
+    assert_eq!(after.code, 0);
+    assert!(after.out.contains("failed records (table): 0") && after.out.contains("(DLQ): 0"), "{}", after.out);
+
+    // Replaying a posted record does nothing.
+    let noop = cli(&p, &["replay", &posted_first[0]]).await;
+    assert!(noop.out.contains("re-enqueued 0 record(s)") && noop.out.contains("already posted"), "{}", noop.out);
+}
+
+#[tokio::test]
+async fn trace_shows_the_audit_trail_of_a_record() {
+    // Needs the poster to write the audit trail (shared::audit, one entry per attempt).
+    let p = world("cli-trace").await;
+    let (records, broken, original) = records_with_one_unmappable(41, 2);
+    let ids = insert(&p, records);
+    let good = ids.iter().find(|i| **i != broken).unwrap().clone();
+    let webhook = Origin::Webhook { webhook_id: WebhookId::parse("msg_trace_1").unwrap() };
+    p.enqueue(&ids, &webhook).await.unwrap();
+    p.drain(Duration::from_secs(30)).await.unwrap();
+
+    let posted = cli(&p, &["trace", &good]).await;
+    assert_eq!(posted.code, 0, "{}", posted.err);
+    let voucher = p.vouchers_by_reference()[&good][0].clone();
+    assert!(posted.out.contains("state      COMPLETED voucher "), "{}", posted.out);
+    assert!(posted.out.contains("Brex       EXPORTED"), "{}", posted.out);
+    assert!(posted.out.contains("webhook msg_trace_1") && posted.out.contains("posted"), "{}", posted.out);
+    assert!(posted.out.contains(" v1 "), "mapping version: {}", posted.out);
+    let _ = voucher;
+
+    // Failed, fixed, replayed: two attempts, the second posted via replay.
+    p.brex.update_record(&broken, |r| r.line_items = original.line_items.clone());
+    assert_eq!(cli(&p, &["replay", &broken]).await.code, 0);
+    p.drain(Duration::from_secs(30)).await.unwrap();
+    let json = cli(&p, &["trace", &broken, "--json"]).await.json();
+    let attempts = json["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 2, "{json}");
+    assert_eq!(attempts[0]["outcome"], "failed");
+    assert!(attempts[0]["reason"].as_str().unwrap().contains("no GL account"));
+    assert_eq!(attempts[1]["outcome"], "posted");
+    assert_eq!(attempts[1]["origin"]["via"], "replay");
+    assert_eq!(json["state"]["status"], "COMPLETED");
+    assert_eq!(json["brex"]["review_status"], "EXPORTED");
+
+    let unknown = cli(&p, &["trace", "accr_doesnotexist"]).await;
+    assert_eq!(unknown.code, 1);
+    assert!(unknown.out.contains("not seen by the poster"), "{}", unknown.out);
+}
+
+#[tokio::test]
+async fn usage_and_configuration_errors_exit_2() {
+    let p = world("cli-usage").await;
+    assert_eq!(cli(&p, &["replay"]).await.code, 2);
+    assert_eq!(cli(&p, &["backfill", "--since", "someday"]).await.code, 2);
+    let help = cli(&p, &["--help"]).await;
+    assert_eq!(help.code, 0);
+    for command in ["doctor", "mapping", "dry-run", "backfill", "failures", "replay", "trace", "webhook"] {
+        assert!(help.out.contains(command), "{command} missing from help");
+    }
+    let mut vars = env_of(&p);
+    vars.remove("TABLE_NAME");
+    let missing = cli_with(&p, vars.clone(), &["failures"]).await;
+    assert_eq!(missing.code, 2);
+    assert!(missing.err.contains("TABLE_NAME"), "{}", missing.err);
+    // A flag stands in for the variable.
+    let table = p.stack.table_name.clone();
+    assert_eq!(cli_with(&p, vars, &["failures", "--table", &table]).await.code, 0);
+}
