@@ -14,7 +14,7 @@ use shared::config::{PosterConfig, WebhookConfig};
 use shared::domain::{AccountingRecordId, Origin, WorkItem};
 use shared::lambda::{build, poster, webhook};
 use shared::ports::WorkQueue;
-use shared::poster::Poster;
+use shared::poster::{BatchReport, Poster};
 use shared::webhook::WebhookService;
 
 use crate::apigw::http_v2_event;
@@ -38,6 +38,10 @@ pub struct PipelineOptions {
     /// SQS visibility timeout: short in tests so a retried message comes back quickly.
     pub visibility_timeout: u32,
     pub mapping: Option<String>,
+    /// Point the functions at a real Brex instead of the simulator (its credentials go in the stack's secret).
+    pub brex_url: Option<String>,
+    /// Point the functions at a real IFS Cloud (`IFS_URL`, `IFS_REALM`) instead of the simulator.
+    pub ifs_target: Option<(String, String)>,
 }
 
 impl Default for PipelineOptions {
@@ -49,6 +53,8 @@ impl Default for PipelineOptions {
             poster_env: Vec::new(),
             visibility_timeout: 1,
             mapping: Some(EXAMPLE_MAPPING.to_owned()),
+            brex_url: None,
+            ifs_target: None,
         }
     }
 }
@@ -60,6 +66,8 @@ pub struct Pipeline {
     pub webhook: Arc<WebhookService>,
     pub poster: Poster,
     pub source: SqsEventSource,
+    /// The poster's environment (contract §1): the poller of a local run is configured from it.
+    pub poster_env: HashMap<String, String>,
 }
 
 fn env(pairs: Vec<(&str, String)>, extra: &[(String, String)]) -> HashMap<String, String> {
@@ -93,27 +101,30 @@ impl Pipeline {
                 .await
                 .map_err(|e| format!("storing the mapping: {e}"))?;
         }
+        // The simulators start either way (cheap); with a real target the functions simply never call them.
         let brex = BrexSim::start(options.brex).await.map_err(|e| format!("brex sim: {e}"))?;
         let ifs = IfsSim::start(options.ifs).await.map_err(|e| format!("ifs sim: {e}"))?;
+        let (ifs_url, ifs_realm) =
+            options.ifs_target.clone().unwrap_or_else(|| (ifs.base_url().to_owned(), ifs.realm().to_owned()));
         let common = vec![
             ("TABLE_NAME", stack.table_name.clone()),
             ("BREX_SECRET_ID", stack.brex_secret_id.clone()),
-            ("BREX_API_URL", brex.base_url()),
+            ("BREX_API_URL", options.brex_url.clone().unwrap_or_else(|| brex.base_url())),
             ("QUEUE_URL", stack.queue_url.clone()),
         ];
         let webhook_config = WebhookConfig::from_env(&env(common.clone(), &[])).map_err(|e| e.to_string())?;
         let mut poster_vars = common;
         poster_vars.extend([
             ("IFS_SECRET_ID", stack.ifs_secret_id.clone()),
-            ("IFS_URL", ifs.base_url().to_owned()),
-            ("IFS_REALM", ifs.realm().to_owned()),
+            ("IFS_URL", ifs_url),
+            ("IFS_REALM", ifs_realm),
         ]);
-        let poster_config =
-            PosterConfig::from_env(&env(poster_vars, &options.poster_env)).map_err(|e| e.to_string())?;
+        let poster_config_env = env(poster_vars, &options.poster_env);
+        let poster_config = PosterConfig::from_env(&poster_config_env).map_err(|e| e.to_string())?;
         let webhook = Arc::new(build::webhook_service(&webhook_config, &stack.sdk).await.map_err(|e| e.to_string())?);
         let poster = build::poster(&poster_config, &stack.sdk).await.map_err(|e| e.to_string())?;
         let source = SqsEventSource::new(&stack.sdk, &stack.queue_url);
-        Ok(Pipeline { stack, brex, ifs, webhook, poster, source })
+        Ok(Pipeline { stack, brex, ifs, webhook, poster, source, poster_env: poster_config_env })
     }
 
     /// Puts record ids on the work queue the way the webhook does.
@@ -136,6 +147,17 @@ impl Pipeline {
         let event: SqsEvent = serde_json::from_value(event.clone()).map_err(|e| format!("SqsEvent: {e}"))?;
         let response = poster::handle_sqs_event(&self.poster, event, Utc::now() + chrono::Duration::seconds(60)).await;
         Ok(response.batch_item_failures.into_iter().map(|f| f.item_identifier).collect())
+    }
+
+    /// Like [`Self::invoke_poster`], with the poster's report of the batch.
+    pub async fn invoke_poster_reported(
+        &self,
+        event: &serde_json::Value,
+    ) -> Result<(Vec<String>, BatchReport), String> {
+        let event: SqsEvent = serde_json::from_value(event.clone()).map_err(|e| format!("SqsEvent: {e}"))?;
+        let deadline = Utc::now() + chrono::Duration::seconds(60);
+        let (response, report) = poster::process_sqs_event(&self.poster, event, deadline).await;
+        Ok((response.batch_item_failures.into_iter().map(|f| f.item_identifier).collect(), report))
     }
 
     /// Lambda's SQS event source: batches of ≤ 10, delete what succeeded, until the queue (visible and in

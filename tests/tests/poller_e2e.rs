@@ -82,6 +82,9 @@ async fn runs_cut_short_resume_and_every_record_is_posted_once() {
         assert!(runs < 10, "paging never completes: {report:?}");
     }
     assert!(runs >= 3, "1 234 records are 13+ pages: the budget must have cut runs short ({runs} runs)");
+    // Every run also validated the example mapping against the IFS simulator's chart: clean.
+    let reference = run(&p).await.reference.expect("reference refresh ran");
+    assert_eq!((reference.outcome, reference.errors, reference.mapping_version), (Outcome::Complete, 0, Some(1)));
     assert_eq!(enqueued, ids.len(), "every record enqueued exactly once over the resumed runs");
 
     // Queued but not posted yet: the next run re-reads the overlap window and enqueues nothing.

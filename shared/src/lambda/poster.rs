@@ -3,7 +3,7 @@
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use chrono::{DateTime, Utc};
 
-use crate::poster::{Message, Poster};
+use crate::poster::{BatchReport, Message, Poster};
 
 /// Lambda's deadline (epoch ms) as a time; an absent or absurd one means "no time left to promise".
 pub fn deadline_from_epoch_ms(deadline_ms: u64) -> DateTime<Utc> {
@@ -15,6 +15,15 @@ pub fn deadline_from_epoch_ms(deadline_ms: u64) -> DateTime<Utc> {
 /// Every id returned comes from the event itself, so the response is always well-formed: a malformed
 /// failure response would make Lambda retry the whole batch.
 pub async fn handle_sqs_event(poster: &Poster, event: SqsEvent, deadline: DateTime<Utc>) -> SqsBatchResponse {
+    process_sqs_event(poster, event, deadline).await.0
+}
+
+/// [`handle_sqs_event`] with the batch's report, for runners that summarise what happened (the local run).
+pub async fn process_sqs_event(
+    poster: &Poster,
+    event: SqsEvent,
+    deadline: DateTime<Utc>,
+) -> (SqsBatchResponse, BatchReport) {
     let mut messages = Vec::with_capacity(event.records.len());
     let mut response = SqsBatchResponse::default();
     for record in event.records {
@@ -31,10 +40,10 @@ pub async fn handle_sqs_event(poster: &Poster, event: SqsEvent, deadline: DateTi
         }
     }
     let report = poster.process(&messages, deadline).await;
-    for message_id in report.failed_messages {
+    for message_id in &report.failed_messages {
         let mut failure = BatchItemFailure::default();
-        failure.item_identifier = message_id;
+        failure.item_identifier = message_id.clone();
         response.batch_item_failures.push(failure);
     }
-    response
+    (response, report)
 }

@@ -4,26 +4,33 @@ use std::sync::Arc;
 
 use aws_config::SdkConfig;
 
-use super::{Poller, PollerOptions};
+use super::{Poller, PollerOptions, ReferenceCheck};
 use crate::aws::poll_state::DynamoPollState;
-use crate::aws::{DynamoStore, SecretsManagerStore, SqsQueue};
-use crate::brex::{AuthOptions, BrexAuth, BrexClient, BrexConfig, OAuthContext};
+use crate::aws::{DynamoStore, SqsQueue};
 use crate::config::PollerConfig;
-use crate::lambda::build::StartupError;
+use crate::lambda::build::{MAPPING_TTL, StartupError, brex_client, ifs_client};
 use crate::ports::{Clock, SystemClock};
+use crate::poster::CachedMapping;
+use crate::reference::ReferenceRefresh;
 
 pub async fn build_poller(config: &PollerConfig, sdk: &SdkConfig) -> Result<Poller, StartupError> {
     let common = &config.common;
     let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let ctx = OAuthContext {
-        secrets: Arc::new(SecretsManagerStore::new(aws_sdk_secretsmanager::Client::new(sdk))),
-        leases: Arc::new(DynamoStore::new(dynamodb.clone(), &common.table_name)),
-        clock: clock.clone(),
-        secret_id: common.brex_secret_id.clone(),
+    let table = DynamoStore::new(dynamodb.clone(), &common.table_name);
+    let brex = brex_client(common, sdk, &table).await?;
+    let mapping = Arc::new(CachedMapping::new(table, MAPPING_TTL));
+    // A broken IFS secret must not stop the polling itself: the refresh reports it on every run instead.
+    let reference = match ifs_client(&config.ifs, sdk, mapping.as_ref()).await {
+        Ok(ifs) => ReferenceCheck::On {
+            refresh: ReferenceRefresh::for_ifs(ifs, dynamodb.clone(), &common.table_name).with_clock(clock.clone()),
+            mapping,
+        },
+        Err(e) => {
+            tracing::error!(error = %e, "IFS client unavailable; the reference refresh will report it on every run");
+            ReferenceCheck::Unavailable(e.to_string())
+        }
     };
-    let auth = BrexAuth::load(ctx, AuthOptions::default()).await?;
-    let brex = BrexClient::new(BrexConfig::new(&common.brex_api_url, common.brex_requests_per_minute), auth)?;
     let store = Arc::new(DynamoPollState::new(dynamodb, &common.table_name));
     Ok(Poller {
         brex: Arc::new(brex),
@@ -32,6 +39,7 @@ pub async fn build_poller(config: &PollerConfig, sdk: &SdkConfig) -> Result<Poll
         queue: Arc::new(SqsQueue::new(aws_sdk_sqs::Client::new(sdk), &config.queue_url)),
         clock,
         sources: config.poll_sources.clone(),
+        reference,
         options: PollerOptions::default(),
     })
 }

@@ -25,6 +25,8 @@ use crate::config::PollSource;
 use crate::domain::{Origin, Subject, WorkItem};
 use crate::error::{AwsError, Classify};
 use crate::ports::{Clock, WorkQueue};
+use crate::poster::MappingSource;
+use crate::reference::ReferenceRefresh;
 
 pub use build::build_poller;
 
@@ -175,15 +177,31 @@ impl SourceReport {
     }
 }
 
+/// How the IFS reference refresh went (the mapping validated against IFS's chart, code parts and calendar).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReferenceSummary {
+    pub outcome: Outcome,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mapping_version: Option<i64>,
+    /// Findings in the stored report (they are the operator's to fix; they do not fail the run).
+    pub errors: usize,
+    pub warnings: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct PollReport {
     pub sources: Vec<SourceReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reference: Option<ReferenceSummary>,
 }
 
 impl PollReport {
-    /// True when some source failed: the invocation must report an error.
+    /// True when some source or the reference refresh failed: the invocation must report an error.
     pub fn has_errors(&self) -> bool {
         self.sources.iter().any(|s| s.outcome == Outcome::Failed)
+            || self.reference.as_ref().is_some_and(|r| r.outcome == Outcome::Failed)
     }
 
     /// True when every source paged to its end.
@@ -248,6 +266,18 @@ pub fn after_page(
     }
 }
 
+/// The reference refresh as the poller runs it, after polling, on every scheduled run.
+pub enum ReferenceCheck {
+    /// Not wired (unit tests, or tools that only poll).
+    Off,
+    /// Could not be built at cold start (e.g. the IFS secret is unreadable): every run reports it failed.
+    Unavailable(String),
+    On {
+        refresh: ReferenceRefresh,
+        mapping: Arc<dyn MappingSource>,
+    },
+}
+
 pub struct Poller {
     pub brex: Arc<dyn BrexPages>,
     pub state: Arc<dyn PollStateStore>,
@@ -255,6 +285,7 @@ pub struct Poller {
     pub queue: Arc<dyn WorkQueue>,
     pub clock: Arc<dyn Clock>,
     pub sources: Vec<PollSource>,
+    pub reference: ReferenceCheck,
     pub options: PollerOptions,
 }
 
@@ -289,8 +320,54 @@ impl Poller {
         for (feed, state) in due {
             report.sources.push(self.poll_feed(feed, state, deadline, &mut pages_left).await);
         }
+        report.reference = self.check_reference(deadline).await;
         tracing::info!(report = %serde_json::to_string(&report).unwrap_or_default(), "poll run finished");
         report
+    }
+
+    /// Validates the current mapping against IFS's reference data, if there is time left.
+    async fn check_reference(&self, deadline: DateTime<Utc>) -> Option<ReferenceSummary> {
+        let summary = |outcome, error: Option<String>| ReferenceSummary {
+            outcome,
+            mapping_version: None,
+            errors: 0,
+            warnings: 0,
+            error,
+        };
+        let (refresh, mapping) = match &self.reference {
+            ReferenceCheck::Off => return None,
+            ReferenceCheck::Unavailable(why) => {
+                tracing::error!(error = %why, "IFS reference refresh unavailable");
+                return Some(summary(Outcome::Failed, Some(why.clone())));
+            }
+            ReferenceCheck::On { refresh, mapping } => (refresh, mapping),
+        };
+        if self.clock.now() + self.options.stop_margin >= deadline {
+            return Some(summary(Outcome::Paused, None));
+        }
+        let loaded = match mapping.mapping().await {
+            Ok(loaded) => loaded,
+            Err(e) => {
+                tracing::error!(error = %e, "no mapping document to validate");
+                return Some(summary(Outcome::Failed, Some(e.to_string())));
+            }
+        };
+        match refresh.refresh(&loaded, self.clock.now().date_naive()).await {
+            Ok(report) => Some(ReferenceSummary {
+                outcome: Outcome::Complete,
+                mapping_version: Some(loaded.version),
+                errors: report.errors(),
+                warnings: report.warnings(),
+                error: None,
+            }),
+            Err(e) => {
+                tracing::error!(error = %e, "IFS reference refresh failed");
+                Some(ReferenceSummary {
+                    mapping_version: Some(loaded.version),
+                    ..summary(Outcome::Failed, Some(e.to_string()))
+                })
+            }
+        }
     }
 
     async fn poll_feed(

@@ -203,6 +203,7 @@ fn world(records: Vec<AccountingRecord>, options: PollerOptions) -> World {
         queue: queue.clone(),
         clock: Arc::new(FixedClock(Mutex::new(t(NOW)))),
         sources: vec![PollSource::AccountingRecords],
+        reference: ReferenceCheck::Off,
         options,
     };
     World { brex, state, ledger, queue, poller }
@@ -446,4 +447,21 @@ async fn approved_and_settled_expenses_are_polled_into_expense_messages() {
     let again = w.poller.run(far()).await;
     assert_eq!(again.enqueued(), 1);
     assert_eq!(w.brex.expense_queries.lock().unwrap().last().unwrap().updated_from, t("2026-06-11T09:57:00Z"));
+}
+
+#[tokio::test]
+async fn an_unavailable_reference_refresh_fails_the_run_but_not_the_polling() {
+    let mut w = world(cards(3), PollerOptions::default());
+    w.poller.reference = ReferenceCheck::Unavailable("the IFS secret is unreadable".into());
+    let report = w.poller.run(far()).await;
+    assert_eq!(report.source(CARD).unwrap().enqueued, 3, "polling goes on");
+    let reference = report.reference.as_ref().unwrap();
+    assert_eq!(
+        (reference.outcome, reference.error.as_deref()),
+        (Outcome::Failed, Some("the IFS secret is unreadable"))
+    );
+    assert!(report.has_errors(), "the schedule's error metric must show it");
+    // Not wired: no summary, no error.
+    w.poller.reference = ReferenceCheck::Off;
+    assert_eq!(w.poller.run(far()).await.reference, None);
 }

@@ -2,11 +2,15 @@
 //! moto with the resources of template.yaml, the Brex and IFS Cloud simulators, the webhook handler behind
 //! a local HTTP front (API Gateway v2 events), the poster behind an SQS event-source loop, the example
 //! mapping — then a day of a mid-market company's Brex spend, delivered as signed webhooks, and a summary.
+//!
+//! The same runner targets a real Brex and/or a real IFS Cloud by configuration alone (see [`Targets`]):
+//! the functions are then configured with those URLs and credentials, exactly as a deployment would be, and
+//! only the AWS side stays local.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -15,13 +19,15 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use shared::config::PollerConfig;
+use shared::domain::{BrexCredentials, IfsCredentials};
 use shared::poller::{Poller, build_poller};
+use shared::poster::BatchReport;
 use sims::aws::{Moto, Stack, StackSpec, TemplateResources};
 use sims::brex::ExportOutcome;
 use sims::brex::generator::{GeneratorOptions, RecordGenerator};
 use sims::brex::model::AccountingRecord;
 use sims::brex::webhook::WebhookDelivery;
-use sims::pipeline::{IFS_SECRET, Pipeline, PipelineOptions, invoke_webhook};
+use sims::pipeline::{EXAMPLE_MAPPING, IFS_SECRET, Pipeline, PipelineOptions, invoke_webhook};
 
 const TEMPLATE: &str = include_str!("../../../template.yaml");
 
@@ -29,10 +35,12 @@ struct Args {
     keep: bool,
     seed: u64,
     card_expenses: usize,
+    /// With a real Brex: how long to poll and post before the summary.
+    duration: Duration,
 }
 
 fn parse_args() -> Result<Args, String> {
-    let mut args = Args { keep: false, seed: 2026, card_expenses: 24 };
+    let mut args = Args { keep: false, seed: 2026, card_expenses: 24, duration: Duration::from_secs(120) };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         match arg.as_str() {
@@ -41,14 +49,79 @@ fn parse_args() -> Result<Args, String> {
             "--card-expenses" => {
                 args.card_expenses = it.next().and_then(|v| v.parse().ok()).ok_or("--card-expenses needs a number")?
             }
+            "--duration" => {
+                let secs: u64 = it.next().and_then(|v| v.parse().ok()).ok_or("--duration needs seconds")?;
+                args.duration = Duration::from_secs(secs);
+            }
             "-h" | "--help" => {
-                println!("local-run [--keep] [--seed N] [--card-expenses N]");
+                println!("local-run [--keep] [--seed N] [--card-expenses N] [--duration SECS]");
+                println!("{TARGETS_HELP}");
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument {other:?} (try --help)")),
         }
     }
     Ok(args)
+}
+
+const TARGETS_HELP: &str = "\
+targets (environment; unset = the simulator):
+  BREX_API_URL + BREX_SECRET_JSON          a real Brex: {\"token\": …} or the OAuth form of contract §3
+  IFS_URL + IFS_REALM + IFS_SECRET_JSON    a real IFS Cloud: {\"client_id\": …, \"client_secret\": …}
+  MAPPING_FILE                             the mapping document (default infra/mapping.example.toml)
+  DRY_RUN=true                             build and log proposals, post nothing (advised with a real IFS)
+  POLL_SOURCES                             accounting_records (default), expenses, or both";
+
+/// Where the functions send their Brex and IFS calls. Only AWS stays local (moto), as in a deployment whose
+/// account is emulated.
+struct Targets {
+    /// (BREX_API_URL, credentials JSON)
+    brex: Option<(String, String)>,
+    /// (IFS_URL, IFS_REALM, credentials JSON)
+    ifs: Option<(String, String, String)>,
+    mapping: String,
+    dry_run: bool,
+    poll_sources: Option<String>,
+}
+
+impl Targets {
+    fn from_env() -> Result<Self, String> {
+        let var = |name: &str| std::env::var(name).ok().map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let brex = match (var("BREX_API_URL"), var("BREX_SECRET_JSON")) {
+            (Some(url), Some(secret)) => {
+                // Checked here so a typo fails before anything starts, without echoing the secret.
+                serde_json::from_str::<BrexCredentials>(&secret)
+                    .map_err(|e| format!("BREX_SECRET_JSON is not Brex credentials (contract §3): {e}"))?;
+                Some((url, secret))
+            }
+            (None, None) => None,
+            _ => return Err("a real Brex needs both BREX_API_URL and BREX_SECRET_JSON".into()),
+        };
+        let ifs = match (var("IFS_URL"), var("IFS_REALM"), var("IFS_SECRET_JSON")) {
+            (Some(url), Some(realm), Some(secret)) => {
+                serde_json::from_str::<IfsCredentials>(&secret)
+                    .map_err(|e| format!("IFS_SECRET_JSON is not IFS credentials (contract §3): {e}"))?;
+                Some((url, realm, secret))
+            }
+            (None, None, None) => None,
+            _ => return Err("a real IFS Cloud needs IFS_URL, IFS_REALM and IFS_SECRET_JSON".into()),
+        };
+        let mapping = match var("MAPPING_FILE") {
+            Some(path) => std::fs::read_to_string(&path).map_err(|e| format!("MAPPING_FILE {path}: {e}"))?,
+            None => EXAMPLE_MAPPING.to_owned(),
+        };
+        let dry_run = match var("DRY_RUN").as_deref() {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(other) => return Err(format!("DRY_RUN must be true or false, not {other:?}")),
+        };
+        Ok(Self { brex, ifs, mapping, dry_run, poll_sources: var("POLL_SOURCES") })
+    }
+
+    /// Both simulators and real posting: the run plays a day of spend and checks every record end to end.
+    fn all_simulated(&self) -> bool {
+        self.brex.is_none() && self.ifs.is_none() && !self.dry_run
+    }
 }
 
 fn step(start: Instant, text: &str) {
@@ -101,19 +174,13 @@ fn day_of_spend(seed: u64, card_expenses: usize) -> Vec<(&'static str, Accountin
 
 const WEBHOOK_MISSED: &str = "webhook missed";
 
-async fn poller(pipeline: &Pipeline) -> Result<Poller, String> {
-    let env: std::collections::HashMap<String, String> = [
-        ("TABLE_NAME", pipeline.stack.table_name.clone()),
-        ("BREX_SECRET_ID", pipeline.stack.brex_secret_id.clone()),
-        ("BREX_API_URL", pipeline.brex.base_url()),
-        ("QUEUE_URL", pipeline.stack.queue_url.clone()),
-        ("IFS_SECRET_ID", pipeline.stack.ifs_secret_id.clone()),
-        ("IFS_URL", pipeline.ifs.base_url().to_owned()),
-        ("IFS_REALM", pipeline.ifs.realm().to_owned()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
+async fn poller(pipeline: &Pipeline, poll_sources: Option<&str>) -> Result<Poller, String> {
+    // The poller reads the same contract §1 variables as the poster (minus the poster-only ones).
+    let mut env = pipeline.poster_env.clone();
+    env.retain(|k, _| !matches!(k.as_str(), "DRY_RUN" | "REPORT_EXPORT_RESULTS"));
+    if let Some(sources) = poll_sources {
+        env.insert("POLL_SOURCES".into(), sources.to_owned());
+    }
     let config = PollerConfig::from_env(&env).map_err(|e| e.to_string())?;
     build_poller(&config, &pipeline.stack.sdk).await.map_err(|e| e.to_string())
 }
@@ -153,13 +220,19 @@ async fn webhook_route(State(front): State<Front>, headers: HeaderMap, body: Byt
 }
 
 /// Lambda's SQS event source for the poster: long-poll, invoke, delete what succeeded.
-async fn sqs_loop(pipeline: Arc<Pipeline>, stop: Arc<AtomicBool>, invocations: Arc<AtomicU64>) {
+async fn sqs_loop(
+    pipeline: Arc<Pipeline>,
+    stop: Arc<AtomicBool>,
+    invocations: Arc<AtomicU64>,
+    reports: Arc<Mutex<Vec<BatchReport>>>,
+) {
     while !stop.load(Ordering::Relaxed) {
         match pipeline.source.receive(10, 1).await {
             Ok(Some(batch)) => {
                 invocations.fetch_add(1, Ordering::Relaxed);
-                match pipeline.invoke_poster(&batch.event).await {
-                    Ok(failed) => {
+                match pipeline.invoke_poster_reported(&batch.event).await {
+                    Ok((failed, report)) => {
+                        reports.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push(report);
                         if let Err(e) = pipeline.source.settle(&batch, &failed).await {
                             eprintln!("sqs loop: {e}");
                         }
@@ -186,6 +259,7 @@ async fn main() {
 
 async fn run() -> Result<(), String> {
     let args = parse_args()?;
+    let targets = Targets::from_env()?;
     let start = Instant::now();
     shared::telemetry::init_json_logging_to_stderr();
 
@@ -195,12 +269,14 @@ async fn run() -> Result<(), String> {
     if resources.key_schema != ["pk", "sk"] || resources.ttl_attribute != "expires_at" {
         return Err(format!("template.yaml table differs from what the code expects: {resources:?}"));
     }
+    let brex_secret = targets.brex.as_ref().map_or(r#"{"token":"bxt_sim_user_token"}"#, |(_, s)| s.as_str());
+    let ifs_secret = targets.ifs.as_ref().map_or(IFS_SECRET, |(_, _, s)| s.as_str());
     let stack = Stack::create(
         &moto,
         StackSpec {
             name: "local",
-            brex_secret: r#"{"token":"bxt_sim_user_token"}"#,
-            ifs_secret: IFS_SECRET,
+            brex_secret,
+            ifs_secret,
             visibility_timeout: resources.visibility_timeout,
             max_receive_count: resources.max_receive_count,
         },
@@ -214,14 +290,35 @@ async fn run() -> Result<(), String> {
         ),
     );
 
-    let pipeline = Arc::new(
-        Pipeline::start_on(stack, PipelineOptions { name: "local".into(), ..PipelineOptions::default() }).await?,
-    );
+    let mut poster_env = Vec::new();
+    if targets.dry_run {
+        poster_env.push(("DRY_RUN".to_owned(), "true".to_owned()));
+    }
+    let options = PipelineOptions {
+        name: "local".into(),
+        mapping: Some(targets.mapping.clone()),
+        brex_url: targets.brex.as_ref().map(|(url, _)| url.clone()),
+        ifs_target: targets.ifs.as_ref().map(|(url, realm, _)| (url.clone(), realm.clone())),
+        poster_env,
+        ..PipelineOptions::default()
+    };
+    let pipeline = Arc::new(Pipeline::start_on(stack, options).await?);
+    let brex_at = match &targets.brex {
+        Some((url, _)) => format!("Brex: {url} (real; credentials from BREX_SECRET_JSON)"),
+        None => format!("Brex simulator at {}", pipeline.brex.base_url()),
+    };
+    let ifs_at = match &targets.ifs {
+        Some((url, realm, _)) => format!("IFS Cloud: {url}, realm {realm} (real)"),
+        None => format!("IFS Cloud simulator at {}", pipeline.ifs.base_url()),
+    };
+    step(start, &format!("{brex_at}; {ifs_at}"));
     step(
         start,
-        &format!("Brex simulator at {}, IFS Cloud simulator at {}", pipeline.brex.base_url(), pipeline.ifs.base_url()),
+        &format!(
+            "mapping loaded (pk=config, sk=mapping){}",
+            if targets.dry_run { "; DRY_RUN: nothing is posted" } else { "" }
+        ),
     );
-    step(start, "mapping loaded from infra/mapping.example.toml (pk=config, sk=mapping)");
 
     let listener =
         tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await.map_err(|e| e.to_string())?;
@@ -233,60 +330,93 @@ async fn run() -> Result<(), String> {
     });
     let stop = Arc::new(AtomicBool::new(false));
     let invocations = Arc::new(AtomicU64::new(0));
-    let poster_loop = tokio::spawn(sqs_loop(pipeline.clone(), stop.clone(), invocations.clone()));
+    let reports: Arc<Mutex<Vec<BatchReport>>> = Arc::default();
+    let poster_loop = tokio::spawn(sqs_loop(pipeline.clone(), stop.clone(), invocations.clone(), reports.clone()));
     step(start, &format!("webhook function behind {webhook_url}; poster function on the SQS event-source loop"));
 
-    let day = day_of_spend(args.seed, args.card_expenses);
-    let kinds: BTreeMap<String, &'static str> = day.iter().map(|(k, r)| (r.id.clone(), *k)).collect();
-    let records: Vec<AccountingRecord> = day.into_iter().map(|(_, r)| r).collect();
-    let ids: Vec<String> = records.iter().map(|r| r.id.clone()).collect();
-    let webhook_ids: Vec<String> = ids.iter().filter(|id| kinds.get(*id) != Some(&WEBHOOK_MISSED)).cloned().collect();
-    pipeline.brex.insert_records(records);
-    step(start, &format!("Brex: {} accounting records marked READY_FOR_EXPORT by the bookkeeper", ids.len()));
+    let (polled, poller_runs) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let start_poller = || {
+        let (pipeline, stop, polled, runs) = (pipeline.clone(), stop.clone(), polled.clone(), poller_runs.clone());
+        let sources = targets.poll_sources.clone();
+        async move {
+            let poller = poller(&pipeline, sources.as_deref()).await?;
+            Ok::<_, String>(tokio::spawn(poller_timer(poller, Duration::from_secs(3), stop, polled, runs)))
+        }
+    };
 
-    // The bookkeeper exports three times a day: three signed webhooks, sent over HTTP like Brex does.
-    for (i, chunk) in webhook_ids.chunks(webhook_ids.len().div_ceil(3)).enumerate() {
-        let report = pipeline.brex.send_ready_for_export(&webhook_url, chunk, 0.01).await;
+    let mut day_ids = Vec::new();
+    let mut kinds: BTreeMap<String, &'static str> = BTreeMap::new();
+    let poller_task = if targets.brex.is_none() {
+        let day = day_of_spend(args.seed, args.card_expenses);
+        kinds = day.iter().map(|(k, r)| (r.id.clone(), *k)).collect();
+        let records: Vec<AccountingRecord> = day.into_iter().map(|(_, r)| r).collect();
+        day_ids = records.iter().map(|r| r.id.clone()).collect();
+        let webhook_ids: Vec<String> =
+            day_ids.iter().filter(|id| kinds.get(*id) != Some(&WEBHOOK_MISSED)).cloned().collect();
+        pipeline.brex.insert_records(records);
+        step(start, &format!("Brex: {} accounting records marked READY_FOR_EXPORT by the bookkeeper", day_ids.len()));
+
+        // The bookkeeper exports three times a day: three signed webhooks, sent over HTTP like Brex does.
+        for (i, chunk) in webhook_ids.chunks(webhook_ids.len().div_ceil(3)).enumerate() {
+            let report = pipeline.brex.send_ready_for_export(&webhook_url, chunk, 0.01).await;
+            step(
+                start,
+                &format!(
+                    "webhook {} ({} ids): HTTP {} after {} attempt(s)",
+                    i + 1,
+                    chunk.len(),
+                    report.final_status,
+                    report.attempts.len()
+                ),
+            );
+        }
+        let task = start_poller().await?;
         step(
             start,
             &format!(
-                "webhook {} ({} ids): HTTP {} after {} attempt(s)",
-                i + 1,
-                chunk.len(),
-                report.final_status,
-                report.attempts.len()
+                "poller function on a 3 s timer (the EventBridge schedule); {} webhooks were missed",
+                day_ids.len() - webhook_ids.len()
             ),
         );
-    }
+        task
+    } else {
+        let task = start_poller().await?;
+        step(
+            start,
+            &format!(
+                "poller function on a 3 s timer, reading READY_FOR_EXPORT records from Brex; webhooks reach {webhook_url} \
+                 only if you expose it and register it (connector webhook register)"
+            ),
+        );
+        task
+    };
 
-    let (polled, poller_runs) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let poller_task = tokio::spawn(poller_timer(
-        poller(&pipeline).await?,
-        Duration::from_secs(3),
-        stop.clone(),
-        polled.clone(),
-        poller_runs.clone(),
-    ));
-    step(
-        start,
-        &format!(
-            "poller function on a 3 s timer (the EventBridge schedule); {} webhooks were missed",
-            ids.len() - webhook_ids.len()
-        ),
-    );
-
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let reported = ids.iter().filter(|id| pipeline.brex.export_result(id).is_some()).count();
-        if reported == ids.len() {
-            break;
+    if targets.all_simulated() {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let reported = day_ids.iter().filter(|id| pipeline.brex.export_result(id).is_some()).count();
+            if reported == day_ids.len() {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(format!("only {reported} of {} records were reported back to Brex in time", day_ids.len()));
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
         }
-        if Instant::now() > deadline {
-            return Err(format!("only {reported} of {} records were reported back to Brex in time", ids.len()));
+        step(start, "every record posted or reported as failed");
+    } else {
+        // Nothing to check against: stop once a poll has run and the queue is empty, or after --duration.
+        let deadline = Instant::now() + args.duration;
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let idle = poller_runs.load(Ordering::Relaxed) > 0
+                && pipeline.stack.queue_depth(&pipeline.stack.queue_url).await == 0;
+            if idle || Instant::now() > deadline {
+                break;
+            }
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        step(start, "queue drained (or --duration reached)");
     }
-    step(start, "every record posted or reported as failed");
 
     let intake = Intake {
         deliveries: front.deliveries.load(Ordering::Relaxed),
@@ -294,7 +424,12 @@ async fn run() -> Result<(), String> {
         polled: polled.load(Ordering::Relaxed),
         invocations: invocations.load(Ordering::Relaxed),
     };
-    summary(&pipeline, &ids, &kinds, &intake);
+    if targets.all_simulated() {
+        summary(&pipeline, &day_ids, &kinds, &intake);
+    } else {
+        let reports = reports.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
+        report_summary(&reports, &kinds, &intake, targets.dry_run);
+    }
 
     if args.keep {
         println!();
@@ -320,6 +455,51 @@ async fn run() -> Result<(), String> {
     let _ = poster_loop.await;
     let _ = poller_task.await;
     Ok(())
+}
+
+/// The summary when a real system is involved (or nothing is posted): what the poster did, from its reports.
+fn report_summary(reports: &[BatchReport], kinds: &BTreeMap<String, &'static str>, intake: &Intake, dry_run: bool) {
+    let mut outcome: BTreeMap<String, (String, String)> = BTreeMap::new();
+    let mut proposals = 0;
+    for report in reports {
+        proposals += report.proposals.len();
+        let rows = [
+            ("posted", &report.posted),
+            ("already posted", &report.already_posted),
+            ("failed", &report.failed),
+            ("skipped", &report.skipped),
+            ("retrying", &report.retry),
+        ];
+        for (what, subjects) in rows {
+            for (subject, detail) in subjects {
+                // Later batches supersede earlier ones (a retry that later posted).
+                outcome.insert(subject.to_string(), (what.to_owned(), detail.clone()));
+            }
+        }
+    }
+    println!();
+    println!("=== summary ==========================================================================");
+    println!(
+        "webhook deliveries {}; poller runs {} enqueued {}; poster invocations {}",
+        intake.deliveries, intake.poller_runs, intake.polled, intake.invocations
+    );
+    if dry_run {
+        println!("DRY_RUN: {proposals} proposal(s) built and logged (JSON log), nothing posted or reported");
+    }
+    for (subject, (what, detail)) in &outcome {
+        println!("{subject:<34} {:<17} {what:<15} {detail}", kinds.get(subject).copied().unwrap_or(""));
+    }
+    let count = |w: &str| outcome.values().filter(|(what, _)| what == w).count();
+    println!();
+    println!(
+        "posted {} · already posted {} · failed {} · skipped {} · still retrying {}",
+        count("posted"),
+        count("already posted"),
+        count("failed"),
+        count("skipped"),
+        count("retrying")
+    );
+    println!("======================================================================================");
 }
 
 struct Intake {
