@@ -32,6 +32,7 @@ pub enum Command {
     Trace { id: String },
     WebhookRegister { url: String },
     WebhookList,
+    FieldsSync { dry_run: bool },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,6 +131,21 @@ fn cli() -> clap::Command {
             )
             .subcommand(clap::Command::new("list").about("Every subscription of this Brex account")),
     )
+    .subcommand(
+        clap::Command::new("fields")
+            .about("Brex fields filled from IFS reference data ([passthrough] in the mapping)")
+            .subcommand_required(true)
+            .subcommand(
+                clap::Command::new("sync")
+                    .about("Publish IFS accounts and code parts into Brex fields now (idempotent)")
+                    .arg(
+                        Arg::new("dry-run")
+                            .long("dry-run")
+                            .action(ArgAction::SetTrue)
+                            .help("print the diff; write nothing to Brex"),
+                    ),
+            ),
+    )
 }
 
 /// `2026-06-01`, RFC 3339, or a span back from now (`7d`, `12h`, `30m`).
@@ -215,6 +231,10 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Invocation, Parse
             }
             _ => Command::WebhookList,
         },
+        ("fields", m) => match m.subcommand().ok_or_else(missing)? {
+            ("sync", m) => Command::FieldsSync { dry_run: m.get_flag("dry-run") },
+            _ => return Err(missing()),
+        },
         _ => return Err(missing()),
     };
     Ok(Invocation { command, json, settings })
@@ -245,6 +265,9 @@ mod tests {
         assert_eq!(inv.command, Command::Replay { all: false, ids: vec!["accr_1".into(), "accr_2".into()] });
         let inv = parse(args("dry-run --ids accr_1,accr_2 --csv")).ok().unwrap();
         assert!(matches!(inv.command, Command::DryRun { csv: true, ref ids, since: None } if ids.len() == 2));
+        assert_eq!(parse(args("fields sync --dry-run")).ok().unwrap().command, Command::FieldsSync { dry_run: true });
+        assert_eq!(parse(args("fields sync")).ok().unwrap().command, Command::FieldsSync { dry_run: false });
+        assert!(matches!(parse(args("fields")), Err(ParseOutcome::Error(_))));
     }
 
     #[test]

@@ -150,6 +150,8 @@ pub struct PollerConfig {
     pub ifs: IfsConfig,
     pub queue_url: String,
     pub poll_sources: Vec<PollSource>,
+    /// `SYNC_BREX_FIELDS=true`: publish IFS accounts and code parts into Brex fields on every run.
+    pub field_sync: Option<crate::sync::FieldSyncOptions>,
 }
 
 impl PollerConfig {
@@ -179,6 +181,7 @@ impl PollerConfig {
             ifs: IfsConfig::from_env(env)?,
             queue_url: required(env, "QUEUE_URL")?,
             poll_sources,
+            field_sync: crate::sync::FieldSyncOptions::from_env(env)?,
         })
     }
 }

@@ -15,5 +15,6 @@ pub mod ports;
 pub mod poster;
 pub mod proposal;
 pub mod reference;
+pub mod sync;
 pub mod telemetry;
 pub mod webhook;

@@ -10,9 +10,10 @@ use std::time::{Duration, Instant};
 use aws_lambda_events::event::sqs::SqsEvent;
 use chrono::Utc;
 use shared::aws::{DynamoStore, SqsQueue};
-use shared::config::{PosterConfig, WebhookConfig};
+use shared::config::{PollerConfig, PosterConfig, WebhookConfig};
 use shared::domain::{AccountingRecordId, Origin, WorkItem};
 use shared::lambda::{build, poster, webhook};
+use shared::poller::{Poller, build_poller};
 use shared::ports::WorkQueue;
 use shared::poster::{BatchReport, Poster};
 use shared::webhook::WebhookService;
@@ -125,6 +126,16 @@ impl Pipeline {
         let poster = build::poster(&poster_config, &stack.sdk).await.map_err(|e| e.to_string())?;
         let source = SqsEventSource::new(&stack.sdk, &stack.queue_url);
         Ok(Pipeline { stack, brex, ifs, webhook, poster, source, poster_env: poster_config_env })
+    }
+
+    /// The poller of this pipeline, configured from the poster's contract §1 variables (minus the poster-only
+    /// ones) plus `extra` (e.g. `POLL_SOURCES`, `SYNC_BREX_FIELDS`).
+    pub async fn poller(&self, extra: &[(&str, &str)]) -> Result<Poller, String> {
+        let mut env = self.poster_env.clone();
+        env.retain(|k, _| !matches!(k.as_str(), "DRY_RUN" | "REPORT_EXPORT_RESULTS"));
+        env.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        let config = PollerConfig::from_env(&env).map_err(|e| e.to_string())?;
+        build_poller(&config, &self.stack.sdk).await.map_err(|e| e.to_string())
     }
 
     /// Puts record ids on the work queue the way the webhook does.

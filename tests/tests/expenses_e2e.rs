@@ -3,16 +3,15 @@
 //! mapping's category rules. With both sources on, the same spend (an expense and the accounting record whose
 //! `source_id` is that expense) is posted once.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::Utc;
 use rust_decimal::Decimal;
 use shared::audit::{AuditOutcome, AuditTrail};
 use shared::aws::DynamoStore;
-use shared::config::PollerConfig;
 use shared::domain::Subject;
-use shared::poller::{PollReport, Poller, build_poller};
+use shared::poller::{PollReport, Poller};
 use sims::brex::ExportOutcome;
 use sims::brex::generator::{GeneratorOptions, RecordGenerator};
 use sims::brex::model::{AccountingRecord, Expense, ReviewStatus};
@@ -33,20 +32,7 @@ async fn world(name: &str) -> Pipeline {
 }
 
 async fn poller(w: &Pipeline, sources: &str) -> Poller {
-    let env: HashMap<String, String> = [
-        ("TABLE_NAME", w.stack.table_name.clone()),
-        ("BREX_SECRET_ID", w.stack.brex_secret_id.clone()),
-        ("BREX_API_URL", w.brex.base_url()),
-        ("QUEUE_URL", w.stack.queue_url.clone()),
-        ("IFS_SECRET_ID", w.stack.ifs_secret_id.clone()),
-        ("IFS_URL", w.ifs.base_url().to_owned()),
-        ("IFS_REALM", w.ifs.realm().to_owned()),
-        ("POLL_SOURCES", sources.to_owned()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
-    build_poller(&PollerConfig::from_env(&env).unwrap(), &w.stack.sdk).await.unwrap()
+    w.poller(&[("POLL_SOURCES", sources)]).await.unwrap()
 }
 
 async fn run(p: &Poller) -> PollReport {

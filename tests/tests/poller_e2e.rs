@@ -2,17 +2,13 @@
 //! (the real adapters: Brex client, DynamoDB positions and marks, SQS) → the poster on SQS batches → one
 //! voucher per record in the IFS simulator.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::Utc;
 use shared::aws::DynamoStore;
 use shared::aws::poll_state::DynamoPollState;
-use shared::config::PollerConfig;
 use shared::domain::{AccountingRecordId, Subject};
-use shared::poller::{
-    EnqueueLedger, Feed, Outcome, Paging, PollReport, PollState, PollStateStore, Poller, build_poller,
-};
+use shared::poller::{EnqueueLedger, Feed, Outcome, Paging, PollReport, PollState, PollStateStore, Poller};
 use shared::ports::IdempotencyStore;
 use sims::aws::{Moto, Stack, StackSpec};
 use sims::brex::generator::{GeneratorOptions, RecordGenerator};
@@ -33,20 +29,7 @@ async fn world(name: &str) -> Pipeline {
 }
 
 async fn poller(w: &Pipeline) -> Poller {
-    let env: HashMap<String, String> = [
-        ("TABLE_NAME", w.stack.table_name.clone()),
-        ("BREX_SECRET_ID", w.stack.brex_secret_id.clone()),
-        ("BREX_API_URL", w.brex.base_url()),
-        ("QUEUE_URL", w.stack.queue_url.clone()),
-        ("IFS_SECRET_ID", w.stack.ifs_secret_id.clone()),
-        ("IFS_URL", w.ifs.base_url().to_owned()),
-        ("IFS_REALM", w.ifs.realm().to_owned()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
-    let config = PollerConfig::from_env(&env).unwrap();
-    build_poller(&config, &w.stack.sdk).await.unwrap()
+    w.poller(&[]).await.unwrap()
 }
 
 fn clean_records(seed: u64, n: usize) -> Vec<AccountingRecord> {

@@ -4,6 +4,7 @@ mod backfill;
 mod doctor;
 mod dry_run;
 mod failures;
+mod fields;
 mod mapping;
 mod trace;
 mod webhook;
@@ -33,6 +34,7 @@ pub async fn dispatch(
         Command::Trace { id } => trace::run(ctx, id, out).await,
         Command::WebhookRegister { url } => webhook::register(ctx, url, out).await,
         Command::WebhookList => webhook::list(ctx, out).await,
+        Command::FieldsSync { dry_run } => fields::sync(ctx, *dry_run, out).await,
     }
 }
 

@@ -614,7 +614,7 @@ fn header_text(headers: &http::HeaderMap, name: &str) -> Option<String> {
     headers.get(name).and_then(|v| v.to_str().ok()).map(|v| v.chars().take(128).collect())
 }
 
-fn encode(value: &str) -> String {
+pub(super) fn encode(value: &str) -> String {
     url::form_urlencoded::byte_serialize(value.as_bytes()).collect()
 }
 
@@ -668,7 +668,7 @@ fn idempotency_key(body: &[u8]) -> String {
 }
 
 /// A UUID-shaped key from a domain and a body (same inputs → same key).
-fn keyed_uuid(domain: &[u8], body: &[u8]) -> String {
+pub(super) fn keyed_uuid(domain: &[u8], body: &[u8]) -> String {
     let digest = Sha256::new().chain_update(domain).chain_update(body).finalize();
     let mut bytes = [0u8; 16];
     bytes.copy_from_slice(&digest[..16]);

@@ -4,6 +4,7 @@ pub mod auth;
 pub mod client;
 pub mod error;
 pub mod expense;
+pub mod fields;
 pub mod model;
 pub mod retry;
 
@@ -14,3 +15,7 @@ pub use client::{
 };
 pub use error::BrexError;
 pub use expense::{Expense, ExpenseFetch, ExpenseQuery, ExpenseQueryPage, MalformedExpense};
+pub use fields::{
+    Field, FieldGroup, FieldValue, FieldValueData, FieldValueUpdate, MAX_VALUES_PER_CALL, NewField, NewFieldValue,
+    ValueKey,
+};

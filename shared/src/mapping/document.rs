@@ -27,6 +27,9 @@ pub enum DocumentError {
     /// `number` is the rule's 1-based position among the `[[rule]]` tables; `key` e.g. `set.code_k`.
     #[error("mapping document [[rule]] #{number} `{key}`: {message}")]
     Rule { number: usize, key: String, message: String },
+    /// `key` e.g. `code_parts.code_k`.
+    #[error("mapping document [passthrough] `{key}`: {message}")]
+    Passthrough { key: String, message: String },
 }
 
 /// A checked mapping document.
@@ -65,14 +68,89 @@ impl LoadedMapping {
     }
 }
 
-/// `[passthrough]`: take IFS codes straight from Brex where the customer created Brex field values with IFS
-/// codes as remote ids (brex-api.md §6).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// `[passthrough]`: take IFS codes straight from Brex where Brex field values carry IFS codes as remote ids
+/// (brex-api.md §6) — created by hand, or published by the reference sync (`crate::sync`), which fills
+/// exactly the fields named here.
+///
+/// ```toml
+/// [passthrough]
+/// gl_account_remote_id = true         # remote_field_id "GL_ACCOUNT" → the IFS account
+/// gl_account_field = "GL Account"     # optional: the Brex field name the sync gives the accounts field
+/// code_parts = { code_b = "Cost Center", code_d = "Project" }
+///                                     # remote_field_id "CODE_B" → the IFS CodeB value; the sync publishes
+///                                     # CodeB into a Brex field "Cost Center" with remote id CODE_B
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Passthrough {
     /// A line's field with `remote_field_id == "GL_ACCOUNT"` and a `remote_field_value_id` gives its account.
-    #[serde(default)]
     pub gl_account_remote_id: bool,
+    /// The name of the Brex field that carries accounts (what the sync names it when creating it). Default
+    /// [`DEFAULT_GL_ACCOUNT_FIELD`].
+    pub gl_account_field: String,
+    /// Code parts taken from a line field with `remote_field_id` = [`code_part_remote_id`] (`CODE_B`), with the
+    /// Brex field's display name.
+    pub code_parts: BTreeMap<CodePart, String>,
+}
+
+impl Default for Passthrough {
+    fn default() -> Self {
+        Self {
+            gl_account_remote_id: false,
+            gl_account_field: DEFAULT_GL_ACCOUNT_FIELD.to_owned(),
+            code_parts: BTreeMap::new(),
+        }
+    }
+}
+
+/// The display name of the accounts field when `gl_account_field` is not given.
+pub const DEFAULT_GL_ACCOUNT_FIELD: &str = "GL Account";
+/// Brex limits field names only loosely; this keeps them readable in Brex's coding screens.
+const MAX_FIELD_NAME: usize = 100;
+
+/// The `remote_field_id` of the Brex field that carries code part `part` (`CODE_B`), mirroring `GL_ACCOUNT`.
+pub fn code_part_remote_id(part: CodePart) -> String {
+    format!("CODE_{}", &part.property()[4..])
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawPassthrough {
+    #[serde(default)]
+    gl_account_remote_id: bool,
+    #[serde(default)]
+    gl_account_field: Option<String>,
+    #[serde(default)]
+    code_parts: BTreeMap<String, toml::Value>,
+}
+
+fn parse_passthrough(raw: RawPassthrough) -> Result<Passthrough, DocumentError> {
+    let err = |key: &str, message: String| DocumentError::Passthrough { key: key.to_owned(), message };
+    let field_name = |key: &str, name: &str| {
+        let name = name.trim();
+        if name.is_empty() || name.chars().count() > MAX_FIELD_NAME {
+            return Err(err(key, format!("a Brex field name of 1 to {MAX_FIELD_NAME} characters")));
+        }
+        Ok(name.to_owned())
+    };
+    let gl_account_field = match raw.gl_account_field.as_deref() {
+        None => DEFAULT_GL_ACCOUNT_FIELD.to_owned(),
+        Some(name) => field_name("gl_account_field", name)?,
+    };
+    let mut code_parts = BTreeMap::new();
+    let mut names = std::collections::BTreeSet::from([gl_account_field.to_lowercase()]);
+    for (key, value) in &raw.code_parts {
+        let full = format!("code_parts.{key}");
+        let part = CodePart::parse(key)
+            .filter(|p| code_part_key(*p) == *key)
+            .ok_or_else(|| err(&full, "unknown code part; IFS code parts are code_b … code_j".into()))?;
+        let name = field_name(&full, string_value(value).map_err(|m| err(&full, m))?)?;
+        // Two fields of one name would be indistinguishable to a bookkeeper coding in Brex.
+        if !names.insert(name.to_lowercase()) {
+            return Err(err(&full, format!("the Brex field name {name:?} is used twice")));
+        }
+        code_parts.insert(part, name);
+    }
+    Ok(Passthrough { gl_account_remote_id: raw.gl_account_remote_id, gl_account_field, code_parts })
 }
 
 /// One `[[rule]]`: when every condition holds for a line, `set` applies to it.
@@ -190,7 +268,7 @@ struct RawDocument {
     #[serde(default)]
     rule: Vec<toml::Table>,
     #[serde(default)]
-    passthrough: Passthrough,
+    passthrough: RawPassthrough,
 }
 
 #[derive(Deserialize)]
@@ -246,6 +324,7 @@ impl MappingDocument {
             .map_err(|e| ifs_err("voucher_text")(e.to_string()))?;
 
         let rules = raw.rule.iter().enumerate().map(|(i, table)| parse_rule(i + 1, table)).collect::<Result<_, _>>()?;
+        let passthrough = parse_passthrough(raw.passthrough)?;
 
         Ok(Self {
             company,
@@ -258,7 +337,7 @@ impl MappingDocument {
             voucher_text,
             api: ifs.api,
             rules,
-            passthrough: raw.passthrough,
+            passthrough,
         })
     }
 }
@@ -578,6 +657,33 @@ gl_account_remote_id = true
         assert!(Pattern::new(" Engineering ").matches("engineering"));
         assert!(!Pattern::new("Eng").matches("Engineering"));
         assert!(Pattern::new("*").matches(""));
+    }
+
+    #[test]
+    fn passthrough_code_parts_name_their_brex_fields() {
+        let doc = with_rules(
+            "[passthrough]\ngl_account_remote_id = true\ncode_parts = { code_b = \"Cost Center\", code_d = \" Project \" }",
+        )
+        .unwrap();
+        assert_eq!(doc.passthrough.gl_account_field, DEFAULT_GL_ACCOUNT_FIELD);
+        assert_eq!(doc.passthrough.code_parts.get(&CodePart::B).map(String::as_str), Some("Cost Center"));
+        assert_eq!(doc.passthrough.code_parts.get(&CodePart::D).map(String::as_str), Some("Project"));
+        assert_eq!(code_part_remote_id(CodePart::B), "CODE_B");
+        // Documents written before code parts existed keep their meaning.
+        let old = with_rules("[passthrough]\ngl_account_remote_id = true").unwrap();
+        assert_eq!(old.passthrough.code_parts, BTreeMap::new());
+        assert_eq!(MappingDocument::parse(MINIMAL).unwrap().passthrough, Passthrough::default());
+
+        let refused = |extra: &str| match with_rules(&format!("[passthrough]\n{extra}")) {
+            Err(DocumentError::Passthrough { key, message }) => format!("{key}: {message}"),
+            other => panic!("expected a passthrough error for {extra}, got {other:?}"),
+        };
+        assert!(refused("code_parts = { code_k = \"X\" }").starts_with("code_parts.code_k: unknown code part"));
+        assert!(refused("code_parts = { CodeB = \"X\" }").starts_with("code_parts.CodeB: unknown code part"));
+        assert!(refused("code_parts = { code_b = 5 }").contains("must be a string"));
+        assert!(refused("code_parts = { code_b = \"  \" }").contains("must not be empty"));
+        assert!(refused("code_parts = { code_b = \"gl account\" }").contains("used twice"));
+        assert!(refused("gl_account_field = \"\"").starts_with("gl_account_field:"));
     }
 
     #[test]

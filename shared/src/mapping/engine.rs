@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use rust_decimal::Decimal;
 
-use super::document::{Condition, MappingDocument, Rule};
+use super::document::{Condition, MappingDocument, Rule, code_part_remote_id};
 use super::error::{Conflict, LineRef, MappingError, show_amount};
 use super::template::Placeholder;
 use crate::brex::model::{AccountingFieldValue, AccountingRecord, LineItem, LineSide, SourceType};
@@ -109,6 +109,8 @@ struct LineTargets {
     account: Option<AccountCode>,
     /// A passthrough remote id that is no valid IFS account; an error only if no rule supplies one.
     bad_remote: Option<(String, &'static str)>,
+    /// Passthrough code part values that are no valid IFS code; each an error only if no rule sets the part.
+    bad_remote_parts: BTreeMap<CodePart, (String, &'static str)>,
     code_parts: BTreeMap<CodePart, CodePartValue>,
     /// (value, rule number) of the last rule that set it.
     company: Option<(CompanyCode, usize)>,
@@ -127,12 +129,28 @@ fn line_targets(doc: &MappingDocument, facts: &Facts<'_>, record: &AccountingRec
             Err(e) => t.bad_remote = Some((remote.to_owned(), e.reason)),
         }
     }
+    for part in doc.passthrough.code_parts.keys() {
+        let Some(remote) =
+            line.remote_field(&code_part_remote_id(*part)).and_then(|f| non_empty(f.remote_field_value_id.as_deref()))
+        else {
+            continue;
+        };
+        match CodePartValue::parse(remote) {
+            Ok(value) => {
+                t.code_parts.insert(*part, value);
+            }
+            Err(e) => {
+                t.bad_remote_parts.insert(*part, (remote.to_owned(), e.reason));
+            }
+        }
+    }
     for rule in doc.rules.iter().filter(|r| rule_applies(r, facts, record, line)) {
         let set = &rule.set;
         if let Some(account) = &set.account {
             t.account = Some(account.clone());
         }
         t.code_parts.extend(set.code_parts.iter().map(|(k, v)| (*k, v.clone())));
+        t.bad_remote_parts.retain(|part, _| !set.code_parts.contains_key(part));
         if let Some(company) = &set.company {
             t.company = Some((company.clone(), rule.number));
         }
@@ -314,6 +332,9 @@ pub fn map_record(doc: &MappingDocument, record: &AccountingRecord) -> Result<Pr
 
     let mut rows = Vec::with_capacity(lines.len());
     for (((_, line), target), line_ref) in lines.iter().zip(targets).zip(refs) {
+        if let Some((part, (value, reason))) = target.bad_remote_parts.into_iter().next() {
+            return Err(MappingError::InvalidRemoteCodePart { record: reference, line: line_ref, part, value, reason });
+        }
         let account = match (target.account, target.bad_remote) {
             (Some(account), _) => account,
             (None, Some((value, reason))) => {
@@ -814,6 +835,47 @@ mod tests {
         let rescued = doc("[passthrough]\ngl_account_remote_id = true\n\
              [[rule]]\nwhen = { field = \"GL Account\", value = \"Travel\" }\nset = { account = \"6500\" }");
         assert_eq!(map_record(&rescued, &bad).unwrap().rows[0].account.as_str(), "6500");
+    }
+
+    #[test]
+    fn passthrough_code_parts_take_the_remote_value_and_rules_override_them() {
+        let cc = |remote: &str| {
+            json!({"brex_field_id": "extended_field_cc", "remote_field_id": "CODE_B", "brex_field_value_id": "efo_cc",
+                   "remote_field_value_id": remote, "field_name": "Cost Center", "field_value_name": "Whatever",
+                   "type": "IDENTIFIER"})
+        };
+        let r = |remote: &str| {
+            record(
+                "CARD_EXPENSE_POST",
+                "CARD",
+                vec![
+                    line("accrli_1", "DEBIT", "20", "USD", vec![gl(Some("6600 Software"), Some("6600")), cc(remote)]),
+                    line("accrli_2", "CREDIT", "20", "USD", vec![]),
+                ],
+            )
+        };
+        let on = doc("[passthrough]\ngl_account_remote_id = true\ncode_parts = { code_b = \"Cost Center\" }");
+        let p = map_record(&on, &r("CC000007")).unwrap();
+        assert_eq!((p.rows[0].account.as_str(), code_b(&p.rows[0])), ("6600", Some("CC000007")));
+        assert_eq!(p.rows[1].account.as_str(), "2410");
+        assert!(p.rows[1].code_parts.is_empty(), "the funding line carries no field, so no code part");
+
+        // Without code_parts (every document written before them) the field is only a field.
+        let old = doc("[passthrough]\ngl_account_remote_id = true");
+        assert_eq!(code_b(&map_record(&old, &r("CC000007")).unwrap().rows[0]), None);
+
+        let overridden = doc("[passthrough]\ngl_account_remote_id = true\ncode_parts = { code_b = \"Cost Center\" }\n\
+             [[rule]]\nwhen = { department = \"Engineering\" }\nset = { code_b = \"200\" }");
+        assert_eq!(code_b(&map_record(&overridden, &r("CC000007")).unwrap().rows[0]), Some("200"));
+
+        // A remote value IFS could never accept is an error naming it, unless a rule sets the part.
+        let err = map_record(&on, &r("CC 7")).unwrap_err();
+        assert!(
+            matches!(&err, MappingError::InvalidRemoteCodePart { part: CodePart::B, value, .. } if value == "CC 7"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("CODE_B remote id \"CC 7\""), "{err}");
+        assert_eq!(code_b(&map_record(&overridden, &r("CC 7")).unwrap().rows[0]), Some("200"));
     }
 
     #[test]

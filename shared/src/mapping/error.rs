@@ -94,6 +94,18 @@ pub enum MappingError {
     #[error("record {record} {line}: GL_ACCOUNT remote id {value:?} is not a valid IFS account ({reason})")]
     InvalidRemoteAccount { record: ReferenceNumber, line: LineRef, value: String, reason: &'static str },
 
+    #[error(
+        "record {record} {line}: {id} remote id {value:?} is not a valid IFS {part} value ({reason})",
+        id = super::document::code_part_remote_id(*.part)
+    )]
+    InvalidRemoteCodePart {
+        record: ReferenceNumber,
+        line: LineRef,
+        part: CodePart,
+        value: String,
+        reason: &'static str,
+    },
+
     #[error("record {record}: lines disagree on the IFS company — {conflict}; one voucher needs one company")]
     CompanyConflict { record: ReferenceNumber, conflict: Box<Conflict<CompanyCode>> },
 

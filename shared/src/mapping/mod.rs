@@ -14,6 +14,10 @@
 //!   its account; then the rules run in document order and a later rule overrides an earlier one (and
 //!   passthrough). A funding line still without an account takes the credit account; an expense line
 //!   without one is a mapping error naming the line.
+//! * **Code parts.** `[passthrough] code_parts = { code_b = "Cost Center" }` likewise first takes a line's
+//!   `CODE_B` remote id (the field the reference sync publishes as "Cost Center") as its CodeB; a rule
+//!   setting `code_b` overrides it. A remote value that is no valid IFS code is a mapping error unless a rule
+//!   sets that part. Parts not listed there are never taken from Brex.
 //! * **Which lines a rule reaches.** A rule applies to a line when every `when` condition holds. A rule with
 //!   a line-level condition (`field`/`value`, `side`) can reach any line; a rule with only record-level
 //!   conditions (`department`, `category`, `source_type`, `record_type`, `currency`, `user_email`) reaches
@@ -37,8 +41,8 @@ mod template;
 mod validate;
 
 pub use document::{
-    Condition, DEFAULT_TEXT, DEFAULT_VOUCHER_TEXT, DocumentError, LoadedMapping, MappingDocument, Passthrough, Pattern,
-    Rule, RuleSet, code_part_key,
+    Condition, DEFAULT_GL_ACCOUNT_FIELD, DEFAULT_TEXT, DEFAULT_VOUCHER_TEXT, DocumentError, LoadedMapping,
+    MappingDocument, Passthrough, Pattern, Rule, RuleSet, code_part_key, code_part_remote_id,
 };
 pub use engine::{
     CATEGORY_FIELD, DEPARTMENT_FIELD, GL_ACCOUNT_FIELD, GL_ACCOUNT_REMOTE_ID, MAX_VOUCHER_TEXT, map_record,

@@ -12,17 +12,21 @@ use crate::lambda::build::{MAPPING_TTL, StartupError, brex_client, ifs_client};
 use crate::ports::{Clock, SystemClock};
 use crate::poster::CachedMapping;
 use crate::reference::ReferenceRefresh;
+use crate::sync::FieldSync;
 
 pub async fn build_poller(config: &PollerConfig, sdk: &SdkConfig) -> Result<Poller, StartupError> {
     let common = &config.common;
     let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let table = DynamoStore::new(dynamodb.clone(), &common.table_name);
-    let brex = brex_client(common, sdk, &table).await?;
+    let brex = Arc::new(brex_client(common, sdk, &table).await?);
     let mapping = Arc::new(CachedMapping::new(table, MAPPING_TTL));
     // A broken IFS secret must not stop the polling itself: the refresh reports it on every run instead.
     let reference = match ifs_client(&config.ifs, sdk, mapping.as_ref()).await {
         Ok(ifs) => ReferenceCheck::On {
+            fields: config.field_sync.map(|options| {
+                FieldSync::new(ifs.clone(), brex.clone()).with_options(options).with_clock(clock.clone())
+            }),
             refresh: ReferenceRefresh::for_ifs(ifs, dynamodb.clone(), &common.table_name).with_clock(clock.clone()),
             mapping,
         },
@@ -33,7 +37,7 @@ pub async fn build_poller(config: &PollerConfig, sdk: &SdkConfig) -> Result<Poll
     };
     let store = Arc::new(DynamoPollState::new(dynamodb, &common.table_name));
     Ok(Poller {
-        brex: Arc::new(brex),
+        brex,
         state: store.clone(),
         ledger: store,
         queue: Arc::new(SqsQueue::new(aws_sdk_sqs::Client::new(sdk), &config.queue_url)),

@@ -27,6 +27,7 @@ use crate::error::{AwsError, Classify};
 use crate::ports::{Clock, WorkQueue};
 use crate::poster::MappingSource;
 use crate::reference::ReferenceRefresh;
+use crate::sync::{FieldSync, SyncReport};
 
 pub use build::build_poller;
 
@@ -190,11 +191,23 @@ pub struct ReferenceSummary {
     pub error: Option<String>,
 }
 
+/// How publishing IFS reference data into Brex fields went.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldSyncSummary {
+    pub outcome: Outcome,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub report: Option<SyncReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct PollReport {
     pub sources: Vec<SourceReport>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reference: Option<ReferenceSummary>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fields: Option<FieldSyncSummary>,
 }
 
 impl PollReport {
@@ -202,6 +215,7 @@ impl PollReport {
     pub fn has_errors(&self) -> bool {
         self.sources.iter().any(|s| s.outcome == Outcome::Failed)
             || self.reference.as_ref().is_some_and(|r| r.outcome == Outcome::Failed)
+            || self.fields.as_ref().is_some_and(|f| f.outcome == Outcome::Failed)
     }
 
     /// True when every source paged to its end.
@@ -275,6 +289,8 @@ pub enum ReferenceCheck {
     On {
         refresh: ReferenceRefresh,
         mapping: Arc<dyn MappingSource>,
+        /// `SYNC_BREX_FIELDS`: also publish the reference data into Brex fields.
+        fields: Option<FieldSync>,
     },
 }
 
@@ -321,6 +337,7 @@ impl Poller {
             report.sources.push(self.poll_feed(feed, state, deadline, &mut pages_left).await);
         }
         report.reference = self.check_reference(deadline).await;
+        report.fields = self.sync_fields(deadline).await;
         tracing::info!(report = %serde_json::to_string(&report).unwrap_or_default(), "poll run finished");
         report
     }
@@ -340,7 +357,7 @@ impl Poller {
                 tracing::error!(error = %why, "IFS reference refresh unavailable");
                 return Some(summary(Outcome::Failed, Some(why.clone())));
             }
-            ReferenceCheck::On { refresh, mapping } => (refresh, mapping),
+            ReferenceCheck::On { refresh, mapping, .. } => (refresh, mapping),
         };
         if self.clock.now() + self.options.stop_margin >= deadline {
             return Some(summary(Outcome::Paused, None));
@@ -366,6 +383,28 @@ impl Poller {
                     mapping_version: Some(loaded.version),
                     ..summary(Outcome::Failed, Some(e.to_string()))
                 })
+            }
+        }
+    }
+
+    /// Publishes IFS accounts and code parts into Brex fields, if configured and there is time left.
+    async fn sync_fields(&self, deadline: DateTime<Utc>) -> Option<FieldSyncSummary> {
+        let ReferenceCheck::On { mapping, fields: Some(sync), .. } = &self.reference else { return None };
+        let summary = |outcome, report, error| Some(FieldSyncSummary { outcome, report, error });
+        if self.clock.now() + self.options.stop_margin >= deadline {
+            return summary(Outcome::Paused, None, None);
+        }
+        let loaded = match mapping.mapping().await {
+            Ok(loaded) => loaded,
+            Err(e) => return summary(Outcome::Failed, None, Some(e.to_string())),
+        };
+        match sync.sync(&loaded).await {
+            // Deferred writes (budget) are finished by the next run.
+            Ok(report) if report.deferred > 0 => summary(Outcome::Paused, Some(report), None),
+            Ok(report) => summary(Outcome::Complete, Some(report), None),
+            Err(e) => {
+                tracing::error!(error = %e, "Brex field sync failed");
+                summary(Outcome::Failed, None, Some(e.to_string()))
             }
         }
     }

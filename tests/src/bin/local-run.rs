@@ -18,9 +18,8 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
-use shared::config::PollerConfig;
 use shared::domain::{BrexCredentials, IfsCredentials};
-use shared::poller::{Poller, build_poller};
+use shared::poller::Poller;
 use shared::poster::BatchReport;
 use sims::aws::{Moto, Stack, StackSpec, TemplateResources};
 use sims::brex::ExportOutcome;
@@ -173,17 +172,6 @@ fn day_of_spend(seed: u64, card_expenses: usize) -> Vec<(&'static str, Accountin
 }
 
 const WEBHOOK_MISSED: &str = "webhook missed";
-
-async fn poller(pipeline: &Pipeline, poll_sources: Option<&str>) -> Result<Poller, String> {
-    // The poller reads the same contract §1 variables as the poster (minus the poster-only ones).
-    let mut env = pipeline.poster_env.clone();
-    env.retain(|k, _| !matches!(k.as_str(), "DRY_RUN" | "REPORT_EXPORT_RESULTS"));
-    if let Some(sources) = poll_sources {
-        env.insert("POLL_SOURCES".into(), sources.to_owned());
-    }
-    let config = PollerConfig::from_env(&env).map_err(|e| e.to_string())?;
-    build_poller(&config, &pipeline.stack.sdk).await.map_err(|e| e.to_string())
-}
 
 /// The EventBridge schedule, compressed: one poller run every `every`.
 async fn poller_timer(
@@ -339,7 +327,8 @@ async fn run() -> Result<(), String> {
         let (pipeline, stop, polled, runs) = (pipeline.clone(), stop.clone(), polled.clone(), poller_runs.clone());
         let sources = targets.poll_sources.clone();
         async move {
-            let poller = poller(&pipeline, sources.as_deref()).await?;
+            let poller =
+                pipeline.poller(&sources.as_deref().map(|s| vec![("POLL_SOURCES", s)]).unwrap_or_default()).await?;
             Ok::<_, String>(tokio::spawn(poller_timer(poller, Duration::from_secs(3), stop, polled, runs)))
         }
     };

@@ -43,6 +43,7 @@ pub use model::{
     AccountingFieldValue, AccountingRecord, Amount, Expense, ExpenseDepartment, ExpenseMerchant, ExpenseUser, LineItem,
     LineType, Money, Receipt, RecordUser, ReviewStatus, SourceType, Vendor,
 };
+pub use server::fields::{MAX_FIELD_ITEMS, SimField, SimFieldValue};
 pub use server::{
     BrexCounters, BrexSim, BrexSimConfig, BrexSimHandle, ExportOutcome, ExportResult, Faults, OAuthClient, RouteCount,
     SecretStatus, TOKEN_PATH, WebhookSecret,

@@ -24,6 +24,8 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use super::generator::{GeneratorOptions, RecordGenerator};
+#[path = "fields.rs"]
+pub(super) mod fields;
 use super::model::{AccountingRecord, Expense, ReviewStatus, SourceType};
 use super::webhook::{self, DeliveryReport, HttpTransport, WebhookSender};
 
@@ -326,6 +328,8 @@ struct Inner {
     config: BrexSimConfig,
     state: Mutex<SimState>,
     deliveries: Arc<AtomicU64>,
+    /// The Fields API (`fields.rs`), locked on its own.
+    fields: Mutex<fields::FieldsState>,
 }
 
 impl Inner {
@@ -428,7 +432,13 @@ impl BrexSim {
             routes: BTreeMap::new(),
             counters: BrexCounters::default(),
         };
-        let inner = Arc::new(Inner { addr, config, state: Mutex::new(state), deliveries: Arc::default() });
+        let inner = Arc::new(Inner {
+            addr,
+            config,
+            state: Mutex::new(state),
+            deliveries: Arc::default(),
+            fields: Mutex::default(),
+        });
         let app = router(inner.clone());
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
@@ -773,7 +783,7 @@ fn router(inner: Arc<Inner>) -> Router {
         ("/v1/expenses/{expense_id}", get(get_expense)),
     ];
     let mut api = Router::new();
-    for (path, method_router) in api_routes {
+    for (path, method_router) in api_routes.into_iter().chain(fields::routes()) {
         api =
             api.route(path, method_router.route_layer(middleware::from_fn_with_state((inner.clone(), path), pipeline)));
     }
