@@ -278,3 +278,61 @@ async fn dry_run_posts_nothing() {
     assert!(ids.iter().all(|id| w.brex.export_result(id).is_none()), "nothing reported to Brex");
     assert_eq!(w.ifs.counters().count_label("VoucherSet.POST"), 0);
 }
+
+/// Brex as the poster sees it, except that the first export-results call fails (a Brex outage right after
+/// the vouchers were created).
+struct ReportFailsOnce {
+    inner: std::sync::Arc<dyn shared::poster::RecordSource>,
+    calls: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl shared::poster::RecordSource for ReportFailsOnce {
+    async fn fetch_records(
+        &self,
+        ids: &[AccountingRecordId],
+    ) -> Result<shared::poster::FetchedRecords, shared::ports::ExternalError> {
+        self.inner.fetch_records(ids).await
+    }
+    async fn fetch_expenses(
+        &self,
+        ids: &[shared::domain::ExpenseId],
+    ) -> Result<shared::poster::FetchedExpenses, shared::ports::ExternalError> {
+        self.inner.fetch_expenses(ids).await
+    }
+    async fn report_export_results(
+        &self,
+        results: &[shared::poster::ExportOutcome],
+    ) -> Result<(), shared::ports::ExternalError> {
+        if self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+            return Err(shared::ports::ExternalError {
+                system: "Brex",
+                message: "503 after every retry".into(),
+                disposition: shared::error::Disposition::Retryable,
+            });
+        }
+        self.inner.report_export_results(results).await
+    }
+}
+
+#[tokio::test]
+async fn an_export_result_brex_did_not_take_is_reported_on_redelivery_without_posting_again() {
+    use shared::audit::{AuditOutcome, AuditTrail};
+    let mut w = world("post-unreported", IfsSimConfig::default(), &[]).await;
+    let failing = std::sync::Arc::new(ReportFailsOnce { inner: w.poster.records.clone(), calls: Default::default() });
+    w.poster.records = failing.clone();
+    let ids = w.insert(clean_records(61, 4));
+    w.enqueue_ids(&ids).await;
+    w.drain_ok(Duration::from_secs(60)).await;
+
+    assert_eq!(failing.calls.load(std::sync::atomic::Ordering::SeqCst), 2, "reported again on redelivery");
+    let by_ref = w.vouchers_by_reference();
+    let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&w.stack.sdk), &w.stack.table_name);
+    for id in &ids {
+        assert_eq!(by_ref.get(id).map(Vec::len), Some(1), "{id}: one voucher");
+        assert_eq!(w.brex.record(id).unwrap().review_status, ReviewStatus::Exported, "{id}: Brex knows now");
+        let trail = store.read(&shared::domain::Subject::parse(id).unwrap()).await.unwrap();
+        let steps: Vec<_> = trail.iter().map(|e| (e.outcome, e.reported_to_brex.as_ref().map(Result::is_ok))).collect();
+        assert_eq!(steps, [(AuditOutcome::Posted, Some(false)), (AuditOutcome::AlreadyPosted, Some(true))], "{id}");
+    }
+}

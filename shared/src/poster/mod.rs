@@ -13,7 +13,7 @@ mod brex_source;
 mod ifs_ledger;
 mod ports;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
@@ -77,6 +77,8 @@ pub struct BatchReport {
     pub proposals: Vec<Proposal>,
     /// The mapping document version the batch was judged with.
     pub mapping_version: Option<i64>,
+    /// Posted or failed records whose export result Brex did not take: their messages are redelivered.
+    pub unreported: BTreeSet<Subject>,
     /// Message ids SQS must redeliver.
     pub failed_messages: Vec<String>,
 }
@@ -172,10 +174,15 @@ impl Poster {
             }
             let reported = self.report_to_brex(&batch.report).await;
             self.write_audit(&batch.report, &deliveries, &reported).await;
+            // A record is done only once Brex knows: its voucher (or failure) is recorded, so the redelivery
+            // posts nothing and only reports again. Neither the poller (a settled record is not re-read) nor a
+            // webhook would bring it back otherwise.
+            batch.report.unreported =
+                reported.into_iter().filter(|(_, told)| told.is_err()).map(|(subject, _)| subject).collect();
         }
 
         let mut report = batch.report;
-        for subject in report.retry.keys() {
+        for subject in report.retry.keys().chain(&report.unreported) {
             if let Some(ids) = carriers.get(subject) {
                 bad_messages.extend(ids.iter().cloned());
             }
@@ -189,6 +196,7 @@ impl Poster {
             failed = report.failed.len(),
             retry = report.retry.len(),
             skipped = report.skipped.len(),
+            unreported = report.unreported.len(),
             failed_messages = report.failed_messages.len(),
             mapping_version = report.mapping_version,
             dry_run = self.options.dry_run,
