@@ -57,7 +57,7 @@ fn each_function_gets_exactly_its_contract_environment() {
     assert_eq!(env_names(&t, "WebhookFunction"), set(COMMON));
     let mut poller = set(COMMON);
     poller.extend(set(IFS));
-    poller.insert("POLL_SOURCES".into());
+    poller.extend(set(&["POLL_SOURCES", "SYNC_BREX_FIELDS", "BREX_FIELDS_MAX_REQUESTS"]));
     assert_eq!(env_names(&t, "PollerFunction"), poller);
     let mut poster = set(COMMON);
     poster.extend(set(IFS));
@@ -75,6 +75,8 @@ fn the_environment_the_code_reads_is_what_the_template_sets() {
             n if n.ends_with("_PER_MINUTE") => "1000",
             "REPORT_EXPORT_RESULTS" | "DRY_RUN" => "true",
             "POLL_SOURCES" => "accounting_records",
+            "SYNC_BREX_FIELDS" => "false",
+            "BREX_FIELDS_MAX_REQUESTS" => "100",
             _ => "https://example.test",
         };
         env_names(&t, function).into_iter().map(|k| (k.clone(), value(&k).to_owned())).collect()
