@@ -6,5 +6,6 @@
 pub mod apigw;
 pub mod aws;
 pub mod brex;
+pub mod chaos;
 pub mod ifs;
 pub mod pipeline;

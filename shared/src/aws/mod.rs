@@ -3,6 +3,7 @@
 //! points them at an emulator without any custom variable.
 
 pub mod audit;
+pub mod budget;
 pub mod dynamodb;
 pub mod operator;
 pub mod poll_state;

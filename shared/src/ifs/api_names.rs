@@ -19,6 +19,14 @@ pub struct IfsApiNames {
     pub accounts_set: String,
     pub periods_projection: String,
     pub periods_set: String,
+    /// Create vouchers through OData `$batch` on the voucher-entry projection: one atomic change set per
+    /// voucher, several vouchers per request. `false` falls back to the step-by-step flow (header, rows,
+    /// `CreateVoucher` as separate requests) for a tenant whose `$batch` misbehaves. It sits here, with the
+    /// projection names, because it is a property of the customer's IFS, changed by pushing the mapping
+    /// document rather than by redeploying.
+    pub batch: bool,
+    /// Most vouchers (change sets) sent in one `$batch` request.
+    pub batch_max_vouchers: usize,
 }
 
 impl Default for IfsApiNames {
@@ -35,6 +43,8 @@ impl Default for IfsApiNames {
             accounts_set: "AccountSet".into(),
             periods_projection: "AccountingPeriodsHandling.svc".into(),
             periods_set: "AccountingPeriodSet".into(),
+            batch: true,
+            batch_max_vouchers: 10,
         }
     }
 }
@@ -57,5 +67,8 @@ mod tests {
         assert_eq!(names.voucher_entry_projection, "MyVoucherHandling.svc");
         assert_eq!(names.voucher_rows_set, "VoucherRowSet");
         assert!(toml::from_str::<IfsApiNames>("voucher_entry_projektion = \"x\"").is_err());
+        assert!(names.batch, "$batch is on unless a tenant turns it off");
+        let off: IfsApiNames = toml::from_str("batch = false").unwrap();
+        assert!(!off.batch);
     }
 }

@@ -93,7 +93,7 @@ pub struct IfsStats {
     pub retries: u64,
     /// Tokens dropped after a 401.
     pub unauthorized_refreshes: u64,
-    /// Entity re-reads after a 412.
+    /// Entity re-reads after a 412 (step by step), or `$batch` change sets sent again after one.
     pub stale_etag_rereads: u64,
     /// `CreateVoucher` calls that ended without a clear answer and were checked with the dedup query.
     pub uncertain_commit_checks: u64,
@@ -129,6 +129,12 @@ pub(crate) enum Body<'a> {
     None,
     Json(&'a Value),
     Form(&'a [(&'a str, &'a str)]),
+    /// An OData `$batch`: a multipart/mixed body with this boundary, sent with `Prefer:
+    /// odata.continue-on-error` so one refused voucher does not stop the others.
+    Batch {
+        boundary: &'a str,
+        text: &'a str,
+    },
 }
 
 pub(crate) struct Request<'a> {
@@ -143,6 +149,7 @@ pub(crate) struct Request<'a> {
 #[derive(Debug)]
 pub(crate) struct Response {
     pub etag: Option<ETag>,
+    pub content_type: Option<String>,
     pub body: Vec<u8>,
 }
 
@@ -297,6 +304,15 @@ impl IfsClient {
 
     pub(crate) fn count_uncertain_check(&self) {
         bump(&self.inner.counters.uncertain_commit_checks);
+    }
+
+    /// A `$batch` change set sent again after a 412 (its stand-in for an entity re-read).
+    pub(crate) fn count_stale_reread(&self) {
+        bump(&self.inner.counters.stale_etag_rereads);
+    }
+
+    pub(crate) fn count_retry(&self) {
+        bump(&self.inner.counters.retries);
     }
 
     /// `path` (e.g. `AccountsHandling.svc/AccountSet`) under the projection root.
@@ -523,12 +539,17 @@ impl IfsClient {
             Body::None => builder,
             Body::Json(value) => builder.header(CONTENT_TYPE, JSON_MEDIA_TYPE).body(value.to_string()),
             Body::Form(pairs) => builder.form(pairs),
+            Body::Batch { boundary, text } => builder
+                .header(CONTENT_TYPE, format!("multipart/mixed;boundary={boundary}"))
+                .header("Prefer", "odata.continue-on-error")
+                .body(text.to_owned()),
         };
         self.inner.budget.acquire().await;
         bump(&self.inner.counters.requests);
         let resp = builder.send().await.map_err(transport_failure)?;
         let status = resp.status();
         let etag = resp.headers().get(ETAG).and_then(|v| v.to_str().ok()).and_then(|v| ETag::parse(v).ok());
+        let content_type = resp.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
         let retry_after = resp
             .headers()
             .get(RETRY_AFTER)
@@ -536,7 +557,7 @@ impl IfsClient {
             .and_then(|v| parse_retry_after(v, chrono::Utc::now()));
         let body = resp.bytes().await.map_err(transport_failure)?.to_vec();
         if status.is_success() {
-            return Ok(Response { etag, body });
+            return Ok(Response { etag, content_type, body });
         }
         let parsed = parse_error_body(&body);
         let error = if status == StatusCode::PRECONDITION_FAILED {

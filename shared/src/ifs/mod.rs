@@ -1,7 +1,9 @@
 //! IFS Cloud: the OData client (token cache, request budget, retries, ETag-guarded mutations, paging),
-//! reference reads, the dedup query and voucher creation, and the projection names it uses.
+//! reference reads, the dedup query and voucher creation (step by step or through `$batch`), and the
+//! projection names it uses.
 
 pub mod api_names;
+mod batch;
 pub mod budget;
 pub mod client;
 pub mod error;

@@ -322,7 +322,7 @@ impl IfsClient {
 }
 
 /// `{"value": 17}` (or `"17"` under IEEE754Compatible).
-fn voucher_no(answer: &Value) -> Option<i64> {
+pub(crate) fn voucher_no(answer: &Value) -> Option<i64> {
     match answer.get("value")? {
         Value::Number(n) => n.as_i64(),
         Value::String(s) => s.trim().parse().ok(),

@@ -29,4 +29,13 @@ impl Ledger for IfsClient {
     async fn create_voucher(&self, proposal: &Proposal) -> Result<String, ExternalError> {
         Ok(IfsClient::create_voucher(self, proposal).await?.to_string())
     }
+
+    /// `$batch` unless the mapping document's `[ifs.api] batch = false` asks for the step-by-step flow.
+    async fn create_vouchers(&self, proposals: &[Proposal]) -> Vec<Result<String, ExternalError>> {
+        IfsClient::create_vouchers(self, proposals)
+            .await
+            .into_iter()
+            .map(|r| r.map(|key| key.to_string()).map_err(ExternalError::from))
+            .collect()
+    }
 }

@@ -375,6 +375,7 @@ impl Poster {
             }
         }
 
+        let mut to_create = Vec::new();
         for c in candidates {
             if dedup_failed.contains(&c.proposal.company) {
                 self.give_back(&[c.subject], "IFS dedup query failed", batch).await;
@@ -388,7 +389,21 @@ impl Poster {
                 self.complete(&c.subject, &key, batch, false).await;
                 continue;
             }
-            match self.ledger.create_voucher(&c.proposal).await {
+            to_create.push(c);
+        }
+        // All creates of the batch in one call, so the ledger can send them together (`$batch`).
+        let proposals: Vec<Proposal> = to_create.iter().map(|c| c.proposal.clone()).collect();
+        let outcomes = self.ledger.create_vouchers(&proposals).await;
+        let mut outcomes = outcomes.into_iter();
+        for c in to_create {
+            let outcome = outcomes.next().unwrap_or_else(|| {
+                Err(crate::ports::ExternalError {
+                    system: "IFS",
+                    message: "the ledger returned no outcome for this voucher".into(),
+                    disposition: crate::error::Disposition::Retryable,
+                })
+            });
+            match outcome {
                 Ok(key) => {
                     tracing::info!(subject = %c.subject, voucher = %key, version = c.version, "posted");
                     self.spend_posted(&c, &c.proposal.reference_number, &key).await;

@@ -63,6 +63,15 @@ pub trait Ledger: Send + Sync {
     ) -> Result<HashMap<ReferenceNumber, String>, ExternalError>;
     /// Creates the voucher; returns its key. Resolves an uncertain commit itself (dedup re-check).
     async fn create_voucher(&self, proposal: &Proposal) -> Result<String, ExternalError>;
+    /// Creates a voucher per proposal (one result each, in order), in as few requests as the ledger can.
+    /// Each voucher stands or falls alone; the default creates them one after the other.
+    async fn create_vouchers(&self, proposals: &[Proposal]) -> Vec<Result<String, ExternalError>> {
+        let mut out = Vec::with_capacity(proposals.len());
+        for proposal in proposals {
+            out.push(self.create_voucher(proposal).await);
+        }
+        out
+    }
 }
 
 #[derive(Debug, Clone, thiserror::Error)]

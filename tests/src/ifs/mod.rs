@@ -25,10 +25,13 @@
 //! - **Amounts** may be JSON numbers or strings and are read exactly (JSON numbers via their shortest text
 //!   form). Responses carry them as JSON numbers, or as strings when `Accept` has `IEEE754Compatible=true`.
 //!
+//! - **`$batch`**: multipart/mixed with atomic change sets and Content-ID references; see [`batch`].
+//!
 //! Admin routes (not authenticated, not counted): `GET /_sim/counters`, `POST /_sim/counters/reset`,
 //! `GET /_sim/vouchers`, `GET /_sim/reference`, `GET /_sim/faults`, `PUT|POST /_sim/faults` (an
 //! [`IfsFaults`] JSON document; missing fields take their defaults).
 
+pub mod batch;
 pub mod filter;
 pub mod model;
 pub mod odata;
@@ -206,6 +209,12 @@ impl IfsSim {
 
     pub fn set_faults(&self, faults: IfsFaults) {
         self.shared.lock().faults = faults;
+    }
+
+    /// Ends the life of every access token issued so far (IAM restarted, keys rotated): the next request
+    /// with one gets 401.
+    pub fn expire_tokens(&self) {
+        self.shared.lock().tokens.clear();
     }
 
     /// Committed vouchers, in creation order.

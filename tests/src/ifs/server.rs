@@ -141,20 +141,20 @@ pub fn router(shared: Arc<Shared>) -> Router {
 // Routing
 
 #[derive(Debug, Clone, Copy, PartialEq)]
-enum Deployment {
+pub(super) enum Deployment {
     Int,
     Main,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
-enum RefSet {
+pub(super) enum RefSet {
     Account,
     Code(char),
     Period,
 }
 
 #[derive(Debug, Clone, PartialEq)]
-struct VhKey {
+pub(super) struct VhKey {
     company: String,
     year: i32,
     voucher_type: String,
@@ -162,7 +162,7 @@ struct VhKey {
 }
 
 #[derive(Debug)]
-enum Call {
+pub(super) enum Call {
     RefList(RefSet),
     RefGet(RefSet, BTreeMap<String, KeyValue>),
     /// `CompanyFinanceSet(Company='…')/AccountingCodePart{X}Ref`: the company's definition of code part X.
@@ -181,8 +181,10 @@ enum Call {
 }
 
 #[derive(Debug)]
-enum Target {
+pub(super) enum Target {
     Token(String),
+    /// `POST …/<Projection>.svc/$batch`; the service root path with its trailing slash.
+    Batch(Deployment, String),
     Discovery(String),
     Projection(Deployment, Call),
     Unknown,
@@ -197,7 +199,7 @@ const CREATE_VOUCHER: &str = "IfsApp.VoucherEntryAssistantHandling.VoucherEntry_
 const REMOVE_TEMP: &str = "IfsApp.VoucherEntryAssistantHandling.VoucherEntry_RemoveTempVoucher";
 
 /// Maps a request to its endpoint label (as counted) and target.
-fn route(method: &Method, path: &str) -> (String, Target) {
+pub(super) fn route(method: &Method, path: &str) -> (String, Target) {
     let m = method.as_str().to_string();
     if let Some(rest) = path.strip_prefix("/auth/realms/") {
         let mut parts = rest.splitn(2, '/');
@@ -218,6 +220,13 @@ fn route(method: &Method, path: &str) -> (String, Target) {
     let Some(projection) = segs.first().and_then(|s| s.strip_suffix(".svc")) else {
         return (format!("Unknown.{m}"), Target::Unknown);
     };
+    if segs.len() == 2 && segs[1] == "$batch" {
+        if *method != Method::POST {
+            return (format!("Batch.{m}"), Target::Projection(deployment, not_allowed(method)));
+        }
+        let prefix = PROJECTION_PREFIXES.iter().find(|(_, d)| *d == deployment).map_or("", |(p, _)| *p);
+        return ("Batch.POST".into(), Target::Batch(deployment, format!("{prefix}{projection}.svc/")));
+    }
     let parsed: Result<Vec<Seg>, ApiError> = segs[1..].iter().map(|s| parse_segment(s)).collect();
     let (label, call) = match parsed {
         Ok(parsed) => route_projection(method, projection, &parsed),
@@ -374,10 +383,10 @@ fn route_projection(method: &Method, projection: &str, segs: &[Seg]) -> (String,
 // ---------------------------------------------------------------------------------------------------------
 // Entry point
 
-struct Outcome {
-    response: Response,
+pub(super) struct Outcome {
+    pub response: Response,
     /// Drop the connection instead of answering (commit-then-drop).
-    drop: bool,
+    pub drop: bool,
 }
 
 impl From<Response> for Outcome {
@@ -405,6 +414,7 @@ async fn handle(
         return admin(&shared, &method, rest, &body);
     }
     let (label, target) = route(&method, &path);
+    let stallable = matches!(&target, Target::Projection(..) | Target::Batch(..));
 
     // Budget and burst faults apply to every request, token included, before anything else.
     let (refused, latency) = {
@@ -437,11 +447,31 @@ async fn handle(
         Target::Discovery(realm) => discovery(&shared, &realm).into(),
         Target::Unknown => ApiError::not_found(&path).into(),
         Target::Projection(deployment, call) => projection(&shared, deployment, call, &method, &uri, &headers, &body),
+        Target::Batch(deployment, service_path) => {
+            let gated = gate(&mut shared.lock(), deployment, &method, &headers);
+            match gated {
+                Err(e) => e.into(),
+                Ok(()) => super::batch::handle(&shared, deployment, &service_path, &headers, &body).await,
+            }
+        }
     };
     let status = if outcome.drop { 0 } else { outcome.response.status().as_u16() };
-    shared.lock().counters.record(&label, status);
+    let stall = {
+        let mut st = shared.lock();
+        st.counters.record(&label, status);
+        let rate = st.faults.stall_rate;
+        let stall = stallable && !outcome.drop && st.roll(rate);
+        if stall {
+            st.counters.add_fault("stall");
+        }
+        stall.then_some(st.faults.stall_ms)
+    };
     if outcome.drop {
         conn.kill();
+    }
+    // The work is done; only the answer is late (the client gives up first and cannot know what happened).
+    if let Some(ms) = stall {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
     }
     outcome.response
 }
@@ -540,12 +570,12 @@ fn discovery(shared: &Shared, realm: &str) -> Response {
 // ---------------------------------------------------------------------------------------------------------
 // Projections
 
-struct Req<'a> {
-    uri: &'a Uri,
-    headers: &'a HeaderMap,
-    body: &'a Bytes,
-    render: Render,
-    url: url::Url,
+pub(super) struct Req<'a> {
+    pub uri: &'a Uri,
+    pub headers: &'a HeaderMap,
+    pub body: &'a Bytes,
+    pub render: Render,
+    pub url: url::Url,
 }
 
 impl Req<'_> {
@@ -560,16 +590,9 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then_some(token.trim())
 }
 
-fn projection(
-    shared: &Shared,
-    deployment: Deployment,
-    call: Call,
-    method: &Method,
-    uri: &Uri,
-    headers: &HeaderMap,
-    body: &Bytes,
-) -> Outcome {
-    let mut st = shared.lock();
+/// What every projection request (a `$batch` included) passes before it does anything: gateway faults, the
+/// bearer token, and on `/main/` the CSRF check for mutations.
+fn gate(st: &mut State, deployment: Deployment, method: &Method, headers: &HeaderMap) -> Result<(), ApiError> {
     // Gateway-level faults strike before the request does anything.
     let rate = st.faults.status_5xx_rate;
     if st.roll(rate) {
@@ -580,25 +603,27 @@ fn projection(
             504 => (StatusCode::GATEWAY_TIMEOUT, "ODP_OPERATION_TIMEOUT"),
             _ => (StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE"),
         };
-        return ApiError::new(status, ecode, format!("Injected fault: HTTP {}", status.as_u16())).into();
+        return Err(ApiError::new(status, ecode, format!("Injected fault: HTTP {}", status.as_u16())));
     }
     let rate = st.faults.mi_modified_rate;
     if st.roll(rate) {
         st.counters.add_fault("mi_modified");
-        return ApiError::new(
+        return Err(ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "MI_MODIFIED_ERROR",
             "The metadata of the projection has been modified. Please retry.",
-        )
-        .into();
+        ));
     }
     match bearer(headers) {
         Some(t) if st.token_valid(t) => {}
         Some(_) => {
-            return ApiError::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", "The access token is invalid or expired")
-                .into();
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "UNAUTHORIZED",
+                "The access token is invalid or expired",
+            ));
         }
-        None => return ApiError::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", "Bearer token required").into(),
+        None => return Err(ApiError::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", "Bearer token required")),
     }
     let mutating = matches!(*method, Method::POST | Method::PUT | Method::PATCH | Method::DELETE);
     if deployment == Deployment::Main && mutating {
@@ -610,13 +635,28 @@ fn projection(
             .flat_map(|c| c.split(';'))
             .any(|c| c.trim() == format!("XSRF-TOKEN={}", st.xsrf_token));
         if !(header_ok && cookie_ok) {
-            return ApiError::new(
+            return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 "CSRF_ERROR",
                 "CSRF check failed: missing or invalid X-XSRF-TOKEN",
-            )
-            .into();
+            ));
         }
+    }
+    Ok(())
+}
+
+fn projection(
+    shared: &Shared,
+    deployment: Deployment,
+    call: Call,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Outcome {
+    let mut st = shared.lock();
+    if let Err(e) = gate(&mut st, deployment, method, headers) {
+        return e.into();
     }
     let render = Render {
         ieee754: headers
@@ -643,7 +683,7 @@ fn projection(
     outcome
 }
 
-fn execute(st: &mut State, call: Call, req: &Req<'_>, paging: Paging) -> Result<Outcome, ApiError> {
+pub(super) fn execute(st: &mut State, call: Call, req: &Req<'_>, paging: Paging) -> Result<Outcome, ApiError> {
     match call {
         Call::Fail(e) => Err(e),
         Call::RefList(set) => {

@@ -36,6 +36,10 @@ pub struct IfsFaults {
     pub burst_429_next: u32,
     /// Added latency for every token and projection request, in milliseconds.
     pub latency_ms: u64,
+    /// Probability that a projection (or `$batch`) request is carried out — a commit stands — but answered
+    /// only after `stall_ms`: past the client's timeout, an answer that never comes in time.
+    pub stall_rate: f64,
+    pub stall_ms: u64,
 }
 
 impl Default for IfsFaults {
@@ -49,6 +53,8 @@ impl Default for IfsFaults {
             commit_then_drop_next: 0,
             burst_429_next: 0,
             latency_ms: 0,
+            stall_rate: 0.0,
+            stall_ms: 35_000,
         }
     }
 }
@@ -68,7 +74,7 @@ pub struct IfsCounters {
     pub status_428: u64,
     pub status_429: u64,
     /// Injected faults by kind: `concurrent_modification`, `status_502`, `status_503`, `status_504`,
-    /// `mi_modified`, `commit_then_drop`, `burst_429`.
+    /// `mi_modified`, `commit_then_drop`, `burst_429`, `stall`.
     pub faults: BTreeMap<String, u64>,
     /// Guarded mutations (on an existing voucher: row POST, CreateVoucher, RemoveTempVoucher) that carried an
     /// If-Match header (`*` included) …
@@ -77,6 +83,13 @@ pub struct IfsCounters {
     pub mutations_without_if_match: u64,
     /// Vouchers committed by CreateVoucher.
     pub vouchers_created: u64,
+    /// Operations inside `$batch` requests: endpoint label → status → count (not in `total_requests`: the
+    /// `$batch` itself is the one HTTP request, counted as `Batch.POST`).
+    pub batch_parts: BTreeMap<String, BTreeMap<u16, u64>>,
+    /// `$batch` change sets applied in full …
+    pub changesets_committed: u64,
+    /// … and rolled back because one of their operations failed.
+    pub changesets_rolled_back: u64,
 }
 
 impl IfsCounters {
@@ -103,6 +116,21 @@ impl IfsCounters {
             412 => self.status_412 += 1,
             428 => self.status_428 += 1,
             429 => self.status_429 += 1,
+            _ => {}
+        }
+    }
+
+    /// Operations inside `$batch` with `label` answered `status`.
+    pub fn part_count(&self, label: &str, status: u16) -> u64 {
+        self.batch_parts.get(label).and_then(|m| m.get(&status)).copied().unwrap_or(0)
+    }
+
+    pub(crate) fn record_part(&mut self, label: &str, status: u16) {
+        *self.batch_parts.entry(label.to_string()).or_default().entry(status).or_default() += 1;
+        match status {
+            401 => self.status_401 += 1,
+            412 => self.status_412 += 1,
+            428 => self.status_428 += 1,
             _ => {}
         }
     }

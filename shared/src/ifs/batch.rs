@@ -1,0 +1,503 @@
+//! Voucher creation through OData `$batch` (ifs-cloud-api.md §2.5): one multipart/mixed request carries
+//! several vouchers, each as its own atomic change set of the same three steps as the step-by-step flow:
+//!
+//! 1. `POST VoucherSet` (Content-ID n) — the virtual voucher;
+//! 2. `POST $n/VoucherPostingArray` per row with `If-Match: $n` (the ETag part n created);
+//! 3. `POST $n/…VoucherEntry_CreateVoucher` with `If-Match: $n`.
+//!
+//! Every mutation still carries If-Match. A change set is all or nothing, so a refused voucher (unbalanced,
+//! closed period) or a stale ETag (412) leaves nothing behind: the 412 is handled by sending that change set
+//! again (bounded), which builds a fresh virtual voucher. `Prefer: odata.continue-on-error` keeps one refusal
+//! from stopping the other vouchers. JSON batch (OData 4.01) is not confirmed for IFS, so this is multipart.
+//!
+//! A `$batch` that ends without a readable answer (timeout, dropped connection, 5xx) may have committed any
+//! of its change sets: the dedup query is run for all of them before any is sent again, exactly as after an
+//! uncertain `CreateVoucher` in the step-by-step flow.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+
+use serde_json::Value;
+
+use super::client::{Body, IfsClient, JSON_MEDIA_TYPE, MAX_STALE_ETAG_RETRIES, Request, Resend};
+use super::error::{IfsError, classify_status, parse_error_body};
+use super::reference::AccountingPeriodInfo;
+use super::retry::{Backoff, parse_retry_after};
+use super::voucher::{VoucherKey, header_body, row_body, voucher_no};
+use crate::domain::CompanyCode;
+use crate::proposal::Proposal;
+
+/// A proposal ready to go: the header and rows as they go on the wire.
+struct Prepared<'a> {
+    /// Position in the caller's slice.
+    index: usize,
+    proposal: &'a Proposal,
+    accounting_year: i32,
+    header: Value,
+    rows: Vec<Value>,
+}
+
+/// One MIME part: headers (names lower-cased) and content.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct MimePart {
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl MimePart {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+}
+
+/// An `application/http` answer inside a batch response.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct PartResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+/// What the server answered for one change set.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum ChangeSetAnswer {
+    /// Applied: every operation's answer, in order.
+    Applied(Vec<PartResponse>),
+    /// Refused and rolled back: the failing operation's answer.
+    Failed(PartResponse),
+}
+
+/// The `boundary` parameter of a `multipart/mixed` content type.
+pub(crate) fn multipart_boundary(content_type: &str) -> Option<String> {
+    let mut params = content_type.split(';');
+    if !params.next()?.trim().eq_ignore_ascii_case("multipart/mixed") {
+        return None;
+    }
+    params.find_map(|p| {
+        let (k, v) = p.split_once('=')?;
+        k.trim().eq_ignore_ascii_case("boundary").then(|| v.trim().trim_matches('"').to_owned())
+    })
+}
+
+/// Splits a multipart body (CRLF or LF line ends) into parts; the line break before a delimiter belongs to
+/// the delimiter (RFC 2046).
+pub(crate) fn split_multipart(text: &str, boundary: &str) -> Result<Vec<MimePart>, String> {
+    let delimiter = format!("--{boundary}");
+    let close = format!("--{boundary}--");
+    let mut parts = Vec::new();
+    let mut current: Option<Vec<&str>> = None;
+    for line in text.split('\n') {
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        let trimmed = line.trim_end();
+        if trimmed == close || trimmed == delimiter {
+            if let Some(lines) = current.take() {
+                parts.push(part_from_lines(&lines)?);
+            }
+            if trimmed == close {
+                return Ok(parts);
+            }
+            current = Some(Vec::new());
+        } else if let Some(lines) = current.as_mut() {
+            lines.push(line);
+        }
+    }
+    Err(format!("the multipart body does not end with --{boundary}--"))
+}
+
+fn part_from_lines(lines: &[&str]) -> Result<MimePart, String> {
+    let blank = lines.iter().position(|l| l.is_empty()).ok_or("a MIME part has no blank line after its headers")?;
+    Ok(MimePart { headers: parse_headers(&lines[..blank])?, body: lines[blank + 1..].join("\r\n") })
+}
+
+fn parse_headers(lines: &[&str]) -> Result<Vec<(String, String)>, String> {
+    lines
+        .iter()
+        .map(|l| {
+            l.split_once(':')
+                .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+                .ok_or_else(|| format!("malformed header line {l:?}"))
+        })
+        .collect()
+}
+
+fn parse_part_response(part: &MimePart) -> Result<PartResponse, String> {
+    let mut lines = part.body.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l));
+    let status_line = lines.next().unwrap_or_default();
+    let status = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse::<u16>().ok())
+        .ok_or_else(|| format!("malformed status line {status_line:?}"))?;
+    let mut header_lines = Vec::new();
+    for line in lines.by_ref() {
+        if line.is_empty() {
+            break;
+        }
+        header_lines.push(line);
+    }
+    let headers = parse_headers(&header_lines)?;
+    Ok(PartResponse { status, headers, body: lines.collect::<Vec<_>>().join("\r\n") })
+}
+
+/// Reads a batch response: one answer per top-level part, in order.
+pub(crate) fn parse_batch_response(content_type: &str, body: &[u8]) -> Result<Vec<ChangeSetAnswer>, String> {
+    let boundary = multipart_boundary(content_type)
+        .ok_or_else(|| format!("a $batch answer must be multipart/mixed, got {content_type:?}"))?;
+    let text = std::str::from_utf8(body).map_err(|e| format!("the $batch answer is not UTF-8: {e}"))?;
+    let mut answers = Vec::new();
+    for part in split_multipart(text, &boundary)? {
+        match part.header("content-type").and_then(multipart_boundary) {
+            Some(inner) => {
+                let ops = split_multipart(&part.body, &inner)?;
+                answers.push(ChangeSetAnswer::Applied(ops.iter().map(parse_part_response).collect::<Result<_, _>>()?));
+            }
+            None => answers.push(ChangeSetAnswer::Failed(parse_part_response(&part)?)),
+        }
+    }
+    Ok(answers)
+}
+
+/// One operation of a change set.
+fn write_operation(out: &mut String, content_id: usize, target: &str, if_match: Option<usize>, body: &str) {
+    // Writing to a String cannot fail.
+    let _ = write!(
+        out,
+        "Content-Type: application/http\r\nContent-Transfer-Encoding: binary\r\nContent-ID: {content_id}\r\n\r\n\
+         POST {target} HTTP/1.1\r\n"
+    );
+    if let Some(id) = if_match {
+        let _ = write!(out, "If-Match: ${id}\r\n");
+    }
+    let _ = write!(out, "Content-Type: {JSON_MEDIA_TYPE}\r\nAccept: {JSON_MEDIA_TYPE}\r\n\r\n{body}\r\n");
+}
+
+/// The multipart body for `vouchers`: one change set each, Content-IDs unique across the batch.
+fn render_batch(client: &IfsClient, boundary: &str, vouchers: &[&Prepared<'_>]) -> String {
+    let api = &client.inner.api;
+    let mut out = String::new();
+    let mut next_id = 1;
+    for (n, v) in vouchers.iter().enumerate() {
+        let changeset = format!("{boundary}_cs{n}");
+        let _ = write!(out, "--{boundary}\r\nContent-Type: multipart/mixed;boundary={changeset}\r\n\r\n");
+        let head = next_id;
+        next_id += 1;
+        let _ = write!(out, "--{changeset}\r\n");
+        write_operation(&mut out, head, &api.voucher_entry_set, None, &v.header.to_string());
+        for row in &v.rows {
+            let _ = write!(out, "--{changeset}\r\n");
+            let target = format!("${head}/{}", api.voucher_posting_array);
+            write_operation(&mut out, next_id, &target, Some(head), &row.to_string());
+            next_id += 1;
+        }
+        let _ = write!(out, "--{changeset}\r\n");
+        let target = format!("${head}/{}", api.create_voucher_action);
+        write_operation(&mut out, next_id, &target, Some(head), "{}");
+        next_id += 1;
+        let _ = write!(out, "--{changeset}--\r\n");
+    }
+    let _ = write!(out, "--{boundary}--\r\n");
+    out
+}
+
+/// How one voucher of a round ended.
+enum Verdict {
+    Done(Result<VoucherKey, IfsError>),
+    /// 412 inside its change set: rolled back, send again.
+    Stale,
+    /// A retryable refusal of its change set (rolled back) or no answer for it: send again.
+    Again(IfsError, Option<std::time::Duration>),
+    /// It may or may not have committed: ask the dedup query.
+    Uncertain(IfsError),
+}
+
+fn key_for(v: &Prepared<'_>, answers: &[PartResponse]) -> Verdict {
+    let Some(last) = answers.last() else {
+        return Verdict::Uncertain(IfsError::Decode("an applied change set without answers".into()));
+    };
+    let parsed: Option<Value> = serde_json::from_str(&last.body).ok();
+    match parsed.as_ref().and_then(voucher_no) {
+        Some(no) => Verdict::Done(Ok(VoucherKey {
+            company: v.proposal.company.clone(),
+            accounting_year: v.accounting_year,
+            voucher_type: v.proposal.voucher_type.clone(),
+            voucher_no: no,
+        })),
+        // Committed, but the number is unreadable: the dedup query knows it.
+        None => Verdict::Uncertain(IfsError::Decode(format!(
+            "CreateVoucher answer without a voucher number: {}",
+            last.body
+        ))),
+    }
+}
+
+fn verdict_for_failure(part: &PartResponse) -> Verdict {
+    if part.status == 412 {
+        return Verdict::Stale;
+    }
+    let retry_after = part
+        .headers
+        .iter()
+        .find(|(n, _)| n == "retry-after")
+        .and_then(|(_, v)| parse_retry_after(v, chrono::Utc::now()));
+    let error = classify_status(part.status, &parse_error_body(part.body.as_bytes()), retry_after);
+    match error {
+        // The change set was rolled back as a whole, so sending it again cannot duplicate anything.
+        IfsError::RateLimited { .. } | IfsError::Unavailable { .. } => Verdict::Again(error, retry_after),
+        other => Verdict::Done(Err(other)),
+    }
+}
+
+impl IfsClient {
+    /// Creates a voucher for each proposal; one result per proposal, in order. With `[ifs.api] batch` on
+    /// (the default) the vouchers travel in `$batch` requests of up to `batch_max_vouchers` change sets;
+    /// otherwise one after the other through [`IfsClient::create_voucher`]. As there, the caller runs the
+    /// dedup query first, and an uncertain outcome is resolved with it before anything is sent again.
+    pub async fn create_vouchers(&self, proposals: &[Proposal]) -> Vec<Result<VoucherKey, IfsError>> {
+        if !self.inner.api.batch {
+            let mut out = Vec::with_capacity(proposals.len());
+            for p in proposals {
+                out.push(self.create_voucher(p).await);
+            }
+            return out;
+        }
+        let mut results: Vec<Option<Result<VoucherKey, IfsError>>> = proposals.iter().map(|_| None).collect();
+        let mut ready = Vec::new();
+        for (index, proposal) in proposals.iter().enumerate() {
+            match self.prepare(index, proposal).await {
+                Ok(p) => ready.push(p),
+                Err(e) => results[index] = Some(Err(e)),
+            }
+        }
+        for chunk in ready.chunks(self.inner.api.batch_max_vouchers.max(1)) {
+            for (index, outcome) in self.post_batch(chunk).await {
+                results[index] = Some(outcome);
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(IfsError::Decode("the $batch round ended without an outcome".into()))))
+            .collect()
+    }
+
+    async fn prepare<'a>(&self, index: usize, proposal: &'a Proposal) -> Result<Prepared<'a>, IfsError> {
+        if proposal.rows.is_empty() {
+            return Err(IfsError::InvalidRequest(format!("proposal {} has no rows", proposal.reference_number)));
+        }
+        let period: AccountingPeriodInfo =
+            self.accounting_period(&proposal.company, proposal.voucher_date).await?.ok_or_else(|| {
+                IfsError::NoAccountingPeriod { company: proposal.company.to_string(), date: proposal.voucher_date }
+            })?;
+        Ok(Prepared {
+            index,
+            proposal,
+            accounting_year: period.accounting_year,
+            header: header_body(proposal, &period),
+            rows: proposal.rows.iter().map(|row| row_body(row, proposal)).collect(),
+        })
+    }
+
+    /// Sends `vouchers` in one `$batch`, then again for those whose change set must be repeated, until every
+    /// one has an outcome. Each repeat is bounded: 412s by [`MAX_STALE_ETAG_RETRIES`], retryable refusals and
+    /// uncertain rounds by the retry policy's attempts.
+    async fn post_batch(&self, vouchers: &[Prepared<'_>]) -> Vec<(usize, Result<VoucherKey, IfsError>)> {
+        let api = &self.inner.api;
+        let policy = self.inner.retry;
+        let mut done = Vec::new();
+        let mut pending: Vec<&Prepared<'_>> = vouchers.iter().collect();
+        let mut stale: HashMap<usize, u32> = HashMap::new();
+        let mut again: HashMap<usize, u32> = HashMap::new();
+        let mut uncertain_rounds = 0u32;
+        let url = match self.url(&format!("{}/$batch", api.voucher_entry_projection)) {
+            Ok(u) => u,
+            Err(e) => return vouchers.iter().map(|v| (v.index, Err(e.clone()))).collect(),
+        };
+        while !pending.is_empty() {
+            let boundary = format!("batch_{}", uuid::Uuid::new_v4().simple());
+            let text = render_batch(self, &boundary, &pending);
+            let req = Request {
+                method: reqwest::Method::POST,
+                url: url.clone(),
+                body: Body::Batch { boundary: &boundary, text: &text },
+                if_match: None,
+                // A lost answer may hide committed change sets: only a surely unprocessed request (429,
+                // connection refused) is re-sent blindly; anything else is settled below.
+                resend: Resend::Unprocessed,
+            };
+            let verdicts: Vec<Verdict> = match self.execute(&req).await {
+                Ok(resp) => match parse_batch_response(resp.content_type.as_deref().unwrap_or(""), &resp.body) {
+                    Ok(answers) => pending
+                        .iter()
+                        .enumerate()
+                        .map(|(i, v)| match answers.get(i) {
+                            Some(ChangeSetAnswer::Applied(ops)) => key_for(v, ops),
+                            Some(ChangeSetAnswer::Failed(part)) => verdict_for_failure(part),
+                            // The server stopped before this change set: it did nothing.
+                            None => Verdict::Again(
+                                IfsError::Unavailable {
+                                    status: 200,
+                                    code: String::new(),
+                                    message: "the $batch answer has no response for this change set".into(),
+                                },
+                                None,
+                            ),
+                        })
+                        .collect(),
+                    // IFS answered but unreadably: what committed is unknown.
+                    Err(e) => pending.iter().map(|_| Verdict::Uncertain(IfsError::Decode(e.clone()))).collect(),
+                },
+                Err(e @ (IfsError::Transport { .. } | IfsError::Unavailable { .. } | IfsError::Decode(_))) => {
+                    pending.iter().map(|_| Verdict::Uncertain(e.clone())).collect()
+                }
+                Err(e) => pending.iter().map(|_| Verdict::Done(Err(e.clone()))).collect(),
+            };
+
+            let mut next = Vec::new();
+            let mut uncertain = Vec::new();
+            let mut wait_hint = None;
+            let mut wait = false;
+            for (v, verdict) in pending.into_iter().zip(verdicts) {
+                match verdict {
+                    Verdict::Done(outcome) => done.push((v.index, outcome)),
+                    Verdict::Stale => {
+                        let n = stale.entry(v.index).or_default();
+                        *n += 1;
+                        if *n > MAX_STALE_ETAG_RETRIES {
+                            done.push((v.index, Err(IfsError::PreconditionFailed { attempts: *n })));
+                        } else {
+                            self.count_stale_reread();
+                            tracing::debug!(reference = %v.proposal.reference_number, "412 in a $batch change set: sending it again");
+                            next.push(v);
+                        }
+                    }
+                    Verdict::Again(e, after) => {
+                        let n = again.entry(v.index).or_default();
+                        *n += 1;
+                        if *n >= policy.max_attempts {
+                            done.push((v.index, Err(e)));
+                        } else {
+                            wait = true;
+                            wait_hint = wait_hint.max(after);
+                            next.push(v);
+                        }
+                    }
+                    Verdict::Uncertain(e) => uncertain.push((v, e)),
+                }
+            }
+            if !uncertain.is_empty() {
+                uncertain_rounds += 1;
+                let (resolved, unresolved) = self.settle_uncertain(uncertain, uncertain_rounds).await;
+                done.extend(resolved);
+                next.extend(unresolved);
+            } else if wait {
+                let backoff = policy.backoff(again.values().copied().max().unwrap_or(1), wait_hint, &mut rand::rng());
+                if let Backoff::Wait(delay) = backoff {
+                    self.count_retry();
+                    tokio::time::sleep(delay).await;
+                }
+            }
+            pending = next;
+        }
+        done
+    }
+
+    /// After a `$batch` whose outcome is unknown for `uncertain`: waits a little, asks the dedup query, and
+    /// returns the vouchers found (done) and those to send again. Gives up with `UncertainCommit` when the
+    /// query fails or after the retry policy's attempts.
+    async fn settle_uncertain<'p, 'a>(
+        &self,
+        uncertain: Vec<(&'p Prepared<'a>, IfsError)>,
+        round: u32,
+    ) -> (Vec<(usize, Result<VoucherKey, IfsError>)>, Vec<&'p Prepared<'a>>) {
+        let policy = self.inner.retry;
+        self.count_uncertain_check();
+        tracing::warn!(vouchers = uncertain.len(), error = %uncertain[0].1, "$batch outcome unknown; re-checking IFS");
+        // Give a commit still in flight time to land before looking. The RNG is dropped before the await.
+        let backoff = policy.backoff(round, None, &mut rand::rng());
+        if let Backoff::Wait(delay) = backoff {
+            tokio::time::sleep(delay).await;
+        }
+        let mut by_company: BTreeMap<(CompanyCode, String), Vec<_>> = BTreeMap::new();
+        for (v, _) in &uncertain {
+            by_company
+                .entry((v.proposal.company.clone(), v.proposal.reference_serie.clone()))
+                .or_default()
+                .push(v.proposal.reference_number.clone());
+        }
+        let mut found = HashMap::new();
+        let mut check_failed: HashMap<CompanyCode, String> = HashMap::new();
+        for ((company, serie), refs) in &by_company {
+            match self.find_posted(company, serie, refs).await {
+                Ok(keys) => found.extend(keys),
+                Err(e) => {
+                    check_failed.insert(company.clone(), e.to_string());
+                }
+            }
+        }
+        let mut done = Vec::new();
+        let mut again = Vec::new();
+        for (v, why) in uncertain {
+            let reference = v.proposal.reference_number.to_string();
+            if let Some(check) = check_failed.get(&v.proposal.company) {
+                let message = format!("{why}; the re-check failed too: {check}");
+                done.push((v.index, Err(IfsError::UncertainCommit { reference, message })));
+            } else if let Some(key) = found.remove(&v.proposal.reference_number) {
+                tracing::info!(reference, voucher = %key, "uncertain $batch change set had committed");
+                done.push((v.index, Ok(key)));
+            } else if round >= policy.max_attempts {
+                done.push((v.index, Err(IfsError::UncertainCommit { reference, message: why.to_string() })));
+            } else {
+                again.push(v);
+            }
+        }
+        (done, again)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_answers_parse_into_change_sets() {
+        let body = "--r1\r\nContent-Type: multipart/mixed;boundary=c1\r\n\r\n--c1\r\nContent-Type: application/http\r\n\
+                    Content-ID: 1\r\n\r\nHTTP/1.1 201 Created\r\nETag: W/\"x\"\r\n\r\n{\"Objkey\":\"k\"}\r\n--c1\r\n\
+                    Content-Type: application/http\r\nContent-ID: 2\r\n\r\nHTTP/1.1 200 OK\r\n\r\n{\"value\":17}\r\n--c1--\r\n\
+                    --r1\r\nContent-Type: application/http\r\n\r\nHTTP/1.1 412 Precondition Failed\r\n\
+                    Content-Type: application/json\r\n\r\n{\"error\":{\"code\":\"ODP_PRECONDITION_FAILED\",\"message\":\"m\"}}\r\n--r1--\r\n";
+        let answers = parse_batch_response("multipart/mixed; boundary=r1", body.as_bytes()).unwrap();
+        assert_eq!(answers.len(), 2);
+        let ChangeSetAnswer::Applied(ops) = &answers[0] else { panic!("first change set applied") };
+        assert_eq!((ops[0].status, ops[1].status, ops[1].body.as_str()), (201, 200, "{\"value\":17}"));
+        let ChangeSetAnswer::Failed(part) = &answers[1] else { panic!("second change set failed") };
+        assert_eq!(part.status, 412);
+        assert!(matches!(verdict_for_failure(part), Verdict::Stale));
+        // LF-only line ends read the same.
+        assert_eq!(
+            parse_batch_response("multipart/mixed;boundary=r1", body.replace("\r\n", "\n").as_bytes()).unwrap(),
+            answers
+        );
+        assert!(parse_batch_response("application/json", b"{}").is_err());
+        assert!(
+            parse_batch_response("multipart/mixed;boundary=r1", b"--r1\r\n").is_err(),
+            "a cut-off answer is refused"
+        );
+    }
+
+    #[test]
+    fn refused_change_sets_classify() {
+        let part = |status, code: &str| PartResponse {
+            status,
+            headers: vec![("retry-after".into(), "2".into())],
+            body: format!("{{\"error\":{{\"code\":\"{code}\",\"message\":\"The voucher is not balanced\"}}}}"),
+        };
+        assert!(matches!(
+            verdict_for_failure(&part(400, "DATABASE_ERROR")),
+            Verdict::Done(Err(IfsError::Rejected { .. }))
+        ));
+        assert!(matches!(
+            verdict_for_failure(&part(428, "ODP_MISSING_PRECONDITION")),
+            Verdict::Done(Err(IfsError::MissingPrecondition { .. }))
+        ));
+        assert!(matches!(verdict_for_failure(&part(503, "SERVICE_UNAVAILABLE")), Verdict::Again(_, Some(_))));
+    }
+}
