@@ -7,5 +7,6 @@ pub mod apigw;
 pub mod aws;
 pub mod brex;
 pub mod chaos;
+pub mod fixtures;
 pub mod ifs;
 pub mod pipeline;

@@ -3,19 +3,16 @@
 //! change set, a refused change set leaving nothing half-posted, an unanswered `$batch` settled by the dedup
 //! query, and the poster's dedup still holding on redelivery in both flows.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{Datelike, NaiveDate, Utc};
 use rust_decimal::Decimal;
-use shared::domain::{
-    AccountCode, AccountingRecordId, CodePartValue, CompanyCode, CurrencyCode, IfsCredentials, Origin, ReferenceNumber,
-    Secret, VoucherType, WebhookId,
-};
+use shared::domain::{AccountingRecordId, CompanyCode, IfsCredentials, Origin, ReferenceNumber, Secret, WebhookId};
 use shared::error::Classify;
 use shared::ifs::{IfsClient, IfsClientConfig, IfsError, RetryPolicy};
-use shared::proposal::{CodePart, Proposal, ProposalRow, Side, VoucherStatus};
+use shared::proposal::Proposal;
 use sims::brex::generator::{GeneratorOptions, RecordGenerator};
 use sims::ifs::{IfsFaults, IfsSim, IfsSimConfig};
 use sims::pipeline::{EXAMPLE_MAPPING, Pipeline, PipelineOptions};
@@ -47,30 +44,8 @@ fn dec(s: &str) -> Decimal {
     Decimal::from_str(s).unwrap()
 }
 
-/// Travel (6500, cost centre 200) against the card liability (2410).
 fn proposal(reference: &str, day: NaiveDate, debit: &str, credit: &str) -> Proposal {
-    let row = |account: &str, side, amount: &str| ProposalRow {
-        account: AccountCode::parse(account).unwrap(),
-        code_parts: BTreeMap::new(),
-        side,
-        amount: dec(amount),
-        currency: CurrencyCode::parse("USD").unwrap(),
-        currency_rate: None,
-        text: format!("{reference} {account}"),
-    };
-    let mut expense = row("6500", Side::Debit, debit);
-    expense.code_parts.insert(CodePart::B, CodePartValue::parse("200").unwrap());
-    Proposal {
-        reference_number: ReferenceNumber::parse(reference).unwrap(),
-        reference_serie: "BREX".into(),
-        source_version: 1,
-        company: co(),
-        voucher_type: VoucherType::parse("M").unwrap(),
-        voucher_status: VoucherStatus::NotApproved,
-        voucher_date: day,
-        text: format!("Brex {reference}"),
-        rows: vec![expense, row("2410", Side::Credit, credit)],
-    }
+    sims::fixtures::travel_proposal(reference, day, debit, credit)
 }
 
 fn proposals(prefix: &str, n: u32) -> Vec<Proposal> {

@@ -1,19 +1,17 @@
 //! The IFS client (`shared::ifs`) against the IFS Cloud simulator: voucher creation, dedup, faults
 //! (412s, 429 bursts, 5xx, commit-then-drop), short-lived tokens, paging and IFS's business-rule refusals.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use chrono::{Datelike, NaiveDate, Utc};
 use rust_decimal::Decimal;
-use shared::domain::{
-    AccountCode, CodePartValue, CompanyCode, CurrencyCode, IfsCredentials, ReferenceNumber, Secret, VoucherType,
-};
+use shared::domain::{AccountCode, CompanyCode, IfsCredentials, ReferenceNumber, Secret};
 use shared::error::Classify;
 use shared::ifs::{IfsClient, IfsClientConfig, IfsError, RetryPolicy};
 use shared::ports::{ChartOfAccounts, Demand};
-use shared::proposal::{CodePart, Proposal, ProposalRow, Side, VoucherStatus};
+use shared::proposal::{CodePart, Proposal};
 use sims::ifs::{IfsFaults, IfsSim, IfsSimConfig, ReferenceData};
 
 fn year() -> i32 {
@@ -51,30 +49,8 @@ fn dec(s: &str) -> Decimal {
     Decimal::from_str(s).unwrap()
 }
 
-/// Travel (6500, cost centre 200) against the card liability (2410).
 fn proposal(reference: &str, day: NaiveDate, debit: &str, credit: &str) -> Proposal {
-    let row = |account: &str, side, amount: &str| ProposalRow {
-        account: AccountCode::parse(account).unwrap(),
-        code_parts: BTreeMap::new(),
-        side,
-        amount: dec(amount),
-        currency: CurrencyCode::parse("USD").unwrap(),
-        currency_rate: None,
-        text: format!("{reference} {account}"),
-    };
-    let mut expense = row("6500", Side::Debit, debit);
-    expense.code_parts.insert(CodePart::B, CodePartValue::parse("200").unwrap());
-    Proposal {
-        reference_number: ReferenceNumber::parse(reference).unwrap(),
-        reference_serie: "BREX".into(),
-        source_version: 1,
-        company: co(),
-        voucher_type: VoucherType::parse("M").unwrap(),
-        voucher_status: VoucherStatus::NotApproved,
-        voucher_date: day,
-        text: format!("Brex {reference}"),
-        rows: vec![expense, row("2410", Side::Credit, credit)],
-    }
+    sims::fixtures::travel_proposal(reference, day, debit, credit)
 }
 
 /// What the poster does per record: dedup first, create only when absent; a retryable failure is tried
