@@ -86,7 +86,7 @@ impl<'a> Ctx<'a> {
     /// The IFS client with the projection names of the stored mapping document (as the poster builds it).
     pub async fn ifs(&self, store: &DynamoStore) -> Result<IfsClient, CliError> {
         let mapping = CachedMapping::new(store.clone(), Duration::from_secs(60));
-        Ok(build::ifs_client(&self.ifs_config()?, &self.sdk, &mapping).await?)
+        Ok(build::ifs_client(&self.ifs_config()?, &self.sdk, store, &mapping).await?)
     }
 
     /// `DLQ_URL`, else the work queue's redrive target. `Ok(None)` when neither is known.

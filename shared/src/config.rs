@@ -92,6 +92,9 @@ pub struct IfsConfig {
     pub ifs_url: String,
     pub ifs_realm: String,
     pub ifs_requests_per_minute: u32,
+    /// Poster instances at most (`POSTER_MAX_CONCURRENCY`, the template's `PosterMaximumConcurrency`): with the
+    /// poller, how many share `ifs_requests_per_minute` if the shared budget's table cannot be reached.
+    pub poster_max_concurrency: u32,
 }
 
 impl IfsConfig {
@@ -101,6 +104,7 @@ impl IfsConfig {
             ifs_url: url(env, "IFS_URL", None)?,
             ifs_realm: required(env, "IFS_REALM")?,
             ifs_requests_per_minute: number(env, "IFS_REQUESTS_PER_MINUTE", 1000)?,
+            poster_max_concurrency: number(env, "POSTER_MAX_CONCURRENCY", 1)?,
         })
     }
 }
@@ -209,6 +213,7 @@ mod tests {
         assert_eq!(cfg.common.brex_api_url, "https://api.brex.com");
         assert_eq!(cfg.common.brex_requests_per_minute, 1000);
         assert_eq!(cfg.ifs.ifs_requests_per_minute, 1000);
+        assert_eq!(cfg.ifs.poster_max_concurrency, 1);
         assert_eq!(cfg.ifs.ifs_url, "https://acme.ifs.cloud", "trailing slash dropped");
         assert!(cfg.report_export_results);
         assert!(!cfg.dry_run);
@@ -230,5 +235,8 @@ mod tests {
         let mut e = env(BASE);
         e.insert("IFS_REQUESTS_PER_MINUTE".into(), "0".into());
         assert!(PosterConfig::from_env(&e).is_err());
+        let mut e = env(BASE);
+        e.insert("POSTER_MAX_CONCURRENCY".into(), "many".into());
+        assert!(matches!(PosterConfig::from_env(&e), Err(ConfigError::Invalid { name: "POSTER_MAX_CONCURRENCY", .. })));
     }
 }

@@ -63,3 +63,42 @@ async fn four_clients_sharing_the_dynamodb_budget_never_see_a_429() {
     assert!(used >= allowed * 0.5, "the budget is used, not idled away: {used} of {allowed:.0}");
     assert!(u64::from(done) + 4 >= c.total_requests, "token fetches and reads: {done} {c:?}");
 }
+
+/// The functions as deployed (built by `shared::lambda::build`) draw every IFS request from the shared
+/// budget: the slices' counters add up to exactly what the simulator served.
+#[tokio::test]
+async fn the_built_poster_and_poller_draw_every_ifs_request_from_the_table() {
+    use shared::domain::{Origin, WebhookId};
+    use sims::brex::generator::{GeneratorOptions, RecordGenerator};
+    use sims::pipeline::{Pipeline, PipelineOptions};
+
+    let p = Pipeline::start(PipelineOptions { name: "ifs-budget-wired".into(), ..PipelineOptions::default() })
+        .await
+        .unwrap();
+    let records =
+        RecordGenerator::with_options(11, GeneratorOptions { count: 12, missing_gl_rate: 0.0, ..Default::default() })
+            .batch();
+    let ids: Vec<String> = records.iter().map(|r| r.id.clone()).collect();
+    p.brex.insert_records(records);
+    p.enqueue(&ids, &Origin::Webhook { webhook_id: WebhookId::parse("msg_budget").unwrap() }).await.unwrap();
+    p.drain(Duration::from_secs(60)).await.unwrap();
+    assert_eq!(p.vouchers_by_reference().len(), ids.len());
+    // The poller's reference refresh reads IFS through the same budget.
+    let report = p.poller(&[]).await.unwrap().run(chrono::Utc::now() + chrono::Duration::seconds(60)).await;
+    assert!(report.reference.is_some(), "{report:?}");
+
+    let items = aws_sdk_dynamodb::Client::new(&p.stack.sdk)
+        .query()
+        .table_name(&p.stack.table_name)
+        .key_condition_expression("pk = :pk")
+        .expression_attribute_values(":pk", aws_sdk_dynamodb::types::AttributeValue::S("budget#ifs".into()))
+        .send()
+        .await
+        .unwrap()
+        .items
+        .unwrap_or_default();
+    let drawn: u64 = items.iter().map(|item| item["used"].as_n().map(|n| n.parse::<u64>().unwrap()).unwrap()).sum();
+    let served = p.ifs.counters().total_requests;
+    assert!(served > 0);
+    assert_eq!(drawn, served, "every IFS request was drawn from the shared budget");
+}

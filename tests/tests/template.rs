@@ -49,7 +49,7 @@ fn actions(t: &Value, role: &str) -> BTreeMap<String, Vec<String>> {
 }
 
 const COMMON: &[&str] = &["QUEUE_URL", "TABLE_NAME", "BREX_SECRET_ID", "BREX_API_URL", "BREX_REQUESTS_PER_MINUTE"];
-const IFS: &[&str] = &["IFS_SECRET_ID", "IFS_URL", "IFS_REALM", "IFS_REQUESTS_PER_MINUTE"];
+const IFS: &[&str] = &["IFS_SECRET_ID", "IFS_URL", "IFS_REALM", "IFS_REQUESTS_PER_MINUTE", "POSTER_MAX_CONCURRENCY"];
 
 #[test]
 fn each_function_gets_exactly_its_contract_environment() {
@@ -77,6 +77,7 @@ fn the_environment_the_code_reads_is_what_the_template_sets() {
             "POLL_SOURCES" => "accounting_records",
             "SYNC_BREX_FIELDS" => "false",
             "BREX_FIELDS_MAX_REQUESTS" => "100",
+            "POSTER_MAX_CONCURRENCY" => "2",
             _ => "https://example.test",
         };
         env_names(&t, function).into_iter().map(|k| (k.clone(), value(&k).to_owned())).collect()
@@ -120,6 +121,12 @@ fn roles_grant_what_each_function_needs_and_nothing_wild() {
         assert!(poster.contains_key(needed), "poster lacks {needed}");
     }
     assert!(poller.contains_key("sqs:SendMessage"));
+    for (role, granted) in [("poster", &poster), ("poller", &poller)] {
+        assert!(
+            granted.contains_key("dynamodb:UpdateItem"),
+            "{role}: the shared IFS budget is one UpdateItem a request"
+        );
+    }
     // Only the poller and poster may read the IFS secret.
     let ifs_readers: Vec<_> = [("webhook", &webhook), ("poster", &poster), ("poller", &poller)]
         .into_iter()

@@ -72,6 +72,8 @@ type Cache<K, T> = Mutex<HashMap<K, Entry<T>>>;
 #[derive(Default)]
 pub(crate) struct ReferenceCache {
     accounts: Cache<(CompanyCode, AccountCode), Option<AccountInfo>>,
+    /// Companies whose whole chart was read within the TTL.
+    charts: Cache<CompanyCode, ()>,
     periods: Cache<(CompanyCode, i32), Vec<AccountingPeriodInfo>>,
 }
 
@@ -161,11 +163,19 @@ pub fn period_for_date(periods: &[AccountingPeriodInfo], date: NaiveDate) -> Opt
 }
 
 impl IfsClient {
-    /// One account, or `None` when IFS does not know it.
+    /// One account, or `None` when IFS does not know it. The first miss for a company reads its whole chart
+    /// (one paged list, usually one request) instead of one GET per account: a cold instance posting a batch
+    /// meets several accounts at once. A miss after that (an account created since) is one GET.
     pub async fn account(&self, company: &CompanyCode, account: &AccountCode) -> Result<Option<AccountInfo>, IfsError> {
         let key = (company.clone(), account.clone());
         if let Some(hit) = fresh(&self.inner.reference.accounts, &key) {
             return Ok(hit);
+        }
+        if fresh(&self.inner.reference.charts, company).is_none() {
+            self.list_accounts(company).await?;
+            if let Some(hit) = fresh(&self.inner.reference.accounts, &key) {
+                return Ok(hit);
+            }
         }
         let api = &self.inner.api;
         let path = format!(
@@ -200,6 +210,7 @@ impl IfsClient {
         for info in &accounts {
             store(&self.inner.reference.accounts, (info.company.clone(), info.account.clone()), Some(info.clone()));
         }
+        store(&self.inner.reference.charts, company.clone(), ());
         Ok(accounts)
     }
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use aws_config::SdkConfig;
 
+use crate::aws::budget::DynamoBudget;
 use crate::aws::{DynamoStore, SecretsManagerStore, SqsQueue};
 use crate::brex::{AuthOptions, BrexAuth, BrexClient, BrexConfig, BrexError, OAuthContext};
 use crate::config::{CommonConfig, ConfigError, IfsConfig, PosterConfig, WebhookConfig};
@@ -67,30 +68,43 @@ pub async fn webhook_service(config: &WebhookConfig, sdk: &SdkConfig) -> Result<
     ))
 }
 
+/// The IFS client: credentials from Secrets Manager, projection names from the mapping document, and the
+/// deployment-wide request budget shared through the table (every poster, the poller and the CLI draw on the
+/// same `IFS_REQUESTS_PER_MINUTE`). The two reads run concurrently: they are the cold start.
 pub async fn ifs_client(
     ifs: &IfsConfig,
     sdk: &SdkConfig,
+    store: &DynamoStore,
     mapping: &dyn MappingSource,
 ) -> Result<IfsClient, StartupError> {
-    let secret =
-        SecretsManagerStore::new(aws_sdk_secretsmanager::Client::new(sdk)).get_secret(&ifs.ifs_secret_id).await?;
+    let secrets = SecretsManagerStore::new(aws_sdk_secretsmanager::Client::new(sdk));
+    let (secret, loaded) = tokio::join!(secrets.get_secret(&ifs.ifs_secret_id), mapping.mapping());
     let credentials: IfsCredentials =
-        serde_json::from_str(secret.expose()).map_err(|e| StartupError::IfsSecretShape(e.to_string()))?;
+        serde_json::from_str(secret?.expose()).map_err(|e| StartupError::IfsSecretShape(e.to_string()))?;
     let mut client_config = IfsClientConfig::new(&ifs.ifs_url, &ifs.ifs_realm, credentials);
     client_config.requests_per_minute = ifs.ifs_requests_per_minute;
-    // Projection names come from the mapping document's `[ifs.api]`; read at cold start, defaults until a
-    // document exists (the poster refuses to post without one anyway).
-    if let Ok(loaded) = mapping.mapping().await {
+    // Projection names come from the mapping document's `[ifs.api]`; defaults until a document exists (the
+    // poster refuses to post without one anyway).
+    if let Ok(loaded) = loaded {
         client_config.api = loaded.document.api.clone();
     }
-    Ok(IfsClient::new(client_config, reqwest::Client::new())?)
+    // The poller is one more instance beside the posters.
+    let budget = DynamoBudget::per_minute(
+        store.clone(),
+        "ifs",
+        ifs.ifs_requests_per_minute,
+        ifs.poster_max_concurrency.saturating_add(1),
+    );
+    Ok(IfsClient::with_budget(client_config, reqwest::Client::new(), Arc::new(budget))?)
 }
 
 pub async fn poster(config: &PosterConfig, sdk: &SdkConfig) -> Result<Poster, StartupError> {
     let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(sdk), &config.common.table_name);
     let mapping = Arc::new(CachedMapping::new(store.clone(), MAPPING_TTL));
-    let brex = brex_client(&config.common, sdk, &store).await?;
-    let ifs = ifs_client(&config.ifs, sdk, mapping.as_ref()).await?;
+    let (brex, ifs) = tokio::try_join!(
+        brex_client(&config.common, sdk, &store),
+        ifs_client(&config.ifs, sdk, &store, mapping.as_ref())
+    )?;
     Ok(Poster {
         records: Arc::new(brex),
         ledger: Arc::new(ifs),

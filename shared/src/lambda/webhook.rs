@@ -2,6 +2,7 @@
 
 use lambda_http::{Body, Request, Response};
 
+use super::build::StartupError;
 use crate::webhook::handler::WebhookService;
 
 /// Hands the raw body bytes to the service: `lambda_http` has already base64-decoded a binary body, and a
@@ -13,5 +14,16 @@ pub async fn handle_request(service: &WebhookService, request: Request) -> Resul
         .status(answer.status)
         .header("content-type", "application/json")
         .body(Body::Text(answer.body))?;
+    Ok(response)
+}
+
+/// The answer while the service cannot be built (a secret or the table unreachable): 503, so Brex retries
+/// the delivery, and the reason in the log rather than in the response.
+pub fn unavailable(error: &StartupError) -> Result<Response<Body>, lambda_http::Error> {
+    tracing::error!(error = %error, "webhook cannot start; answering 503");
+    let response = Response::builder()
+        .status(503)
+        .header("content-type", "application/json")
+        .body(Body::Text(r#"{"error":"webhook unavailable"}"#.to_owned()))?;
     Ok(response)
 }

@@ -19,10 +19,12 @@ pub async fn build_poller(config: &PollerConfig, sdk: &SdkConfig) -> Result<Poll
     let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let table = DynamoStore::new(dynamodb.clone(), &common.table_name);
-    let brex = Arc::new(brex_client(common, sdk, &table).await?);
-    let mapping = Arc::new(CachedMapping::new(table, MAPPING_TTL));
+    let mapping = Arc::new(CachedMapping::new(table.clone(), MAPPING_TTL));
+    let (brex, ifs) =
+        tokio::join!(brex_client(common, sdk, &table), ifs_client(&config.ifs, sdk, &table, mapping.as_ref()));
+    let brex = Arc::new(brex?);
     // A broken IFS secret must not stop the polling itself: the refresh reports it on every run instead.
-    let reference = match ifs_client(&config.ifs, sdk, mapping.as_ref()).await {
+    let reference = match ifs {
         Ok(ifs) => ReferenceCheck::On {
             fields: config.field_sync.map(|options| {
                 FieldSync::new(ifs.clone(), brex.clone()).with_options(options).with_clock(clock.clone())
