@@ -82,6 +82,8 @@ pub struct ChaosOptions {
     pub brex_faults: Faults,
     /// IFS access token lifetime (the client renews at 80 %; expiries mid-run come on top).
     pub ifs_token_ttl: Duration,
+    /// How often a progress line goes to stderr (a run at N = 10 000 takes the better part of an hour).
+    pub progress_every: Duration,
 }
 
 impl Default for ChaosOptions {
@@ -104,6 +106,7 @@ impl Default for ChaosOptions {
             event_interval: Duration::from_millis(1500),
             events: 40,
             time_limit: Duration::from_secs(1200),
+            progress_every: Duration::from_secs(30),
             ifs_faults: IfsFaults {
                 concurrent_modification_rate: 0.05,
                 status_5xx_rate: 0.02,
@@ -556,6 +559,7 @@ pub async fn run(options: ChaosOptions) -> Result<ChaosReport, String> {
         ("IFS_URL", ifs.base_url().to_owned()),
         ("IFS_REALM", ifs.realm().to_owned()),
         ("IFS_REQUESTS_PER_MINUTE", "1000000".to_owned()),
+        ("POSTER_MAX_CONCURRENCY", options.posters.max(1).to_string()),
     ]);
     let webhook_config = WebhookConfig::from_env(&env(&common)).map_err(|e| e.to_string())?;
     let poster_config = PosterConfig::from_env(&env(&with_ifs)).map_err(|e| e.to_string())?;
@@ -583,6 +587,13 @@ pub async fn run(options: ChaosOptions) -> Result<ChaosReport, String> {
     }
     let slots = Arc::new(tokio::sync::Mutex::new(slots));
     let poller = tokio::spawn(poll_loop(ctx.clone(), poller_config, options.poll_interval));
+    let progress = tokio::spawn(report_progress(
+        ctx.clone(),
+        ifs.clone(),
+        ids.len() - unmappable.len(),
+        options.progress_every,
+        started,
+    ));
     let deliveries = tokio::spawn(deliver_webhooks(
         ctx.clone(),
         brex.handle(),
@@ -654,6 +665,7 @@ pub async fn run(options: ChaosOptions) -> Result<ChaosReport, String> {
         }
     }
     poller.abort();
+    progress.abort();
 
     let mut report = tally(&ctx, &brex, &ifs, &ids, unmappable, events_faults).await;
     report.n = options.n;
@@ -663,6 +675,16 @@ pub async fn run(options: ChaosOptions) -> Result<ChaosReport, String> {
     report.elapsed = started.elapsed();
     println!("{}", report.table());
     Ok(report)
+}
+
+async fn report_progress(ctx: Arc<Ctx>, ifs: Arc<IfsSim>, postable: usize, every: Duration, started: Instant) {
+    loop {
+        tokio::time::sleep(every).await;
+        let depth = ctx.stack.queue_depth(&ctx.stack.queue_url).await;
+        let vouchers = ifs.vouchers().len();
+        let secs = started.elapsed().as_secs();
+        eprintln!("chaos: {secs:>5} s  {vouchers:>6} vouchers for {postable} postable records  queue depth {depth}");
+    }
 }
 
 async fn any_busy(slots: &tokio::sync::Mutex<Vec<Slot>>) -> bool {
