@@ -204,12 +204,23 @@ impl Pipeline {
 /// What API Gateway + Lambda do with one delivery: build the v2 event, let lambda_http parse it, run the
 /// handler exactly as the Lambda binary does.
 pub async fn invoke_webhook(service: &WebhookService, delivery: WebhookDelivery) -> u16 {
+    let Some(request) = webhook_request(&delivery) else { return 400 };
+    status_of(webhook::handle_request(service, request).await)
+}
+
+/// [`invoke_webhook`] through the function as the binary runs it (service built on the first request).
+pub async fn invoke_webhook_function(function: &webhook::WebhookFunction, delivery: WebhookDelivery) -> u16 {
+    let Some(request) = webhook_request(&delivery) else { return 400 };
+    status_of(function.handle(request).await)
+}
+
+fn webhook_request(delivery: &WebhookDelivery) -> Option<lambda_http::Request> {
     let event = http_v2_event("POST", "/webhooks/brex", &delivery.headers, &delivery.body);
-    let request = match lambda_http::request::from_str(&event.to_string()) {
-        Ok(request) => request,
-        Err(_) => return 400,
-    };
-    match webhook::handle_request(service, request).await {
+    lambda_http::request::from_str(&event.to_string()).ok()
+}
+
+fn status_of(response: Result<lambda_http::Response<lambda_http::Body>, lambda_http::Error>) -> u16 {
+    match response {
         Ok(response) => response.status().as_u16(),
         Err(_) => 500,
     }

@@ -2,7 +2,11 @@
 
 use lambda_http::{Body, Request, Response};
 
-use super::build::StartupError;
+use aws_config::SdkConfig;
+use tokio::sync::OnceCell;
+
+use super::build;
+use crate::config::WebhookConfig;
 use crate::webhook::handler::WebhookService;
 
 /// Hands the raw body bytes to the service: `lambda_http` has already base64-decoded a binary body, and a
@@ -17,13 +21,32 @@ pub async fn handle_request(service: &WebhookService, request: Request) -> Resul
     Ok(response)
 }
 
-/// The answer while the service cannot be built (a secret or the table unreachable): 503, so Brex retries
-/// the delivery, and the reason in the log rather than in the response.
-pub fn unavailable(error: &StartupError) -> Result<Response<Body>, lambda_http::Error> {
-    tracing::error!(error = %error, "webhook cannot start; answering 503");
-    let response = Response::builder()
-        .status(503)
-        .header("content-type", "application/json")
-        .body(Body::Text(r#"{"error":"webhook unavailable"}"#.to_owned()))?;
-    Ok(response)
+/// The webhook function as deployed: the service is built on the first request (see the module docs of
+/// `crate::lambda`) and kept; while it cannot be built (a secret or the table unreachable) every request is
+/// answered 503, so Brex retries the delivery, and the next request tries again.
+pub struct WebhookFunction {
+    config: WebhookConfig,
+    sdk: SdkConfig,
+    service: OnceCell<WebhookService>,
+}
+
+impl WebhookFunction {
+    pub fn new(config: WebhookConfig, sdk: SdkConfig) -> Self {
+        Self { config, sdk, service: OnceCell::new() }
+    }
+
+    pub async fn handle(&self, request: Request) -> Result<Response<Body>, lambda_http::Error> {
+        match self.service.get_or_try_init(|| build::webhook_service(&self.config, &self.sdk)).await {
+            Ok(service) => handle_request(service, request).await,
+            Err(error) => {
+                // The reason goes to the log, not to the caller.
+                tracing::error!(error = %error, "webhook cannot start; answering 503");
+                let response = Response::builder()
+                    .status(503)
+                    .header("content-type", "application/json")
+                    .body(Body::Text(r#"{"error":"webhook unavailable"}"#.to_owned()))?;
+                Ok(response)
+            }
+        }
+    }
 }
