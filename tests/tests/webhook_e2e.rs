@@ -227,7 +227,7 @@ async fn a_webhook_that_cannot_start_answers_503_until_it_can() {
     let missing = format!("brex-later-{}", uuid::Uuid::new_v4().simple());
     let mut config = config(&stack, &brex, &stack.queue_url);
     config.common.brex_secret_id = missing.clone();
-    let function = Arc::new(WebhookFunction::new(config, stack.sdk.clone()));
+    let function = Arc::new(WebhookFunction::with_sdk(config, stack.sdk.clone()));
     let ids = brex.generate_records(3);
 
     let attempts = Arc::new(AtomicUsize::new(0));

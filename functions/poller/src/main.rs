@@ -2,6 +2,7 @@
 
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use shared::config::{PollerConfig, ProcessEnv};
+use shared::lambda::build::aws_config;
 use shared::lambda::poster::deadline_from_epoch_ms;
 use shared::poller::{PollReport, build_poller};
 use tokio::sync::OnceCell;
@@ -10,13 +11,12 @@ use tokio::sync::OnceCell;
 async fn main() -> Result<(), Error> {
     shared::telemetry::init_json_logging();
     let config = PollerConfig::from_env(&ProcessEnv)?;
-    let sdk = aws_config::load_from_env().await;
-    // Built on the first run (see `shared::lambda::build`); a failed build fails that run.
+    // Built on the first run (see `shared::lambda`); a failed build fails that run.
     let poller = OnceCell::new();
     lambda_runtime::run(service_fn(|event: LambdaEvent<serde_json::Value>| {
-        let (poller, config, sdk) = (&poller, &config, &sdk);
+        let (poller, config) = (&poller, &config);
         async move {
-            let poller = poller.get_or_try_init(|| build_poller(config, sdk)).await?;
+            let poller = poller.get_or_try_init(|| async { build_poller(config, &aws_config().await).await }).await?;
             let report = poller.run(deadline_from_epoch_ms(event.context.deadline)).await;
             answer(report)
         }

@@ -10,13 +10,14 @@ use tokio::sync::OnceCell;
 async fn main() -> Result<(), Error> {
     shared::telemetry::init_json_logging();
     let config = PosterConfig::from_env(&ProcessEnv)?;
-    let sdk = aws_config::load_from_env().await;
-    // Built on the first invocation (see `build`); a failed build fails that batch, which SQS redelivers.
+    // Built on the first invocation (see `shared::lambda`); a failed build fails that batch, which SQS
+    // redelivers.
     let service = OnceCell::new();
     lambda_runtime::run(service_fn(|event: LambdaEvent<SqsEvent>| {
-        let (service, config, sdk) = (&service, &config, &sdk);
+        let (service, config) = (&service, &config);
         async move {
-            let service = service.get_or_try_init(|| build::poster(config, sdk)).await?;
+            let service =
+                service.get_or_try_init(|| async { build::poster(config, &build::aws_config().await).await }).await?;
             let deadline = poster::deadline_from_epoch_ms(event.context.deadline);
             Ok::<_, Error>(poster::handle_sqs_event(service, event.payload, deadline).await)
         }

@@ -7,7 +7,6 @@ use shared::lambda::webhook::WebhookFunction;
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     shared::telemetry::init_json_logging();
-    let config = WebhookConfig::from_env(&ProcessEnv)?;
-    let function = WebhookFunction::new(config, aws_config::load_from_env().await);
+    let function = WebhookFunction::new(WebhookConfig::from_env(&ProcessEnv)?);
     lambda_http::run(lambda_http::service_fn(|request| function.handle(request))).await
 }

@@ -35,6 +35,12 @@ pub enum StartupError {
     Ifs(#[from] IfsError),
 }
 
+/// The AWS configuration, loaded the standard way. Loading it reads the system's TLS root certificates
+/// (several ms), so the functions do it inside their first invocation, with the rest of the build.
+pub async fn aws_config() -> SdkConfig {
+    aws_config::load_from_env().await
+}
+
 fn clock() -> Arc<dyn Clock> {
     Arc::new(SystemClock)
 }

@@ -26,17 +26,29 @@ pub async fn handle_request(service: &WebhookService, request: Request) -> Resul
 /// answered 503, so Brex retries the delivery, and the next request tries again.
 pub struct WebhookFunction {
     config: WebhookConfig,
-    sdk: SdkConfig,
+    /// `None`: the standard AWS configuration, loaded with the service.
+    sdk: Option<SdkConfig>,
     service: OnceCell<WebhookService>,
 }
 
 impl WebhookFunction {
-    pub fn new(config: WebhookConfig, sdk: SdkConfig) -> Self {
-        Self { config, sdk, service: OnceCell::new() }
+    pub fn new(config: WebhookConfig) -> Self {
+        Self { config, sdk: None, service: OnceCell::new() }
+    }
+
+    /// With a given AWS configuration (an emulator's, in tests).
+    pub fn with_sdk(config: WebhookConfig, sdk: SdkConfig) -> Self {
+        Self { config, sdk: Some(sdk), service: OnceCell::new() }
     }
 
     pub async fn handle(&self, request: Request) -> Result<Response<Body>, lambda_http::Error> {
-        match self.service.get_or_try_init(|| build::webhook_service(&self.config, &self.sdk)).await {
+        let built = self.service.get_or_try_init(|| async {
+            match &self.sdk {
+                Some(sdk) => build::webhook_service(&self.config, sdk).await,
+                None => build::webhook_service(&self.config, &build::aws_config().await).await,
+            }
+        });
+        match built.await {
             Ok(service) => handle_request(service, request).await,
             Err(error) => {
                 // The reason goes to the log, not to the caller.
