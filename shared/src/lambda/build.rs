@@ -88,7 +88,6 @@ pub async fn ifs_client(
     let credentials: IfsCredentials =
         serde_json::from_str(secret?.expose()).map_err(|e| StartupError::IfsSecretShape(e.to_string()))?;
     let mut client_config = IfsClientConfig::new(&ifs.ifs_url, &ifs.ifs_realm, credentials);
-    client_config.requests_per_minute = ifs.ifs_requests_per_minute;
     // Projection names come from the mapping document's `[ifs.api]`; defaults until a document exists (the
     // poster refuses to post without one anyway).
     if let Ok(loaded) = loaded {
