@@ -412,7 +412,7 @@ fn webhook_event(p: &Pipeline, seed: u64) -> String {
 }
 
 async fn cold_starts(rows: &mut Vec<Row>, p: &Pipeline, dir: &Path, hello: Option<&Path>, quick: bool) {
-    let runs = if quick { 1 } else { 5 };
+    let runs = if quick { 1 } else { 11 };
     let mut env: Vec<(String, String)> = Moto::get().env().into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
     env.extend(p.poster_env.iter().map(|(k, v)| (k.clone(), v.clone())));
     let mut binaries: Vec<(&str, PathBuf)> = Vec::new();
@@ -422,34 +422,37 @@ async fn cold_starts(rows: &mut Vec<Row>, p: &Pipeline, dir: &Path, hello: Optio
     for f in ["webhook", "poller", "poster"] {
         binaries.push((f, dir.join(format!("brex-ifs-{f}"))));
     }
-    let mut hello_next = None;
-    for (what, binary) in binaries {
-        let mut nexts = Vec::new();
-        let mut answers = Vec::new();
-        let mut rss = 0;
-        for run in 0..runs {
-            let seed = 1000 + run as u64 * 10;
-            let event = match what {
+    // Round robin: each run starts every binary once, so a change of machine load hits them all alike and
+    // the ratios to hello-world stay fair.
+    let mut samples: Vec<Result<Vec<ColdStart>, String>> = binaries.iter().map(|_| Ok(Vec::new())).collect();
+    for run in 0..runs {
+        let seed = 1000 + run as u64 * 10;
+        for ((what, binary), sample) in binaries.iter().zip(samples.iter_mut()) {
+            let Ok(done) = sample else { continue };
+            let event = match *what {
                 "webhook" => webhook_event(p, seed),
                 "poster" => poster_event(p, seed + 1).await,
                 _ => serde_json::json!({"source": "aws.events", "detail-type": "Scheduled Event", "detail": {}})
                     .to_string(),
             };
-            match start_once(&binary, &env, event).await {
-                Ok(c) => {
-                    nexts.push(c.to_next);
-                    answers.push(c.to_answer);
-                    rss = rss.max(c.peak_rss_kib);
-                }
-                Err(e) => {
-                    row(rows, format!("cold start, {what}"), format!("failed: {e}"), "", Some(false));
-                    break;
-                }
+            match start_once(binary, &env, event).await {
+                Ok(c) => done.push(c),
+                Err(e) => *sample = Err(e),
             }
         }
-        if nexts.is_empty() {
-            continue;
-        }
+    }
+    let mut hello_next = None;
+    for ((what, binary), sample) in binaries.into_iter().zip(samples) {
+        let starts = match sample {
+            Ok(starts) => starts,
+            Err(e) => {
+                row(rows, format!("cold start, {what}"), format!("failed: {e}"), "", Some(false));
+                continue;
+            }
+        };
+        let nexts = starts.iter().map(|c| c.to_next).collect();
+        let answers = starts.iter().map(|c| c.to_answer).collect();
+        let rss = starts.iter().map(|c| c.peak_rss_kib).max().unwrap_or(0);
         let (next, answer) = (median(nexts), median(answers));
         let size = std::fs::metadata(&binary).map(|m| m.len()).unwrap_or(0);
         let mib = size as f64 / (1024.0 * 1024.0);
