@@ -15,7 +15,6 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -23,17 +22,14 @@ use axum::body::Bytes;
 use axum::http::{HeaderMap as AxHeaders, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use chrono::{Datelike, NaiveDate, Utc};
-use rust_decimal::Decimal;
 use shared::aws::DynamoStore;
 use shared::aws::budget::DynamoBudget;
-use shared::domain::{
-    AccountCode, CodePartValue, CompanyCode, CurrencyCode, IfsCredentials, Origin, ReferenceNumber, Secret, VoucherType,
-};
+use shared::domain::{IfsCredentials, Origin, Secret};
 use shared::ifs::{IfsClient, IfsClientConfig, RetryPolicy};
-use shared::proposal::{CodePart, Proposal, ProposalRow, Side, VoucherStatus};
 use sims::aws::{Moto, Stack, StackSpec};
 use sims::brex::generator::{GeneratorOptions, RecordGenerator};
 use sims::brex::webhook::{HeaderFamily, WebhookDelivery};
+use sims::fixtures::travel_proposal;
 use sims::ifs::{IfsSim, IfsSimConfig};
 use sims::pipeline::{EXAMPLE_MAPPING, Pipeline, PipelineOptions};
 
@@ -161,31 +157,6 @@ async fn requests_per_record(rows: &mut Vec<Row>) {
     );
 }
 
-fn proposal(reference: &str, day: NaiveDate) -> Proposal {
-    let row = |account: &str, side| ProposalRow {
-        account: AccountCode::parse(account).expect("account"),
-        code_parts: BTreeMap::new(),
-        side,
-        amount: Decimal::from_str("12.34").expect("amount"),
-        currency: CurrencyCode::parse("USD").expect("currency"),
-        currency_rate: None,
-        text: reference.to_owned(),
-    };
-    let mut expense = row("6500", Side::Debit);
-    expense.code_parts.insert(CodePart::B, CodePartValue::parse("200").expect("code part"));
-    Proposal {
-        reference_number: ReferenceNumber::parse(reference).expect("reference"),
-        reference_serie: "BREX".into(),
-        source_version: 1,
-        company: CompanyCode::parse("10").expect("company"),
-        voucher_type: VoucherType::parse("M").expect("voucher type"),
-        voucher_status: VoucherStatus::NotApproved,
-        voucher_date: day,
-        text: reference.to_owned(),
-        rows: vec![expense, row("2410", Side::Credit)],
-    }
-}
-
 /// Four posters' IFS clients, each with its own `DynamoBudget` on one table, posting vouchers step by step
 /// (the most request-hungry pattern: dedup query, header, rows, commit) as fast as the budget lets them.
 async fn shared_budget(rows: &mut Vec<Row>, quick: bool) {
@@ -217,7 +188,7 @@ async fn shared_budget(rows: &mut Vec<Row>, quick: bool) {
         async move {
             let mut n = 0u32;
             while start.elapsed() < run_for {
-                let p = proposal(&format!("accr_budget_{poster}_{n}"), day);
+                let p = travel_proposal(&format!("accr_budget_{poster}_{n}"), day, "12.34", "12.34");
                 n += 1;
                 let refs = std::slice::from_ref(&p.reference_number);
                 if let Err(e) = client.find_posted(&p.company, "BREX", refs).await {
