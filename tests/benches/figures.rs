@@ -356,8 +356,8 @@ async fn start_once(binary: &Path, env: &[(String, String)], event: String) -> R
     Ok(ColdStart { to_next: first_next - started, faults_to_next, to_answer: at - started, peak_rss_kib: rss })
 }
 
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
+fn median<T: Ord + Copy + Default>(mut v: Vec<T>) -> T {
+    v.sort_unstable();
     v.get(v.len() / 2).copied().unwrap_or_default()
 }
 
@@ -445,23 +445,15 @@ async fn cold_starts(rows: &mut Vec<Row>, p: &Pipeline, dir: &Path, hello: Optio
         let answers = starts.iter().map(|c| c.to_answer).collect();
         let rss = starts.iter().map(|c| c.peak_rss_kib).max().unwrap_or(0);
         let (next, answer) = (median(nexts), median(answers));
-        let mut faults: Vec<u64> = starts.iter().map(|c| c.faults_to_next).collect();
-        faults.sort_unstable();
-        let faults = faults.get(faults.len() / 2).copied().unwrap_or(0);
+        let faults = median(starts.iter().map(|c| c.faults_to_next).collect());
+        let label =
+            format!("cold start, {what}: first `next` (page faults by then) / first response (median of {runs})");
         let size = std::fs::metadata(&binary).map(|m| m.len()).unwrap_or(0);
         let mib = size as f64 / (1024.0 * 1024.0);
         match hello_next {
             None if hello.is_some() => {
                 hello_next = Some(next);
-                row(
-                    rows,
-                    format!(
-                        "cold start, {what}: first `next` (page faults by then) / first response (median of {runs})"
-                    ),
-                    format!("{} ({faults}) / {}", ms(next), ms(answer)),
-                    "baseline",
-                    None,
-                );
+                row(rows, label, format!("{} ({faults}) / {}", ms(next), ms(answer)), "baseline", None);
                 row(
                     rows,
                     format!("… {what}: binary size / peak RSS"),
@@ -476,15 +468,7 @@ async fn cold_starts(rows: &mut Vec<Row>, p: &Pipeline, dir: &Path, hello: Optio
                     Some(r) => format!("{} ({r:.2}× hello; {faults}) / {}", ms(next), ms(answer)),
                     None => format!("{} ({faults}) / {}", ms(next), ms(answer)),
                 };
-                row(
-                    rows,
-                    format!(
-                        "cold start, {what}: first `next` (page faults by then) / first response (median of {runs})"
-                    ),
-                    value,
-                    "≤ 1.5× hello",
-                    ratio.map(|r| r <= 1.5),
-                );
+                row(rows, label, value, "≤ 1.5× hello", ratio.map(|r| r <= 1.5));
                 let rss_goal = if what == "poster" { "≤ 8 MB / ≤ 32 MB (batch of 10)" } else { "≤ 8 MB" };
                 let rss_met = if what == "poster" { mib <= 8.0 && rss as f64 / 1024.0 <= 32.0 } else { mib <= 8.0 };
                 row(
