@@ -227,7 +227,7 @@ async fn shared_budget(rows: &mut Vec<Row>, quick: bool) {
 struct Rapi {
     event: Mutex<Option<String>>,
     /// The started function's pid, to read its page faults when its first `next` arrives.
-    pid: Mutex<Option<u32>>,
+    pid: std::sync::OnceLock<u32>,
     /// When the first `next` came, and the function's minor page faults by then.
     first_next: Mutex<Option<(Instant, u64)>>,
     /// When the first answer came, and whether it was a response (not an error) with what body.
@@ -250,8 +250,7 @@ async fn rapi(
             tokio::time::sleep(Duration::from_secs(3600)).await;
             return StatusCode::NO_CONTENT.into_response();
         };
-        let pid = *state.pid.lock().unwrap_or_else(|e| e.into_inner());
-        let faults = pid.map(minor_faults).unwrap_or(0);
+        let faults = state.pid.get().copied().map(minor_faults).unwrap_or(0);
         state.first_next.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert((now, faults));
         let deadline = (Utc::now() + chrono::Duration::seconds(60)).timestamp_millis();
         let mut headers = AxHeaders::new();
@@ -329,7 +328,7 @@ async fn start_once(binary: &Path, env: &[(String, String)], event: String) -> R
         .spawn()
         .map_err(|e| format!("starting {}: {e}", binary.display()))?;
     let pid = child.id().unwrap_or(0);
-    *state.pid.lock().unwrap_or_else(|e| e.into_inner()) = Some(pid);
+    let _ = state.pid.set(pid);
     // Woken by the answer or the exit, not by polling: the harness shares the two cores with the function.
     let answer = tokio::select! {
         () = state.answered.notified() => state
