@@ -1,4 +1,5 @@
-//! JSON logs through `tracing` (CloudWatch reads one JSON object per line). Level from `RUST_LOG`, default info.
+//! JSON logs through `tracing` (CloudWatch reads one JSON object per line). Level from `RUST_LOG`, default info;
+//! release builds compile out debug and trace (the workspace manifest), so there `RUST_LOG` cannot go below info.
 
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
