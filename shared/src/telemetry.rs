@@ -1,5 +1,6 @@
 //! JSON logs through `tracing` (CloudWatch reads one JSON object per line). Level from `RUST_LOG`, default info;
-//! release builds compile out debug and trace (the workspace manifest), so there `RUST_LOG` cannot go below info.
+//! release builds compile out debug and trace (the workspace manifest), so there `RUST_LOG=debug` shows only info
+//! and up.
 
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
