@@ -181,7 +181,7 @@ async fn shared_budget(rows: &mut Vec<Row>, quick: bool) {
             sim.realm(),
             IfsCredentials { client_id, client_secret: Secret::new(secret) },
         );
-        config.api.batch = false;
+        config.api.batch = shared::ifs::BatchMode::Off;
         config.retry = RetryPolicy { max_attempts: 3, base: Duration::from_millis(50), cap: Duration::from_secs(5) };
         let budget = DynamoBudget::new(store.clone(), "ifs", limit, window, window / 60, 4);
         let client = IfsClient::with_budget(config, reqwest::Client::new(), Arc::new(budget)).expect("client");

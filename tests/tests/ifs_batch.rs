@@ -36,7 +36,7 @@ fn client(sim: &IfsSim, batch: bool) -> IfsClient {
     config.requests_per_minute = 600_000;
     config.request_timeout = Duration::from_secs(5);
     config.retry = RetryPolicy { max_attempts: 8, base: Duration::from_millis(20), cap: Duration::from_secs(2) };
-    config.api.batch = batch;
+    config.api.batch = if batch { shared::ifs::BatchMode::On } else { shared::ifs::BatchMode::Off };
     IfsClient::new(config, reqwest::Client::new()).unwrap()
 }
 

@@ -19,14 +19,59 @@ pub struct IfsApiNames {
     pub accounts_set: String,
     pub periods_projection: String,
     pub periods_set: String,
-    /// Create vouchers through OData `$batch` on the voucher-entry projection: one atomic change set per
-    /// voucher, several vouchers per request. `false` falls back to the step-by-step flow (header, rows,
-    /// `CreateVoucher` as separate requests) for a tenant whose `$batch` misbehaves. It sits here, with the
-    /// projection names, because it is a property of the customer's IFS, changed by pushing the mapping
-    /// document rather than by redeploying.
-    pub batch: bool,
+    /// Create vouchers through OData `$batch` on the voucher-entry projection (one atomic change set per
+    /// voucher, several vouchers per request), or step by step (header, rows, `CreateVoucher` as separate
+    /// requests). `auto` (the default) tries `$batch` and falls back, remembering for about an hour, when
+    /// the tenant refuses it; `true` / `false` force one flow. It sits here, with the projection names,
+    /// because it is a property of the customer's IFS, changed by pushing the mapping document rather than
+    /// by redeploying.
+    pub batch: BatchMode,
     /// Most vouchers (change sets) sent in one `$batch` request.
     pub batch_max_vouchers: usize,
+    /// Bound action (appended to `VoucherSet(Objkey='…')/`) that discards a virtual voucher whose rows or
+    /// `CreateVoucher` failed, so nothing is left behind in IFS. Empty: never remove (a release without it).
+    pub remove_voucher_action: String,
+}
+
+/// `[ifs.api] batch`: `"auto"`, `true` or `false`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BatchMode {
+    /// `$batch` while the tenant takes it; step by step (remembered for a while) once it is refused.
+    #[default]
+    Auto,
+    /// Always `$batch`: a refusal holds the records instead of switching flows.
+    On,
+    /// Always step by step.
+    Off,
+}
+
+impl Serialize for BatchMode {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Auto => s.serialize_str("auto"),
+            Self::On => s.serialize_bool(true),
+            Self::Off => s.serialize_bool(false),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for BatchMode {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Bool(bool),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Bool(true) => Ok(Self::On),
+            Raw::Bool(false) => Ok(Self::Off),
+            Raw::Text(t) if t == "auto" => Ok(Self::Auto),
+            Raw::Text(t) => {
+                Err(serde::de::Error::custom(format!("batch must be \"auto\", true or false, not {t:?}")))
+            }
+        }
+    }
 }
 
 impl Default for IfsApiNames {
@@ -43,8 +88,9 @@ impl Default for IfsApiNames {
             accounts_set: "AccountSet".into(),
             periods_projection: "AccountingPeriodsHandling.svc".into(),
             periods_set: "AccountingPeriodSet".into(),
-            batch: true,
+            batch: BatchMode::Auto,
             batch_max_vouchers: 10,
+            remove_voucher_action: "IfsApp.VoucherEntryAssistantHandling.VoucherEntry_RemoveTempVoucher".into(),
         }
     }
 }
@@ -67,8 +113,12 @@ mod tests {
         assert_eq!(names.voucher_entry_projection, "MyVoucherHandling.svc");
         assert_eq!(names.voucher_rows_set, "VoucherRowSet");
         assert!(toml::from_str::<IfsApiNames>("voucher_entry_projektion = \"x\"").is_err());
-        assert!(names.batch, "$batch is on unless a tenant turns it off");
-        let off: IfsApiNames = toml::from_str("batch = false").unwrap();
-        assert!(!off.batch);
+        assert_eq!(names.batch, BatchMode::Auto, "$batch is discovered unless a tenant forces a flow");
+        let mode = |text: &str| toml::from_str::<IfsApiNames>(text).map(|n| n.batch);
+        assert_eq!(mode("batch = false").unwrap(), BatchMode::Off);
+        assert_eq!(mode("batch = true").unwrap(), BatchMode::On);
+        assert_eq!(mode("batch = \"auto\"").unwrap(), BatchMode::Auto);
+        let err = mode("batch = \"sometimes\"").unwrap_err().to_string();
+        assert!(err.contains("\"auto\", true or false"), "{err}");
     }
 }

@@ -253,7 +253,7 @@ impl IfsClient {
     /// otherwise one after the other through [`IfsClient::create_voucher`]. As there, the caller runs the
     /// dedup query first, and an uncertain outcome is resolved with it before anything is sent again.
     pub async fn create_vouchers(&self, proposals: &[Proposal]) -> Vec<Result<VoucherKey, IfsError>> {
-        if !self.inner.api.batch {
+        if self.inner.api.batch == super::api_names::BatchMode::Off {
             let mut out = Vec::with_capacity(proposals.len());
             for p in proposals {
                 out.push(self.create_voucher(p).await);

@@ -13,7 +13,7 @@ pub mod retry;
 pub mod token;
 pub mod voucher;
 
-pub use api_names::IfsApiNames;
+pub use api_names::{BatchMode, IfsApiNames};
 pub use budget::{RequestBudget, TokenBucket};
 pub use client::{IfsClient, IfsClientConfig, IfsStats, ListQuery, Resend};
 pub use error::IfsError;
