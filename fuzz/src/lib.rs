@@ -16,7 +16,7 @@ use serde_json::Value;
 use shared::brex::model::AccountingRecord;
 use shared::domain::{AccountingRecordId, Secret, WebhookId, WorkItem};
 use shared::error::{AwsError, Classify, Disposition};
-use shared::ifs::error::{MI_MODIFIED_ERROR, classify_status, parse_error_body};
+use shared::ifs::error::{MI_MODIFIED_ERROR, ODP_MISSING_PRECONDITION, classify_status, parse_error_body};
 use shared::mapping::MappingDocument;
 use shared::ports::{Begin, Clock, ExternalError, IdempotencyStore, WebhookSecretSource, WorkQueue};
 use shared::webhook::{WebhookOptions, WebhookService, WebhookVerifier};
@@ -160,6 +160,9 @@ impl IdempotencyStore for Store {
     async fn fail(&self, _: &str, _: &str, _: DateTime<Utc>) -> Result<(), AwsError> {
         Ok(())
     }
+    async fn hold(&self, _: &str, _: &str, _: &str, _: DateTime<Utc>, _: DateTime<Utc>) -> Result<(), AwsError> {
+        Ok(())
+    }
     async fn release(&self, key: &str) -> Result<(), AwsError> {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
         Ok(())
@@ -293,8 +296,8 @@ pub fn brex_record(data: &[u8]) {
 /// IFS error bodies (`shared::ifs::error`): parse, then classify under every status the client meets.
 ///
 /// Must hold: a body that is not IFS's JSON envelope yields at most 300 characters of message; the contract's
-/// retry classes: 429, 502–504 and auth are retryable, 428 never is, 500 only with `MI_MODIFIED_ERROR`, other
-/// 4xx are permanent.
+/// classes by who is at fault: 429, 502–504 and 500 `MI_MODIFIED_ERROR` are retried; auth, 404/405/501, 428
+/// and OData-layer (`ODP_…`) 4xx hold the record and name a fix; other answers are the record's own.
 pub fn ifs_error(data: &[u8]) {
     let body = parse_error_body(data);
     let envelope = serde_json::from_slice::<Value>(data).ok().is_some_and(|v| v.get("error").is_some());
@@ -302,17 +305,21 @@ pub fn ifs_error(data: &[u8]) {
         assert!(body.message.chars().count() <= 300, "raw error text not capped");
     }
     for status in [400u16, 401, 403, 404, 409, 412, 422, 428, 429, 500, 501, 502, 503, 504] {
-        let err = classify_status(status, &body, None);
+        let err = classify_status(status, &body, None, "VoucherEntryAssistantHandling.svc/VoucherSet");
         let _ = err.to_string();
-        let retryable = err.is_retryable();
+        let odata_layer = body.code.starts_with("ODP_");
         let expected = match status {
-            401 | 403 | 429 | 502..=504 => true,
-            500 => body.code == MI_MODIFIED_ERROR,
-            _ => false,
+            _ if body.code == ODP_MISSING_PRECONDITION => Disposition::Hold,
+            429 | 502..=504 => Disposition::Retryable,
+            500 if body.code == MI_MODIFIED_ERROR => Disposition::Retryable,
+            401 | 403 | 404 | 405 | 428 | 501 => Disposition::Hold,
+            400..=499 if odata_layer => Disposition::Hold,
+            _ => Disposition::Permanent,
         };
-        assert_eq!(retryable, expected, "status {status} code {:?}", body.code);
+        assert_eq!(err.disposition(), expected, "status {status} code {:?}", body.code);
         let external: ExternalError = err.into();
-        assert_eq!(external.disposition == Disposition::Retryable, expected);
+        assert_eq!(external.disposition, expected);
+        assert_eq!(external.fix.is_some(), expected == Disposition::Hold, "a held error names its fix");
     }
 }
 

@@ -21,6 +21,8 @@ pub enum AuditOutcome {
     Failed,
     /// A retryable problem; SQS redelivers.
     Retry,
+    /// The deployment or tenant is at fault: held until fixed, never reported to Brex as failed.
+    Held,
     /// Not postable now (e.g. no longer READY_FOR_EXPORT), not retried.
     Skipped,
 }

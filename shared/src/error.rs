@@ -1,6 +1,9 @@
-//! Error classification. Every error the connector can meet is either worth retrying later (the outside
-//! world was busy, slow or briefly broken) or permanent (retrying can only repeat the failure). That one bit
-//! decides SQS redelivery vs. a recorded failure reported to Brex, and the webhook's 5xx vs. 4xx.
+//! Error classification by who is at fault. A passing fault (the outside world was busy, slow or briefly
+//! broken) is retried; the record itself (a mapping error, IFS refusing it on its merits) makes a permanent
+//! failure reported to Brex; the deployment or the tenant (credentials, a projection the tenant lacks, an
+//! answer we cannot read, our own bug) holds the record until an operator fixes the cause. That decides SQS
+//! redelivery, what Brex is told, and the webhook's 5xx vs. 4xx. Which error falls where is decided in
+//! [`crate::fault`].
 
 use aws_sdk_dynamodb::config::http::HttpResponse;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
@@ -8,8 +11,13 @@ use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkErro
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Disposition {
+    /// A passing fault: try again later.
     Retryable,
+    /// The record itself is at fault: recorded as failed and reported to Brex; retrying repeats it.
     Permanent,
+    /// The deployment or the tenant is at fault: the record is held (never failed, never reported to Brex),
+    /// its message comes back with backoff, and it posts once the operator has fixed the cause.
+    Hold,
 }
 
 pub trait Classify {
@@ -17,6 +25,10 @@ pub trait Classify {
 
     fn is_retryable(&self) -> bool {
         self.disposition() == Disposition::Retryable
+    }
+
+    fn is_held(&self) -> bool {
+        self.disposition() == Disposition::Hold
     }
 }
 

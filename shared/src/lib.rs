@@ -7,6 +7,7 @@ pub mod brex;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod fault;
 pub mod ifs;
 pub mod lambda;
 pub mod mapping;

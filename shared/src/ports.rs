@@ -37,6 +37,17 @@ pub trait IdempotencyStore: Send + Sync {
     async fn complete(&self, key: &str, result: Option<&str>, retain_until: DateTime<Utc>) -> Result<(), AwsError>;
     /// Marks `key` failed permanently with a reason.
     async fn fail(&self, key: &str, reason: &str, retain_until: DateTime<Utc>) -> Result<(), AwsError>;
+    /// Marks `key` held (the deployment or tenant is at fault) with the reason and the operator's fix. A
+    /// held key can be claimed again at once (`begin` takes it like a released one), so a redelivery or a
+    /// replay after the fix posts it; posting replaces the hold.
+    async fn hold(
+        &self,
+        key: &str,
+        reason: &str,
+        fix: &str,
+        now: DateTime<Utc>,
+        retain_until: DateTime<Utc>,
+    ) -> Result<(), AwsError>;
     /// Drops an in-progress claim so a retry can start over at once (used when the work could not be done).
     async fn release(&self, key: &str) -> Result<(), AwsError>;
 }
@@ -94,6 +105,15 @@ pub struct ExternalError {
     pub system: &'static str,
     pub message: String,
     pub disposition: Disposition,
+    /// For a held failure: what the operator should change (see [`crate::fault`]).
+    pub fix: Option<String>,
+}
+
+impl ExternalError {
+    /// A failure with no operator fix attached (passing faults, the record's own).
+    pub fn new(system: &'static str, message: impl Into<String>, disposition: Disposition) -> Self {
+        Self { system, message: message.into(), disposition, fix: None }
+    }
 }
 
 impl Classify for ExternalError {
@@ -171,4 +191,28 @@ pub trait ChartOfAccounts: Send + Sync {
         company: &crate::domain::CompanyCode,
         account: &crate::domain::AccountCode,
     ) -> Result<Option<AccountInfo>, ExternalError>;
+}
+
+/// Something learned about an outside system that every instance should know for a while (e.g. that the
+/// tenant's IFS refuses `$batch`), stored in the table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Capability {
+    pub value: String,
+    /// Why, for the logs and `connector doctor`.
+    pub reason: String,
+    /// Believed until then.
+    pub until: DateTime<Utc>,
+}
+
+#[async_trait]
+pub trait CapabilityStore: Send + Sync {
+    async fn recall(&self, name: &str) -> Result<Option<Capability>, AwsError>;
+    async fn remember(&self, name: &str, capability: &Capability) -> Result<(), AwsError>;
+}
+
+/// Delays the redelivery of a message the poster hands back (SQS `ChangeMessageVisibility`), so a record
+/// held for a deployment fault comes back with backoff rather than every visibility timeout.
+#[async_trait]
+pub trait Redelivery: Send + Sync {
+    async fn delay(&self, receipt_handle: &str, delay: std::time::Duration) -> Result<(), AwsError>;
 }

@@ -305,11 +305,11 @@ impl shared::poster::RecordSource for ReportFailsOnce {
         results: &[shared::poster::ExportOutcome],
     ) -> Result<(), shared::ports::ExternalError> {
         if self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
-            return Err(shared::ports::ExternalError {
-                system: "Brex",
-                message: "503 after every retry".into(),
-                disposition: shared::error::Disposition::Retryable,
-            });
+            return Err(shared::ports::ExternalError::new(
+                "Brex",
+                "503 after every retry",
+                shared::error::Disposition::Retryable,
+            ));
         }
         self.inner.report_export_results(results).await
     }

@@ -20,6 +20,7 @@ fn outcome_text(outcome: AuditOutcome) -> &'static str {
         AuditOutcome::AlreadyPosted => "already posted",
         AuditOutcome::Failed => "failed",
         AuditOutcome::Retry => "retry",
+        AuditOutcome::Held => "held",
         AuditOutcome::Skipped => "skipped",
     }
 }

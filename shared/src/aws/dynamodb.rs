@@ -1,8 +1,9 @@
 //! The one DynamoDB table (`pk`/`sk`, TTL `expires_at`): idempotency records, leases and the mapping document.
 //!
 //! Item layout (ours, except the mapping document which contract §2 fixes):
-//! - idempotency: `pk = <key>`, `sk = "idem"`, `status` IN_PROGRESS | COMPLETED | FAILED, `lease_until` (N,
-//!   epoch ms), `result`/`reason` (S), `expires_at` (N, epoch s), `updated_at` (S)
+//! - idempotency: `pk = <key>`, `sk = "idem"`, `status` IN_PROGRESS | COMPLETED | FAILED | HELD, `lease_until`
+//!   (N, epoch ms), `result`/`reason` (S), `expires_at` (N, epoch s), `updated_at` (S); a HELD item also has
+//!   `fix` (S), `held_since` (S, RFC 3339, the first hold) and `held_times` (N)
 //! - lease: `pk = "lease#<name>"`, `sk = "lease"`, `holder` (S), `lease_until` (N, epoch ms)
 //! - mapping: `pk = "config"`, `sk = "mapping"`, `document` (S), `version` (N), `updated_at` (S)
 
@@ -19,6 +20,7 @@ const IDEM_SK: &str = "idem";
 const IN_PROGRESS: &str = "IN_PROGRESS";
 const COMPLETED: &str = "COMPLETED";
 const FAILED: &str = "FAILED";
+const HELD: &str = "HELD";
 
 #[derive(Debug, Clone)]
 pub struct DynamoStore {
@@ -167,6 +169,31 @@ impl DynamoStore {
         }
     }
 
+    /// Claims a HELD key (its reason, fix and hold history stay for the next hold); `false` when someone
+    /// else changed it first.
+    async fn claim_held(&self, key: &str, lease_until: DateTime<Utc>, now: DateTime<Utc>) -> Result<bool, AwsError> {
+        let update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(key))
+            .key("sk", s(IDEM_SK))
+            .update_expression("SET #st = :inprog, lease_until = :lease, updated_at = :now")
+            .condition_expression("#st = :held")
+            .expression_attribute_names("#st", "status")
+            .expression_attribute_values(":inprog", s(IN_PROGRESS))
+            .expression_attribute_values(":held", s(HELD))
+            .expression_attribute_values(":lease", n(lease_until.timestamp_millis()))
+            .expression_attribute_values(":now", s(now.to_rfc3339()))
+            .send()
+            .await;
+        match update {
+            Ok(_) => Ok(true),
+            Err(e) if conditional_failed(&e) => Ok(false),
+            Err(e) => Err(AwsError::from_sdk("dynamodb", "UpdateItem", &e)),
+        }
+    }
+
     /// Writes the final state of an idempotency record, whoever held the claim.
     async fn finish(
         &self,
@@ -230,6 +257,12 @@ impl IdempotencyStore for DynamoStore {
                 Ok(_) => return Ok(Begin::Started),
                 Err(e) if conditional_failed(&e) => {
                     if let Some(item) = self.read_idem(key).await? {
+                        if get_s(&item, "status") == Some(HELD) {
+                            if self.claim_held(key, lease_until, now).await? {
+                                return Ok(Begin::Started);
+                            }
+                            continue;
+                        }
                         return begin_from_item(&item);
                     }
                 }
@@ -251,6 +284,46 @@ impl IdempotencyStore for DynamoStore {
 
     async fn fail(&self, key: &str, reason: &str, retain_until: DateTime<Utc>) -> Result<(), AwsError> {
         self.finish(key, FAILED, Some(("reason", reason)), retain_until).await
+    }
+
+    async fn hold(
+        &self,
+        key: &str,
+        reason: &str,
+        fix: &str,
+        now: DateTime<Utc>,
+        retain_until: DateTime<Utc>,
+    ) -> Result<(), AwsError> {
+        // Replaces our own claim; keeps when the record was first held and counts the holds, so the operator
+        // sees how long and how often. Never overwrites a COMPLETED or FAILED outcome.
+        let update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(key))
+            .key("sk", s(IDEM_SK))
+            .update_expression(
+                "SET #st = :held, reason = :reason, fix = :fix, updated_at = :now, expires_at = :exp, \
+                 held_since = if_not_exists(held_since, :now), held_times = if_not_exists(held_times, :zero) + :one \
+                 REMOVE lease_until",
+            )
+            .condition_expression("attribute_not_exists(pk) OR #st = :inprog")
+            .expression_attribute_names("#st", "status")
+            .expression_attribute_values(":held", s(HELD))
+            .expression_attribute_values(":inprog", s(IN_PROGRESS))
+            .expression_attribute_values(":reason", s(reason))
+            .expression_attribute_values(":fix", s(fix))
+            .expression_attribute_values(":now", s(now.to_rfc3339()))
+            .expression_attribute_values(":exp", n(retain_until.timestamp()))
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":one", n(1))
+            .send()
+            .await;
+        match update {
+            Ok(_) => Ok(()),
+            Err(e) if conditional_failed(&e) => Ok(()),
+            Err(e) => Err(AwsError::from_sdk("dynamodb", "UpdateItem", &e)),
+        }
     }
 
     async fn release(&self, key: &str) -> Result<(), AwsError> {

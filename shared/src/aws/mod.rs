@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod budget;
+pub mod capability;
 pub mod dynamodb;
 pub mod operator;
 pub mod poll_state;

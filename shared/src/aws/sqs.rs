@@ -5,7 +5,7 @@ use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 
 use crate::domain::WorkItem;
 use crate::error::{AwsError, Disposition};
-use crate::ports::WorkQueue;
+use crate::ports::{Redelivery, WorkQueue};
 
 /// SQS allows 10 entries per `SendMessageBatch`.
 const SQS_BATCH: usize = 10;
@@ -87,6 +87,23 @@ impl WorkQueue for SqsQueue {
                 });
             }
         }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Redelivery for SqsQueue {
+    async fn delay(&self, receipt_handle: &str, delay: std::time::Duration) -> Result<(), AwsError> {
+        // SQS takes 0..=43 200 s (12 h).
+        let seconds = i32::try_from(delay.as_secs().min(43_200)).unwrap_or(43_200);
+        self.client
+            .change_message_visibility()
+            .queue_url(&self.queue_url)
+            .receipt_handle(receipt_handle)
+            .visibility_timeout(seconds)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("sqs", "ChangeMessageVisibility", &e))?;
         Ok(())
     }
 }

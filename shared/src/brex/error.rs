@@ -1,6 +1,6 @@
 //! Brex client errors and their retry classification.
 
-use crate::error::{AwsError, Classify, Disposition};
+use crate::error::{AwsError, Classify};
 use crate::ports::ExternalError;
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -62,33 +62,21 @@ pub(crate) fn status_is_retryable(status: u16) -> bool {
     matches!(status, 408 | 425 | 429) || (500..=599).contains(&status)
 }
 
-impl Classify for BrexError {
-    fn disposition(&self) -> Disposition {
-        match self {
-            // 401/403 after a token refresh: credentials or scopes are broken. That is not the record's fault,
-            // so the work stays retryable (SQS redelivery, then the DLQ) until an operator fixes the secret.
-            Self::Status { status, .. } if status_is_retryable(*status) || matches!(status, 401 | 403) => {
-                Disposition::Retryable
-            }
-            Self::Status { .. } | Self::InvalidRequest(_) => Disposition::Permanent,
-            Self::Transport { .. } | Self::Decode { .. } | Self::Token { .. } | Self::RefreshContended => {
-                Disposition::Retryable
-            }
-            Self::Aws(e) => e.disposition(),
-            Self::InvalidSecret(_) => Disposition::Retryable,
-        }
-    }
-}
-
 impl From<BrexError> for ExternalError {
     fn from(err: BrexError) -> Self {
-        Self { system: "brex", disposition: err.disposition(), message: err.to_string() }
+        Self {
+            system: "brex",
+            disposition: err.disposition(),
+            fix: crate::fault::brex_fix(&err),
+            message: err.to_string(),
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Disposition;
 
     fn status(status: u16) -> BrexError {
         BrexError::Status {
@@ -98,19 +86,6 @@ mod tests {
             message: "m".into(),
             trace_id: Some("t1".into()),
         }
-    }
-
-    #[test]
-    fn classification_follows_the_contract() {
-        for s in [429, 500, 502, 503, 504, 408, 401, 403] {
-            assert!(status(s).is_retryable(), "{s}");
-        }
-        for s in [400, 404, 409, 422] {
-            assert!(!status(s).is_retryable(), "{s}");
-        }
-        let transport = BrexError::Transport { operation: "q", message: "reset".into(), timeout: true };
-        assert!(transport.is_retryable());
-        assert!(!BrexError::InvalidRequest("x".into()).is_retryable());
     }
 
     #[test]

@@ -19,6 +19,8 @@ use std::fmt::Write as _;
 
 use serde_json::Value;
 
+use super::api_names::BatchMode;
+use super::capability::VoucherFlow;
 use super::client::{Body, IfsClient, JSON_MEDIA_TYPE, MAX_STALE_ETAG_RETRIES, Request, Resend};
 use super::error::{IfsError, classify_status, parse_error_body};
 use super::reference::AccountingPeriodInfo;
@@ -53,6 +55,8 @@ impl MimePart {
 /// An `application/http` answer inside a batch response.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct PartResponse {
+    /// The `Content-ID` of the request it answers, when the server says.
+    pub content_id: Option<String>,
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: String,
@@ -136,7 +140,8 @@ fn parse_part_response(part: &MimePart) -> Result<PartResponse, String> {
         header_lines.push(line);
     }
     let headers = parse_headers(&header_lines)?;
-    Ok(PartResponse { status, headers, body: lines.collect::<Vec<_>>().join("\r\n") })
+    let content_id = part.header("content-id").map(str::to_owned);
+    Ok(PartResponse { content_id, status, headers, body: lines.collect::<Vec<_>>().join("\r\n") })
 }
 
 /// Reads a batch response: one answer per top-level part, in order.
@@ -173,7 +178,7 @@ fn write_operation(out: &mut String, content_id: usize, target: &str, if_match: 
 
 /// The multipart body for `vouchers`: one change set each, Content-IDs unique across the batch.
 fn render_batch(client: &IfsClient, boundary: &str, vouchers: &[&Prepared<'_>]) -> String {
-    let api = &client.inner.api;
+    let api = client.api();
     let mut out = String::new();
     let mut next_id = 1;
     for (n, v) in vouchers.iter().enumerate() {
@@ -197,6 +202,47 @@ fn render_batch(client: &IfsClient, boundary: &str, vouchers: &[&Prepared<'_>]) 
     }
     let _ = write!(out, "--{boundary}--\r\n");
     out
+}
+
+/// The Content-ID of each voucher's first operation that uses an ETag reference (`If-Match: $head`, its
+/// first row), as [`render_batch`] numbers them.
+fn first_reference_ids(vouchers: &[&Prepared<'_>]) -> Vec<String> {
+    let mut next_id = 1;
+    vouchers
+        .iter()
+        .map(|v| {
+            let first_row = next_id + 1;
+            next_id += v.rows.len() + 2;
+            first_row.to_string()
+        })
+        .collect()
+}
+
+/// Whether a refused change set looks like the tenant not resolving the ETag (or URL) reference to the
+/// voucher the same change set just created, rather than a stale ETag or a business refusal: it failed on
+/// its first referencing operation (when the server names it) with 412, 404, or an OData-layer 400.
+fn refuses_reference(part: &PartResponse, first_reference: &str) -> bool {
+    let on_reference = part.content_id.as_deref().is_none_or(|id| id == first_reference);
+    let odata_layer = || parse_error_body(part.body.as_bytes()).code.starts_with("ODP_");
+    on_reference
+        && match part.status {
+            412 | 404 => true,
+            400 => odata_layer(),
+            _ => false,
+        }
+}
+
+/// The `$batch` envelope itself was refused: the tenant has no (usable) `$batch` here. Nothing ran.
+fn envelope_refused(error: &IfsError) -> bool {
+    matches!(error, IfsError::Unsupported { .. }) || matches!(error, IfsError::Rejected { status: 400..=499, .. })
+}
+
+/// What one `$batch` run over some vouchers ended with.
+struct BatchRun {
+    done: Vec<(usize, Result<VoucherKey, IfsError>)>,
+    /// Under `auto`: the tenant refused `$batch` (why), and the vouchers (indexes) that have no outcome and
+    /// surely did not commit, to be posted step by step.
+    refused: Option<(String, Vec<usize>)>,
 }
 
 /// How one voucher of a round ended.
@@ -239,7 +285,7 @@ fn verdict_for_failure(part: &PartResponse) -> Verdict {
         .iter()
         .find(|(n, _)| n == "retry-after")
         .and_then(|(_, v)| parse_retry_after(v, chrono::Utc::now()));
-    let error = classify_status(part.status, &parse_error_body(part.body.as_bytes()), retry_after);
+    let error = classify_status(part.status, &parse_error_body(part.body.as_bytes()), retry_after, "$batch");
     match error {
         // The change set was rolled back as a whole, so sending it again cannot duplicate anything.
         IfsError::RateLimited { .. } | IfsError::Unavailable { .. } => Verdict::Again(error, retry_after),
@@ -248,17 +294,16 @@ fn verdict_for_failure(part: &PartResponse) -> Verdict {
 }
 
 impl IfsClient {
-    /// Creates a voucher for each proposal; one result per proposal, in order. With `[ifs.api] batch` on
-    /// (the default) the vouchers travel in `$batch` requests of up to `batch_max_vouchers` change sets;
-    /// otherwise one after the other through [`IfsClient::create_voucher`]. As there, the caller runs the
-    /// dedup query first, and an uncertain outcome is resolved with it before anything is sent again.
+    /// Creates a voucher for each proposal; one result per proposal, in order. Under `[ifs.api] batch`
+    /// `auto` (the default) the vouchers travel in `$batch` requests of up to `batch_max_vouchers` change
+    /// sets until the tenant refuses `$batch` or its ETag references, then — and for the next hour, see
+    /// [`super::capability`] — one after the other through [`IfsClient::create_voucher`]; `true` and
+    /// `false` force one flow. As there, the caller runs the dedup query first, and an uncertain outcome is
+    /// resolved with it before anything is sent again.
     pub async fn create_vouchers(&self, proposals: &[Proposal]) -> Vec<Result<VoucherKey, IfsError>> {
-        if self.inner.api.batch == super::api_names::BatchMode::Off {
-            let mut out = Vec::with_capacity(proposals.len());
-            for p in proposals {
-                out.push(self.create_voucher(p).await);
-            }
-            return out;
+        let mode = self.api().batch;
+        if self.voucher_flow().await.0 == VoucherFlow::StepByStep {
+            return self.create_step_by_step(proposals.iter().enumerate()).await.into_iter().map(|(_, r)| r).collect();
         }
         let mut results: Vec<Option<Result<VoucherKey, IfsError>>> = proposals.iter().map(|_| None).collect();
         let mut ready = Vec::new();
@@ -268,8 +313,21 @@ impl IfsClient {
                 Err(e) => results[index] = Some(Err(e)),
             }
         }
-        for chunk in ready.chunks(self.inner.api.batch_max_vouchers.max(1)) {
-            for (index, outcome) in self.post_batch(chunk).await {
+        let mut fell_back = false;
+        for chunk in ready.chunks(self.api().batch_max_vouchers.max(1)) {
+            let rest: Vec<usize> = if fell_back {
+                chunk.iter().map(|v| v.index).collect()
+            } else {
+                let run = self.post_batch(chunk, mode).await;
+                for (index, outcome) in run.done {
+                    results[index] = Some(outcome);
+                }
+                let Some((reason, rest)) = run.refused else { continue };
+                self.inner.flow.refuse(&reason, chrono::Utc::now()).await;
+                fell_back = true;
+                rest
+            };
+            for (index, outcome) in self.create_step_by_step(rest.into_iter().map(|i| (i, &proposals[i]))).await {
                 results[index] = Some(outcome);
             }
         }
@@ -277,6 +335,32 @@ impl IfsClient {
             .into_iter()
             .map(|r| r.unwrap_or_else(|| Err(IfsError::Decode("the $batch round ended without an outcome".into()))))
             .collect()
+    }
+
+    /// The flow [`IfsClient::create_vouchers`] takes now, and why.
+    pub async fn voucher_flow(&self) -> (VoucherFlow, String) {
+        match self.api().batch {
+            BatchMode::Off => (VoucherFlow::StepByStep, "[ifs.api] batch = false".into()),
+            BatchMode::On => (VoucherFlow::Batch, "[ifs.api] batch = true".into()),
+            BatchMode::Auto => match self.inner.flow.refusal(chrono::Utc::now()).await {
+                Some(refused) => (
+                    VoucherFlow::StepByStep,
+                    format!("auto: {} (believed until {}, then $batch is tried again)", refused.reason, refused.until),
+                ),
+                None => (VoucherFlow::Batch, "auto: $batch until the tenant refuses it".into()),
+            },
+        }
+    }
+
+    async fn create_step_by_step<'p>(
+        &self,
+        proposals: impl Iterator<Item = (usize, &'p Proposal)>,
+    ) -> Vec<(usize, Result<VoucherKey, IfsError>)> {
+        let mut out = Vec::new();
+        for (index, proposal) in proposals {
+            out.push((index, self.create_voucher(proposal).await));
+        }
+        out
     }
 
     async fn prepare<'a>(&self, index: usize, proposal: &'a Proposal) -> Result<Prepared<'a>, IfsError> {
@@ -298,18 +382,28 @@ impl IfsClient {
 
     /// Sends `vouchers` in one `$batch`, then again for those whose change set must be repeated, until every
     /// one has an outcome. Each repeat is bounded: 412s by [`MAX_STALE_ETAG_RETRIES`], retryable refusals and
-    /// uncertain rounds by the retry policy's attempts.
-    async fn post_batch(&self, vouchers: &[Prepared<'_>]) -> Vec<(usize, Result<VoucherKey, IfsError>)> {
-        let api = &self.inner.api;
+    /// uncertain rounds by the retry policy's attempts. When the tenant refuses `$batch` itself, or the ETag
+    /// references in its change sets (every change set of a round refused on its first reference: at once
+    /// for a 404/400, on the second such round for a 412, never once a change set of ours was applied),
+    /// `auto` hands the vouchers back for the step-by-step flow; `true` holds them (an `Unsupported` error).
+    async fn post_batch(&self, vouchers: &[Prepared<'_>], mode: BatchMode) -> BatchRun {
+        let api = self.api();
         let policy = self.inner.retry;
         let mut done = Vec::new();
         let mut pending: Vec<&Prepared<'_>> = vouchers.iter().collect();
         let mut stale: HashMap<usize, u32> = HashMap::new();
         let mut again: HashMap<usize, u32> = HashMap::new();
         let mut uncertain_rounds = 0u32;
+        let mut reference_refusals = 0u32;
         let url = match self.url(&format!("{}/$batch", api.voucher_entry_projection)) {
             Ok(u) => u,
-            Err(e) => return vouchers.iter().map(|v| (v.index, Err(e.clone()))).collect(),
+            Err(e) => {
+                return BatchRun { done: vouchers.iter().map(|v| (v.index, Err(e.clone()))).collect(), refused: None };
+            }
+        };
+        let hand_back = |done, reason: String, pending: &[&Prepared<'_>]| BatchRun {
+            done,
+            refused: Some((reason, pending.iter().map(|v| v.index).collect())),
         };
         while !pending.is_empty() {
             let boundary = format!("batch_{}", uuid::Uuid::new_v4().simple());
@@ -323,28 +417,58 @@ impl IfsClient {
                 // connection refused) is re-sent blindly; anything else is settled below.
                 resend: Resend::Unprocessed,
             };
+            let mut undecodable = false;
             let verdicts: Vec<Verdict> = match self.execute(&req).await {
                 Ok(resp) => match parse_batch_response(resp.content_type.as_deref().unwrap_or(""), &resp.body) {
-                    Ok(answers) => pending
-                        .iter()
-                        .enumerate()
-                        .map(|(i, v)| match answers.get(i) {
-                            Some(ChangeSetAnswer::Applied(ops)) => key_for(v, ops),
-                            Some(ChangeSetAnswer::Failed(part)) => verdict_for_failure(part),
-                            // The server stopped before this change set: it did nothing.
-                            None => Verdict::Again(
-                                IfsError::Unavailable {
-                                    status: 200,
-                                    code: String::new(),
-                                    message: "the $batch answer has no response for this change set".into(),
-                                },
-                                None,
-                            ),
-                        })
-                        .collect(),
+                    Ok(answers) => {
+                        if answers.iter().any(|a| matches!(a, ChangeSetAnswer::Applied(_))) {
+                            self.inner.flow.prove_references();
+                        } else if let Some(refusal) =
+                            self.reference_refusal(&pending, &answers, &mut reference_refusals)
+                        {
+                            if mode == BatchMode::Auto {
+                                return hand_back(done, refusal.to_string(), &pending);
+                            }
+                            done.extend(pending.iter().map(|v| (v.index, Err(refusal.clone()))));
+                            return BatchRun { done, refused: None };
+                        }
+                        pending
+                            .iter()
+                            .enumerate()
+                            .map(|(i, v)| match answers.get(i) {
+                                Some(ChangeSetAnswer::Applied(ops)) => key_for(v, ops),
+                                Some(ChangeSetAnswer::Failed(part)) => verdict_for_failure(part),
+                                // The server stopped before this change set: it did nothing.
+                                None => Verdict::Again(
+                                    IfsError::Unavailable {
+                                        status: 200,
+                                        code: String::new(),
+                                        message: "the $batch answer has no response for this change set".into(),
+                                    },
+                                    None,
+                                ),
+                            })
+                            .collect()
+                    }
                     // IFS answered but unreadably: what committed is unknown.
-                    Err(e) => pending.iter().map(|_| Verdict::Uncertain(IfsError::Decode(e.clone()))).collect(),
+                    Err(e) => {
+                        undecodable = true;
+                        pending.iter().map(|_| Verdict::Uncertain(IfsError::Decode(e.clone()))).collect()
+                    }
                 },
+                Err(e) if envelope_refused(&e) => {
+                    let reason = format!("$batch refused: {e}");
+                    if mode == BatchMode::Auto {
+                        return hand_back(done, reason, &pending);
+                    }
+                    let held = match e {
+                        IfsError::Rejected { status, code, message } => {
+                            IfsError::Unsupported { status, code, message, path: "$batch".into() }
+                        }
+                        other => other,
+                    };
+                    pending.iter().map(|_| Verdict::Done(Err(held.clone()))).collect()
+                }
                 Err(e @ (IfsError::Transport { .. } | IfsError::Unavailable { .. } | IfsError::Decode(_))) => {
                     pending.iter().map(|_| Verdict::Uncertain(e.clone())).collect()
                 }
@@ -387,6 +511,13 @@ impl IfsClient {
                 uncertain_rounds += 1;
                 let (resolved, unresolved) = self.settle_uncertain(uncertain, uncertain_rounds).await;
                 done.extend(resolved);
+                if undecodable && mode == BatchMode::Auto && !unresolved.is_empty() {
+                    // The dedup query settled what committed; an answer we cannot read is a $batch this
+                    // tenant (or its gateway) does not really serve.
+                    let reason = "$batch answered in a shape the connector cannot read".to_owned();
+                    next.extend(unresolved);
+                    return hand_back(done, reason, &next);
+                }
                 next.extend(unresolved);
             } else if wait {
                 let backoff = policy.backoff(again.values().copied().max().unwrap_or(1), wait_hint, &mut rand::rng());
@@ -397,7 +528,49 @@ impl IfsClient {
             }
             pending = next;
         }
-        done
+        BatchRun { done, refused: None }
+    }
+
+    /// Whether every change set of a round was refused on its first ETag reference, seen often enough to
+    /// conclude the tenant does not resolve references (see [`IfsClient::post_batch`]); the error to hold
+    /// with, naming what was seen.
+    fn reference_refusal(
+        &self,
+        pending: &[&Prepared<'_>],
+        answers: &[ChangeSetAnswer],
+        rounds: &mut u32,
+    ) -> Option<IfsError> {
+        if self.inner.flow.references_proven() || answers.len() < pending.len() {
+            return None;
+        }
+        let firsts = first_reference_ids(pending);
+        let mut refused = Vec::new();
+        for (answer, first) in answers.iter().zip(&firsts) {
+            match answer {
+                ChangeSetAnswer::Failed(part) if refuses_reference(part, first) => refused.push(part),
+                _ => {
+                    *rounds = 0;
+                    return None;
+                }
+            }
+        }
+        *rounds += 1;
+        let decisive = refused.iter().any(|p| p.status != 412);
+        if !decisive && *rounds < 2 {
+            return None;
+        }
+        let part = refused.first()?;
+        let body = parse_error_body(part.body.as_bytes());
+        Some(IfsError::Unsupported {
+            status: part.status,
+            code: body.code,
+            message: format!(
+                "its change sets do not take the reference to the voucher they just created (If-Match: $n answered \
+                 {} in {} round(s)): {}",
+                part.status, rounds, body.message
+            ),
+            path: "$batch".into(),
+        })
     }
 
     /// After a `$batch` whose outcome is unknown for `uncertain`: waits a little, asks the dedup query, and
@@ -486,6 +659,7 @@ mod tests {
     #[test]
     fn refused_change_sets_classify() {
         let part = |status, code: &str| PartResponse {
+            content_id: None,
             status,
             headers: vec![("retry-after".into(), "2".into())],
             body: format!("{{\"error\":{{\"code\":\"{code}\",\"message\":\"The voucher is not balanced\"}}}}"),

@@ -35,6 +35,19 @@ pub const MAX_STALE_ETAG_RETRIES: u32 = 5;
 /// A runaway `@odata.nextLink` chain is cut off here (25 M rows at full pages).
 const MAX_PAGES: usize = 5000;
 
+/// How long an entity set proved to exist is trusted when a keyed read under it answers 404.
+const ENTITY_SET_CONFIRMATION: Duration = Duration::from_secs(3600);
+
+/// The entity set of a keyed path: `AccountsHandling.svc/AccountSet(Company='10',Account='1')` (or a
+/// navigation below it) → `AccountsHandling.svc/AccountSet`.
+fn entity_set_of(path: &str) -> &str {
+    let after_service = path.find(".svc/").map_or(0, |i| i + ".svc/".len());
+    match path[after_service..].find('(') {
+        Some(open) => &path[..after_service + open],
+        None => path,
+    }
+}
+
 pub struct IfsClientConfig {
     /// `IFS_URL`, e.g. `https://acme.ifs.cloud` (a trailing slash is tolerated).
     pub base_url: String,
@@ -97,6 +110,8 @@ pub struct IfsStats {
     pub stale_etag_rereads: u64,
     /// `CreateVoucher` calls that ended without a clear answer and were checked with the dedup query.
     pub uncertain_commit_checks: u64,
+    /// Abandoned virtual vouchers removed (`[ifs.api] remove_voucher_action`).
+    pub virtual_vouchers_removed: u64,
 }
 
 #[derive(Debug, Default)]
@@ -106,6 +121,7 @@ struct Counters {
     unauthorized_refreshes: AtomicU64,
     stale_etag_rereads: AtomicU64,
     uncertain_commit_checks: AtomicU64,
+    virtual_vouchers_removed: AtomicU64,
 }
 
 fn bump(counter: &AtomicU64) {
@@ -229,13 +245,18 @@ pub(crate) struct Inner {
     root: Url,
     token_url: Url,
     credentials: IfsCredentials,
-    pub(crate) api: IfsApiNames,
+    /// The mapping document's `[ifs.api]`, replaced when a new document is pushed (see [`IfsClient::set_api`]).
+    api: std::sync::RwLock<Arc<IfsApiNames>>,
     pub(crate) retry: RetryPolicy,
     timeout: Duration,
     budget: Arc<dyn RequestBudget>,
     tokens: TokenCache,
     counters: Counters,
     pub(crate) reference: ReferenceCache,
+    /// Entity sets proved to exist, and when (see [`IfsClient::get_entity`]).
+    confirmed_sets: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
+    /// Which voucher flow this tenant takes (`$batch` or step by step), as discovered.
+    pub(crate) flow: super::capability::FlowMemory,
 }
 
 impl std::fmt::Debug for IfsClient {
@@ -275,19 +296,39 @@ impl IfsClient {
                 root,
                 token_url,
                 credentials: config.credentials,
-                api: config.api,
+                api: std::sync::RwLock::new(Arc::new(config.api)),
                 retry: config.retry,
                 timeout: config.request_timeout,
                 budget,
                 tokens: TokenCache::new(),
                 counters: Counters::default(),
                 reference: ReferenceCache::default(),
+                confirmed_sets: std::sync::Mutex::default(),
+                flow: super::capability::FlowMemory::default(),
             }),
         })
     }
 
-    pub fn api(&self) -> &IfsApiNames {
-        &self.inner.api
+    /// Shares what this client learns about the tenant's `$batch` through `store` (the table).
+    pub fn remember_flow_in(&self, store: Arc<dyn crate::ports::CapabilityStore>) {
+        self.inner.flow.attach(store);
+    }
+
+    /// The projection names and flow switches in use.
+    pub fn api(&self) -> Arc<IfsApiNames> {
+        self.inner.api.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// Takes the `[ifs.api]` of a newly loaded mapping document, so a fixed projection name reaches warm
+    /// instances without a redeploy. The base path is fixed at construction (it is part of every URL).
+    pub fn set_api(&self, api: &IfsApiNames) {
+        let mut current = self.inner.api.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut next = api.clone();
+        next.base_path = current.base_path.clone();
+        if **current != next {
+            tracing::info!(api = ?next, "IFS projection names taken from the mapping document");
+            *current = Arc::new(next);
+        }
     }
 
     pub fn stats(&self) -> IfsStats {
@@ -299,7 +340,12 @@ impl IfsClient {
             unauthorized_refreshes: c.unauthorized_refreshes.load(Ordering::Relaxed),
             stale_etag_rereads: c.stale_etag_rereads.load(Ordering::Relaxed),
             uncertain_commit_checks: c.uncertain_commit_checks.load(Ordering::Relaxed),
+            virtual_vouchers_removed: c.virtual_vouchers_removed.load(Ordering::Relaxed),
         }
+    }
+
+    pub(crate) fn count_removed_virtual(&self) {
+        bump(&self.inner.counters.virtual_vouchers_removed);
     }
 
     pub(crate) fn count_uncertain_check(&self) {
@@ -320,8 +366,58 @@ impl IfsClient {
         self.inner.root.join(path).map_err(|e| IfsError::InvalidRequest(format!("bad IFS path {path:?}: {e}")))
     }
 
-    /// Reads one entity; `Ok(None)` when IFS answers 404.
+    /// Reads one entity by its key; `Ok(None)` when IFS answers 404 for the key. A 404 alone cannot tell an
+    /// unknown key from an entity set this tenant does not serve (a wrong `[ifs.api]` name would otherwise
+    /// read as "no such account" and fail the record), so the first 404 under a set is checked against the
+    /// set itself; a set that is missing too makes an [`IfsError::Unsupported`].
     pub async fn get_entity<T: DeserializeOwned>(&self, path: &str) -> Result<Option<(T, Option<ETag>)>, IfsError> {
+        match self.get_entity_unchecked(path).await {
+            Err(IfsError::Unsupported { status: 404, code, message, .. }) => {
+                match self.confirm_entity_set(path).await {
+                    Ok(()) => Ok(None),
+                    Err(IfsError::Unsupported { status: 404, path: set, .. }) => Err(IfsError::Unsupported {
+                        status: 404,
+                        code,
+                        message: format!("{message} (and the entity set {set} itself is not found)"),
+                        path: set,
+                    }),
+                    Err(e) => Err(e),
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// Proves `{set}` exists (a `$top=1` read), at most once an hour per set and instance.
+    async fn confirm_entity_set(&self, entity_path: &str) -> Result<(), IfsError> {
+        let set = entity_set_of(entity_path);
+        let fresh = |seen: &std::collections::HashMap<String, std::time::Instant>| {
+            seen.get(set).is_some_and(|at| at.elapsed() < ENTITY_SET_CONFIRMATION)
+        };
+        if fresh(&self.inner.confirmed_sets.lock().unwrap_or_else(std::sync::PoisonError::into_inner)) {
+            return Ok(());
+        }
+        let req = Request {
+            method: Method::GET,
+            url: self.url(&format!("{set}?$top=1"))?,
+            body: Body::None,
+            if_match: None,
+            resend: Resend::Always,
+        };
+        self.execute(&req).await?;
+        self.inner
+            .confirmed_sets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(set.to_owned(), std::time::Instant::now());
+        Ok(())
+    }
+
+    /// Reads one entity; `Ok(None)` on any 404 (for a virtual voucher, which is not a readable set).
+    async fn get_entity_unchecked<T: DeserializeOwned>(
+        &self,
+        path: &str,
+    ) -> Result<Option<(T, Option<ETag>)>, IfsError> {
         let req = Request {
             method: Method::GET,
             url: self.url(path)?,
@@ -336,22 +432,27 @@ impl IfsClient {
                 let value = serde_json::from_value(entity).map_err(|e| IfsError::Decode(format!("{path}: {e}")))?;
                 Ok(Some((value, etag)))
             }
-            Err(IfsError::Rejected { status: 404, .. }) => Ok(None),
+            Err(IfsError::Unsupported { status: 404, .. }) => Ok(None),
             Err(e) => Err(e),
         }
     }
 
-    /// The current ETag of an entity (after a 412).
+    /// The current ETag of a virtual voucher (after a 412).
     pub async fn read_etag(&self, entity_path: &str) -> Result<ETag, IfsError> {
         bump(&self.inner.counters.stale_etag_rereads);
-        match self.get_entity::<Value>(entity_path).await? {
+        match self.get_entity_unchecked::<Value>(entity_path).await? {
             Some((_, Some(tag))) => Ok(tag),
             Some((_, None)) => Err(IfsError::Decode(format!("{entity_path}: no ETag on the entity"))),
-            None => Err(IfsError::Rejected {
-                status: 404,
-                code: "ODP_RESOURCE_NOTFOUND".into(),
-                message: format!("{entity_path} no longer exists"),
-            }),
+            None => Err(IfsError::Vanished { path: entity_path.to_owned() }),
+        }
+    }
+
+    /// `url`'s path under the projection root (`AccountsHandling.svc/AccountSet(…)`), for error messages.
+    fn relative_path(&self, url: &Url) -> String {
+        let root = self.inner.root.path();
+        match url.path().strip_prefix(root) {
+            Some(rest) => rest.to_owned(),
+            None => url.path().to_owned(),
         }
     }
 
@@ -563,7 +664,7 @@ impl IfsClient {
         let error = if status == StatusCode::PRECONDITION_FAILED {
             IfsError::PreconditionFailed { attempts: 1 }
         } else {
-            classify_status(status.as_u16(), &parsed, retry_after)
+            classify_status(status.as_u16(), &parsed, retry_after, &self.relative_path(&req.url))
         };
         Err(Failure { error, retry_after, unsent: false })
     }
@@ -610,6 +711,19 @@ mod tests {
             "$filter=Company%20eq%20%2710%27%20and%20AccountingYear%20eq%202026&$orderby=Company%2CAccount&$top=5000"
         );
         assert!(q.to_query_string(5000).ends_with("&$top=5000&$skip=5000"));
+    }
+
+    #[test]
+    fn entity_sets_of_keyed_paths() {
+        assert_eq!(
+            entity_set_of("AccountsHandling.svc/AccountSet(Company='10',Account='6500')"),
+            "AccountsHandling.svc/AccountSet"
+        );
+        assert_eq!(entity_set_of("AccountsHandling.svc/AccountSet"), "AccountsHandling.svc/AccountSet");
+        assert_eq!(
+            entity_set_of("CodePartValuesHandling.svc/CompanyFinanceSet(Company='1(0)')/AccountingCodePartBRef"),
+            "CodePartValuesHandling.svc/CompanyFinanceSet"
+        );
     }
 
     #[test]

@@ -1,12 +1,13 @@
-//! IFS failures, typed so the caller can tell "try again later" from "IFS said no" (contract §4: 429, 502,
-//! 503, 504, `MI_MODIFIED_ERROR` and timeouts are retryable; other 4xx are permanent and carry IFS's message
-//! back to Brex).
+//! IFS failures, typed so the caller can tell a passing fault (429, 502–504, `MI_MODIFIED_ERROR`, timeouts)
+//! from IFS refusing the record (a business rule, whose message goes back to Brex) and from a tenant or
+//! deployment that cannot do what we asked (auth, a path the release lacks, an unreadable answer). The
+//! classes themselves are assigned in [`crate::fault`].
 
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::error::{Classify, Disposition};
+use crate::error::Classify;
 use crate::ports::ExternalError;
 
 /// Longest piece of a non-JSON error body kept in a message (a proxy's HTML page should not flood logs).
@@ -30,10 +31,19 @@ pub enum IfsError {
     /// 428 / `ODP_MISSING_PRECONDITION`: we sent a mutation without `If-Match`. A bug; never retried.
     #[error("IFS demanded If-Match ({status} {code}): {message}")]
     MissingPrecondition { status: u16, code: String, message: String },
-    /// IFS refused the request on its merits (bad account, closed period, unbalanced voucher, unknown
-    /// property …). `message` is IFS's own text, reported to Brex as is.
+    /// IFS refused the request on its merits (bad account, closed period, unbalanced voucher, demanded code
+    /// part …). `message` is IFS's own text, reported to Brex as is.
     #[error("IFS rejected the request ({status} {code}): {message}")]
     Rejected { status: u16, code: String, message: String },
+    /// The tenant cannot do what we asked: 404 on a projection, entity set, action or `$batch` path, 405,
+    /// 501, or another OData-layer (`ODP_…`) refusal of the request's shape. A keyed read's 404 only lands
+    /// here once the entity set itself is shown to be missing. `path` is relative to the projection root.
+    #[error("IFS cannot serve {path} ({status} {code}): {message}")]
+    Unsupported { status: u16, code: String, message: String, path: String },
+    /// The virtual voucher we were assembling is gone (removed by IFS, or another request finished it).
+    /// Nothing is committed by it any more; assembling afresh is safe.
+    #[error("IFS virtual voucher {path} no longer exists")]
+    Vanished { path: String },
     /// No answer: connection refused or dropped, or the request timed out.
     #[error("IFS transport error{}: {message}", if *timeout { " (timeout)" } else { "" })]
     Transport { message: String, timeout: bool },
@@ -52,28 +62,14 @@ pub enum IfsError {
     InvalidRequest(String),
 }
 
-impl Classify for IfsError {
-    fn disposition(&self) -> Disposition {
-        match self {
-            Self::Auth { .. }
-            | Self::RateLimited { .. }
-            | Self::Unavailable { .. }
-            | Self::PreconditionFailed { .. }
-            | Self::Transport { .. }
-            | Self::UncertainCommit { .. } => Disposition::Retryable,
-            Self::MissingPrecondition { .. }
-            | Self::Rejected { .. }
-            | Self::Decode(_)
-            | Self::NoAccountingPeriod { .. }
-            | Self::InvalidRequest(_) => Disposition::Permanent,
-        }
-    }
-}
-
 impl From<IfsError> for ExternalError {
     fn from(err: IfsError) -> Self {
-        let disposition = err.disposition();
-        Self { system: "IFS", message: err.to_string(), disposition }
+        Self {
+            system: "IFS",
+            disposition: err.disposition(),
+            fix: crate::fault::ifs_fix(&err),
+            message: err.to_string(),
+        }
     }
 }
 
@@ -138,8 +134,9 @@ pub const MI_MODIFIED_ERROR: &str = "MI_MODIFIED_ERROR";
 pub const ODP_MISSING_PRECONDITION: &str = "ODP_MISSING_PRECONDITION";
 
 /// Maps an error answer to an [`IfsError`]. 401 and 412 are handled by the caller before this (they lead
-/// to a token refresh or an ETag re-read); when they reach here they have already been retried.
-pub fn classify_status(status: u16, body: &ErrorBody, retry_after: Option<Duration>) -> IfsError {
+/// to a token refresh or an ETag re-read); when they reach here they have already been retried. `path` is
+/// the request's path under the projection root (kept in [`IfsError::Unsupported`]).
+pub fn classify_status(status: u16, body: &ErrorBody, retry_after: Option<Duration>, path: &str) -> IfsError {
     let ErrorBody { code, message } = body.clone();
     match status {
         401 | 403 => IfsError::Auth { status, code, message },
@@ -148,6 +145,11 @@ pub fn classify_status(status: u16, body: &ErrorBody, retry_after: Option<Durati
         429 => IfsError::RateLimited { retry_after },
         502..=504 => IfsError::Unavailable { status, code, message },
         500 if code == MI_MODIFIED_ERROR => IfsError::Unavailable { status, code, message },
+        404 | 405 | 501 => IfsError::Unsupported { status, code, message, path: path.to_owned() },
+        // The OData layer refusing the request's shape (`ODP_INVALID_URL`, `ODP_DESERIALIZATION_ERROR`,
+        // `ODP_NOT_IMPLEMENTED` …) is about what this tenant's projection accepts, never about the record:
+        // business rules answer with their own codes (`DATABASE_ERROR`).
+        400..=499 if code.starts_with("ODP_") => IfsError::Unsupported { status, code, message, path: path.to_owned() },
         _ => IfsError::Rejected { status, code, message },
     }
 }
@@ -168,45 +170,5 @@ mod tests {
         let raw = parse_error_body(format!("<html>{}</html>", "x".repeat(1000)).as_bytes());
         assert_eq!(raw.code, "");
         assert_eq!(raw.message.chars().count(), MAX_RAW_MESSAGE);
-    }
-
-    #[test]
-    fn statuses_and_codes_classify_per_contract() {
-        let body = |code: &str| ErrorBody { code: code.into(), message: "m".into() };
-        let retryable = |s, c: &str| classify_status(s, &body(c), None).is_retryable();
-        assert!(retryable(429, ""));
-        assert!(retryable(502, "BAD_GATEWAY"));
-        assert!(retryable(503, "SERVICE_UNAVAILABLE"));
-        assert!(retryable(504, "ODP_OPERATION_TIMEOUT"));
-        assert!(retryable(500, MI_MODIFIED_ERROR));
-        assert!(retryable(401, ""));
-        assert!(!retryable(500, "DATABASE_ERROR"));
-        assert!(!retryable(400, "DATABASE_ERROR"));
-        assert!(!retryable(404, "ODP_RESOURCE_NOTFOUND"));
-        assert!(matches!(classify_status(428, &body(""), None), IfsError::MissingPrecondition { .. }));
-        assert!(matches!(
-            classify_status(400, &body(ODP_MISSING_PRECONDITION), None),
-            IfsError::MissingPrecondition { .. }
-        ));
-        let rejected = classify_status(
-            400,
-            &ErrorBody { code: "DATABASE_ERROR".into(), message: "Period 2026/01 is closed".into() },
-            None,
-        );
-        assert_eq!(
-            rejected,
-            IfsError::Rejected {
-                status: 400,
-                code: "DATABASE_ERROR".into(),
-                message: "Period 2026/01 is closed".into()
-            }
-        );
-        let external = ExternalError::from(rejected);
-        assert_eq!(external.disposition, Disposition::Permanent);
-        assert!(external.message.contains("Period 2026/01 is closed"), "{}", external.message);
-        assert!(
-            IfsError::UncertainCommit { reference: "r".into(), message: "m".into() }.is_retryable(),
-            "an unresolved uncertain commit must be tried again (after a dedup check)"
-        );
     }
 }

@@ -5,6 +5,7 @@
 pub mod api_names;
 mod batch;
 pub mod budget;
+pub mod capability;
 pub mod client;
 pub mod error;
 pub mod filter;
@@ -15,6 +16,7 @@ pub mod voucher;
 
 pub use api_names::{BatchMode, IfsApiNames};
 pub use budget::{RequestBudget, TokenBucket};
+pub use capability::{FlowMemory, VoucherFlow};
 pub use client::{IfsClient, IfsClientConfig, IfsStats, ListQuery, Resend};
 pub use error::IfsError;
 pub use filter::Filter;

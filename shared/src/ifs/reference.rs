@@ -177,7 +177,7 @@ impl IfsClient {
                 return Ok(hit);
             }
         }
-        let api = &self.inner.api;
+        let api = self.api();
         let path = format!(
             "{}/{}(Company={},Account={})",
             api.accounts_projection,
@@ -195,7 +195,7 @@ impl IfsClient {
 
     /// The whole chart of accounts of a company (also fills the per-account cache).
     pub async fn list_accounts(&self, company: &CompanyCode) -> Result<Vec<AccountInfo>, IfsError> {
-        let api = &self.inner.api;
+        let api = self.api();
         let query = ListQuery {
             filter: Some(Filter::eq_str("Company", company.as_str())),
             orderby: vec!["Company".into(), "Account".into()],
@@ -264,7 +264,7 @@ impl IfsClient {
         year: i32,
     ) -> Result<Vec<AccountingPeriodInfo>, IfsError> {
         let key = (company.clone(), year);
-        let api = &self.inner.api;
+        let api = self.api();
         let query = ListQuery {
             filter: Some(
                 Filter::eq_str("Company", company.as_str()).and(Filter::eq_num("AccountingYear", year.into())),

@@ -135,12 +135,25 @@ fn key_from_row(row: &Map<String, Value>) -> Result<(ReferenceNumber, VoucherKey
     Ok((ReferenceNumber::parse(&text("ReferenceNumber")).map_err(decode)?, key))
 }
 
-/// How one attempt at assembling a voucher ended badly.
+/// How one attempt at assembling a voucher ended badly. `virtual_voucher`: the virtual voucher it left
+/// (its path and last ETag), to be removed so nothing is left behind in IFS.
 enum Attempt {
     /// A row POST lost its answer: the virtual voucher may hold a row twice, so it is abandoned and the
     /// voucher assembled afresh (nothing is committed before `CreateVoucher`).
-    StartOver(IfsError),
-    Fail(IfsError),
+    StartOver {
+        error: IfsError,
+        virtual_voucher: (String, ETag),
+    },
+    Fail {
+        error: IfsError,
+        virtual_voucher: Option<(String, ETag)>,
+    },
+}
+
+impl Attempt {
+    fn fail(error: IfsError) -> Self {
+        Self::Fail { error, virtual_voucher: None }
+    }
 }
 
 impl IfsClient {
@@ -154,7 +167,7 @@ impl IfsClient {
     ) -> Result<HashMap<ReferenceNumber, VoucherKey>, IfsError> {
         let mut seen = HashSet::new();
         let unique: Vec<&ReferenceNumber> = refs.iter().filter(|r| seen.insert(*r)).collect();
-        let api = &self.inner.api;
+        let api = self.api();
         let entity_set = format!("{}/{}", api.voucher_rows_projection, api.voucher_rows_set);
         let query_for = |chunk: &[&ReferenceNumber]| ListQuery {
             filter: Some(dedup_filter(company, reference_serie, chunk)),
@@ -204,12 +217,38 @@ impl IfsClient {
         let mut starts = 0;
         loop {
             starts += 1;
-            match self.assemble_and_commit(proposal, &header, &rows).await {
+            let (error, left) = match self.assemble_and_commit(proposal, &header, &rows).await {
                 Ok(key) => return Ok(key),
-                Err(Attempt::StartOver(e)) if starts < self.inner.retry.max_attempts => {
-                    tracing::warn!(reference = %proposal.reference_number, error = %e, "voucher row outcome unknown; assembling the voucher afresh");
+                Err(Attempt::StartOver { error, virtual_voucher }) if starts < self.inner.retry.max_attempts => {
+                    tracing::warn!(reference = %proposal.reference_number, %error, "voucher row outcome unknown; assembling the voucher afresh");
+                    self.remove_virtual(virtual_voucher).await;
+                    continue;
                 }
-                Err(Attempt::StartOver(e) | Attempt::Fail(e)) => return Err(e),
+                Err(Attempt::StartOver { error, virtual_voucher }) => (error, Some(virtual_voucher)),
+                Err(Attempt::Fail { error, virtual_voucher }) => (error, virtual_voucher),
+            };
+            if let Some(left) = left {
+                self.remove_virtual(left).await;
+            }
+            return Err(error);
+        }
+    }
+
+    /// Removes a virtual voucher we abandoned (`[ifs.api] remove_voucher_action`), best effort: IFS drops
+    /// virtuals by itself eventually, and removing one cannot touch a committed voucher, so a failure here
+    /// is only logged. Skipped when the release has no such action configured.
+    async fn remove_virtual(&self, (entity_path, mut etag): (String, ETag)) {
+        let api = self.api();
+        let action = &api.remove_voucher_action;
+        if action.is_empty() {
+            return;
+        }
+        match self.guarded_post(&entity_path, action, &json!({}), &mut etag, Resend::Answered).await {
+            Ok(_) => self.count_removed_virtual(),
+            // Committed after all (an uncertain CreateVoucher that landed), or removed already.
+            Err(IfsError::Vanished { .. } | IfsError::Unsupported { status: 404, .. }) => {}
+            Err(error) => {
+                tracing::warn!(virtual_voucher = entity_path, %error, "could not remove an abandoned virtual voucher")
             }
         }
     }
@@ -220,26 +259,26 @@ impl IfsClient {
         header: &Value,
         rows: &[Value],
     ) -> Result<VoucherKey, Attempt> {
-        let api = &self.inner.api;
+        let api = self.api();
         // 1. The virtual voucher. A lost answer leaves at most an orphan virtual, which IFS discards.
         let req = Request {
             method: reqwest::Method::POST,
             url: self
                 .url(&format!("{}/{}", api.voucher_entry_projection, api.voucher_entry_set))
-                .map_err(Attempt::Fail)?,
+                .map_err(Attempt::fail)?,
             body: Body::Json(header),
             if_match: None,
             resend: Resend::Always,
         };
-        let resp = self.execute(&req).await.map_err(Attempt::Fail)?;
-        let entity: Value = resp.json("VoucherSet POST").map_err(Attempt::Fail)?;
+        let resp = self.execute(&req).await.map_err(Attempt::fail)?;
+        let entity: Value = resp.json("VoucherSet POST").map_err(Attempt::fail)?;
         let objkey = entity
             .get("Objkey")
             .and_then(Value::as_str)
-            .ok_or_else(|| Attempt::Fail(IfsError::Decode("VoucherSet POST: no Objkey".into())))?;
+            .ok_or_else(|| Attempt::fail(IfsError::Decode("VoucherSet POST: no Objkey".into())))?;
         let mut etag: ETag = body_etag(&entity)
             .or(resp.etag)
-            .ok_or_else(|| Attempt::Fail(IfsError::Decode("VoucherSet POST: no ETag".into())))?;
+            .ok_or_else(|| Attempt::fail(IfsError::Decode("VoucherSet POST: no ETag".into())))?;
         let entity_path =
             format!("{}/{}(Objkey={})", api.voucher_entry_projection, api.voucher_entry_set, key_literal(objkey));
 
@@ -247,17 +286,24 @@ impl IfsClient {
         for row in rows {
             match self.guarded_post(&entity_path, &api.voucher_posting_array, row, &mut etag, Resend::Answered).await {
                 Ok(_) => {}
-                Err(e @ IfsError::Transport { .. }) => return Err(Attempt::StartOver(e)),
-                Err(e) => return Err(Attempt::Fail(e)),
+                Err(error @ IfsError::Transport { .. }) => {
+                    return Err(Attempt::StartOver { error, virtual_voucher: (entity_path, etag) });
+                }
+                // Gone already: nothing to remove, and nothing committed; start over.
+                Err(error @ IfsError::Vanished { .. }) => return Err(Attempt::fail(error)),
+                Err(error) => return Err(Attempt::Fail { error, virtual_voucher: Some((entity_path, etag)) }),
             }
         }
 
         // 3. Commit.
-        self.commit(proposal, &entity_path, &mut etag).await.map_err(Attempt::Fail)
+        match self.commit(proposal, &entity_path, &mut etag).await {
+            Ok(key) => Ok(key),
+            Err(error) => Err(Attempt::Fail { error, virtual_voucher: Some((entity_path, etag)) }),
+        }
     }
 
     async fn commit(&self, proposal: &Proposal, entity_path: &str, etag: &mut ETag) -> Result<VoucherKey, IfsError> {
-        let action = self.inner.api.create_voucher_action.clone();
+        let action = self.api().create_voucher_action.clone();
         let mut uncertain = 0u32;
         loop {
             let outcome = self.guarded_post(entity_path, &action, &json!({}), etag, Resend::Unprocessed).await;
@@ -276,7 +322,7 @@ impl IfsClient {
                 },
                 Err(e @ (IfsError::Transport { .. } | IfsError::Unavailable { .. } | IfsError::Decode(_))) => e,
                 // After an uncertain round the virtual may be gone because that round did commit.
-                Err(e @ IfsError::Rejected { status: 404, .. }) if uncertain > 0 => e,
+                Err(e @ (IfsError::Unsupported { status: 404, .. } | IfsError::Vanished { .. })) if uncertain > 0 => e,
                 Err(e) => return Err(e),
             };
             self.count_uncertain_check();
@@ -303,7 +349,7 @@ impl IfsClient {
                     });
                 }
             }
-            let gone = matches!(why, IfsError::Rejected { status: 404, .. });
+            let gone = matches!(why, IfsError::Unsupported { status: 404, .. } | IfsError::Vanished { .. });
             if gone || uncertain >= self.inner.retry.max_attempts {
                 return Err(IfsError::UncertainCommit {
                     reference: proposal.reference_number.to_string(),

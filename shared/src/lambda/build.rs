@@ -110,6 +110,8 @@ pub async fn poster(config: &PosterConfig, sdk: &SdkConfig) -> Result<Poster, St
         brex_client(&config.common, sdk, &store),
         ifs_client(&config.ifs, sdk, &store, mapping.as_ref())
     )?;
+    // Every instance shares what it learns of the tenant's `$batch` through the table.
+    ifs.remember_flow_in(Arc::new(store.clone()));
     Ok(Poster {
         records: Arc::new(brex),
         ledger: Arc::new(ifs),
@@ -118,6 +120,7 @@ pub async fn poster(config: &PosterConfig, sdk: &SdkConfig) -> Result<Poster, St
         audit: Arc::new(store),
         mapping,
         clock: clock(),
+        redelivery: Some(Arc::new(SqsQueue::new(aws_sdk_sqs::Client::new(sdk), &config.queue_url))),
         options: PosterOptions {
             report_export_results: config.report_export_results,
             dry_run: config.dry_run,

@@ -26,7 +26,13 @@ pub async fn process_sqs_event(
 ) -> (SqsBatchResponse, BatchReport) {
     let mut messages = Vec::with_capacity(event.records.len());
     let mut response = SqsBatchResponse::default();
+    // message id → (receipt handle, receives so far), for the held messages' backoff.
+    let mut receipts = std::collections::HashMap::new();
     for record in event.records {
+        if let (Some(id), Some(handle)) = (&record.message_id, &record.receipt_handle) {
+            let receives = record.attributes.get("ApproximateReceiveCount").and_then(|n| n.parse::<u32>().ok());
+            receipts.insert(id.clone(), (handle.clone(), receives.unwrap_or(1)));
+        }
         match (record.message_id, record.body) {
             (Some(message_id), Some(body)) => messages.push(Message { message_id, body }),
             (Some(message_id), None) => {
@@ -40,6 +46,16 @@ pub async fn process_sqs_event(
         }
     }
     let report = poster.process(&messages, deadline).await;
+    if let Some(redelivery) = &poster.redelivery {
+        for message_id in &report.held_messages {
+            let Some((handle, receives)) = receipts.get(message_id) else { continue };
+            let delay = poster.options.hold_delay(*receives);
+            // Without the delay the message simply comes back after the visibility timeout.
+            if let Err(e) = redelivery.delay(handle, delay).await {
+                tracing::warn!(%message_id, error = %e, "could not delay a held message");
+            }
+        }
+    }
     for message_id in &report.failed_messages {
         let mut failure = BatchItemFailure::default();
         failure.item_identifier = message_id.clone();

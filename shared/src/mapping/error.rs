@@ -166,3 +166,13 @@ impl Classify for MappingError {
         }
     }
 }
+
+impl MappingError {
+    /// The operator's fix when reading IFS's chart is what failed (a held error).
+    pub fn fix(&self) -> Option<String> {
+        match self {
+            Self::Chart { source, .. } => source.fix.clone(),
+            _ => None,
+        }
+    }
+}

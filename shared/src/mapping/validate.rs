@@ -153,7 +153,7 @@ mod tests {
         ) -> Result<Option<AccountInfo>, ExternalError> {
             self.lookups.lock().unwrap().push(format!("{company}/{account}"));
             if let Some(disposition) = self.fail {
-                return Err(ExternalError { system: "ifs", message: "503 busy".into(), disposition });
+                return Err(ExternalError::new("ifs", "503 busy", disposition));
             }
             Ok(self.accounts.iter().find(|a| &a.company == company && &a.account == account).cloned())
         }

@@ -16,6 +16,10 @@ impl Ledger for IfsClient {
         self
     }
 
+    fn use_api(&self, api: &crate::ifs::IfsApiNames) {
+        self.set_api(api);
+    }
+
     async fn find_posted(
         &self,
         company: &CompanyCode,
@@ -30,7 +34,7 @@ impl Ledger for IfsClient {
         Ok(IfsClient::create_voucher(self, proposal).await?.to_string())
     }
 
-    /// `$batch` unless the mapping document's `[ifs.api] batch = false` asks for the step-by-step flow.
+    /// `$batch` or step by step, as `[ifs.api] batch` and the tenant's answers decide.
     async fn create_vouchers(&self, proposals: &[Proposal]) -> Vec<Result<String, ExternalError>> {
         IfsClient::create_vouchers(self, proposals)
             .await

@@ -7,7 +7,10 @@
 //! expense seen both as an expense and as its accounting record posts once); one IFS dedup query per company
 //! for the whole batch; create what is not in IFS yet; record the outcome; report export results for the
 //! records to Brex in one call; append the audit trail; return only the messages that hold a subject worth
-//! retrying. Permanent failures are recorded and reported, never looped to the DLQ.
+//! retrying. Who is at fault decides the rest (see [`crate::fault`]): the record's own faults are recorded and
+//! reported, never looped to the DLQ; a passing fault is retried; when the deployment or the tenant is at
+//! fault the subject is held — recorded with the operator's fix, never failed or reported to Brex — and its
+//! message comes back with backoff until the fix (or the DLQ and `connector replay`).
 
 mod brex_source;
 mod ifs_ledger;
@@ -21,7 +24,7 @@ use chrono::{DateTime, Duration, Utc};
 use crate::audit::{AuditEntry, AuditOutcome, AuditTrail};
 use crate::brex::model::{AccountingRecord, ReviewStatus};
 use crate::domain::{AccountingRecordId, CompanyCode, ExpenseId, Origin, ReferenceNumber, Subject, WorkItem};
-use crate::error::Classify;
+use crate::error::{Classify, Disposition};
 use crate::mapping::{LoadedMapping, map_record, validate_proposal};
 use crate::ports::{Begin, Clock, IdempotencyStore, SpendClaim, SpendClaims};
 use crate::proposal::Proposal;
@@ -40,6 +43,19 @@ pub struct PosterOptions {
     /// Added to the invocation's remaining time for the in-progress lease, so a lease never ends while its
     /// invocation may still be writing.
     pub lease_margin: Duration,
+    /// A held message comes back after `hold_backoff × 4^(receives − 1)`, at most `hold_backoff_cap`: soon
+    /// after a quick fix, rarely while nobody has fixed anything, and in the DLQ (alarmed) when the
+    /// receives run out.
+    pub hold_backoff: std::time::Duration,
+    pub hold_backoff_cap: std::time::Duration,
+}
+
+impl PosterOptions {
+    /// How long a held message stays away after its `receives`-th delivery.
+    pub fn hold_delay(&self, receives: u32) -> std::time::Duration {
+        let factor = 4u32.saturating_pow(receives.saturating_sub(1).min(15));
+        self.hold_backoff.saturating_mul(factor).min(self.hold_backoff_cap)
+    }
 }
 
 impl Default for PosterOptions {
@@ -49,6 +65,8 @@ impl Default for PosterOptions {
             dry_run: false,
             retention: Duration::days(400),
             lease_margin: Duration::seconds(30),
+            hold_backoff: std::time::Duration::from_secs(30),
+            hold_backoff_cap: std::time::Duration::from_secs(3600),
         }
     }
 }
@@ -71,6 +89,9 @@ pub struct BatchReport {
     pub failed: BTreeMap<Subject, String>,
     /// Retryable problems: the messages carrying these are returned to SQS.
     pub retry: BTreeMap<Subject, String>,
+    /// The deployment or tenant is at fault: recorded as held with the fix, not reported to Brex; the
+    /// messages carrying these come back with backoff.
+    pub held: BTreeMap<Subject, Held>,
     /// Not postable and not worth a retry (e.g. no longer READY_FOR_EXPORT, a voided expense).
     pub skipped: BTreeMap<Subject, String>,
     /// `DRY_RUN`: the proposals that would have been posted.
@@ -81,7 +102,19 @@ pub struct BatchReport {
     pub unreported: BTreeSet<Subject>,
     /// Message ids SQS must redeliver.
     pub failed_messages: Vec<String>,
+    /// Those of `failed_messages` that carry a held subject: redelivered with backoff.
+    pub held_messages: Vec<String>,
 }
+
+/// Why a subject is held, and what the operator should do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Held {
+    pub reason: String,
+    pub fix: String,
+}
+
+/// The fix named for a held error that carries none.
+const GENERIC_FIX: &str = "run `connector doctor`, fix what it reports, then `connector replay`";
 
 pub struct Poster {
     pub records: Arc<dyn RecordSource>,
@@ -91,6 +124,8 @@ pub struct Poster {
     pub audit: Arc<dyn AuditTrail>,
     pub mapping: Arc<dyn MappingSource>,
     pub clock: Arc<dyn Clock>,
+    /// Where held messages are delayed (the work queue); `None` leaves them to the visibility timeout.
+    pub redelivery: Option<Arc<dyn crate::ports::Redelivery>>,
     pub options: PosterOptions,
 }
 
@@ -182,19 +217,28 @@ impl Poster {
         }
 
         let mut report = batch.report;
+        let mut held_messages: BTreeSet<String> = BTreeSet::new();
+        for subject in report.held.keys() {
+            if let Some(ids) = carriers.get(subject) {
+                held_messages.extend(ids.iter().cloned());
+            }
+        }
         for subject in report.retry.keys().chain(&report.unreported) {
             if let Some(ids) = carriers.get(subject) {
                 bad_messages.extend(ids.iter().cloned());
             }
         }
+        bad_messages.extend(held_messages.iter().cloned());
         let mut failed_messages: Vec<String> = bad_messages.into_iter().collect();
         failed_messages.sort();
         report.failed_messages = failed_messages;
+        report.held_messages = held_messages.into_iter().collect();
         tracing::info!(
             posted = report.posted.len(),
             already_posted = report.already_posted.len(),
             failed = report.failed.len(),
             retry = report.retry.len(),
+            held = report.held.len(),
             skipped = report.skipped.len(),
             unreported = report.unreported.len(),
             failed_messages = report.failed_messages.len(),
@@ -231,7 +275,7 @@ impl Poster {
                 }
                 Err(e) => {
                     let subjects: Vec<Subject> = record_ids.into_iter().map(Subject::Record).collect();
-                    self.give_back(&subjects, &format!("fetching from Brex: {e}"), batch).await;
+                    self.not_posted(&subjects, &fetch_error(&e), &e, batch).await;
                 }
             }
         }
@@ -255,7 +299,7 @@ impl Poster {
                 }
                 Err(e) => {
                     let subjects: Vec<Subject> = expense_ids.into_iter().map(Subject::Expense).collect();
-                    self.give_back(&subjects, &format!("fetching from Brex: {e}"), batch).await;
+                    self.not_posted(&subjects, &fetch_error(&e), &e, batch).await;
                 }
             }
         }
@@ -273,11 +317,13 @@ impl Poster {
             Err(e) => {
                 tracing::error!(error = %e, "no usable mapping document; records wait for one");
                 let waiting: Vec<Subject> = views.into_iter().map(|(s, _)| s).collect();
-                self.give_back(&waiting, &format!("mapping document: {e}"), batch).await;
+                let held = Held { reason: format!("mapping document: {e}"), fix: e.fix() };
+                self.route(&waiting, e.disposition(), held, batch).await;
                 return Vec::new();
             }
         };
         batch.report.mapping_version = Some(mapping.version);
+        self.ledger.use_api(&mapping.document.api);
         let mut candidates = Vec::new();
         for (subject, view) in views {
             if view.review_status != ReviewStatus::ReadyForExport {
@@ -311,8 +357,10 @@ impl Poster {
                         other_holders: Vec::new(),
                     });
                 }
-                Err(e) if e.is_retryable() => self.give_back(&[subject], &e.to_string(), batch).await,
-                Err(e) => self.fail(&subject, &e.to_string(), batch).await,
+                Err(e) => {
+                    let held = Held { reason: e.to_string(), fix: e.fix().unwrap_or_else(|| GENERIC_FIX.into()) };
+                    self.route(&[subject], e.disposition(), held, batch).await;
+                }
             }
         }
         candidates
@@ -362,7 +410,7 @@ impl Poster {
             refs.extend(c.other_holders.iter().cloned());
         }
         let mut existing = HashMap::new();
-        let mut dedup_failed: HashSet<CompanyCode> = HashSet::new();
+        let mut dedup_failed: HashMap<CompanyCode, crate::ports::ExternalError> = HashMap::new();
         for ((company, serie), refs) in &mut by_company {
             refs.sort();
             refs.dedup();
@@ -370,15 +418,18 @@ impl Poster {
                 Ok(found) => existing.extend(found),
                 Err(e) => {
                     tracing::warn!(%company, error = %e, "IFS dedup query failed");
-                    dedup_failed.insert(company.clone());
+                    dedup_failed.insert(company.clone(), e);
                 }
             }
         }
 
         let mut to_create = Vec::new();
         for c in candidates {
-            if dedup_failed.contains(&c.proposal.company) {
-                self.give_back(&[c.subject], "IFS dedup query failed", batch).await;
+            if let Some(e) = dedup_failed.get(&c.proposal.company) {
+                // Never post without knowing what is there; and never blame the record for the query.
+                let disposition = if e.is_held() { Disposition::Hold } else { Disposition::Retryable };
+                let reason = format!("IFS dedup query failed: {e}");
+                self.route(&[c.subject], disposition, held_from(&reason, e), batch).await;
                 continue;
             }
             let found = std::iter::once(&c.proposal.reference_number)
@@ -397,11 +448,11 @@ impl Poster {
         let mut outcomes = outcomes.into_iter();
         for c in to_create {
             let outcome = outcomes.next().unwrap_or_else(|| {
-                Err(crate::ports::ExternalError {
-                    system: "IFS",
-                    message: "the ledger returned no outcome for this voucher".into(),
-                    disposition: crate::error::Disposition::Retryable,
-                })
+                Err(crate::ports::ExternalError::new(
+                    "IFS",
+                    "the ledger returned no outcome for this voucher",
+                    Disposition::Retryable,
+                ))
             });
             match outcome {
                 Ok(key) => {
@@ -409,9 +460,55 @@ impl Poster {
                     self.spend_posted(&c, &c.proposal.reference_number, &key).await;
                     self.complete(&c.subject, &key, batch, true).await;
                 }
-                Err(e) if e.is_retryable() => self.give_back(&[c.subject], &e.to_string(), batch).await,
-                Err(e) => self.fail(&c.subject, &e.to_string(), batch).await,
+                Err(e) => {
+                    let reason = e.to_string();
+                    self.route(&[c.subject], e.disposition, held_from(&reason, &e), batch).await;
+                }
             }
+        }
+    }
+
+    /// Settles subjects that could not be posted, by who is at fault.
+    async fn route(&self, subjects: &[Subject], disposition: Disposition, held: Held, batch: &mut Batch) {
+        match disposition {
+            Disposition::Retryable => self.give_back(subjects, &held.reason, batch).await,
+            Disposition::Permanent => {
+                for subject in subjects {
+                    self.fail(subject, &held.reason, batch).await;
+                }
+            }
+            Disposition::Hold => self.hold(subjects, held, batch).await,
+        }
+    }
+
+    /// A failure of an outside system before anything about the record is known: held when the deployment
+    /// is at fault, else retried — a fetch or query failing is never the record's fault.
+    async fn not_posted(&self, subjects: &[Subject], reason: &str, e: &crate::ports::ExternalError, batch: &mut Batch) {
+        let disposition = if e.is_held() || e.disposition == Disposition::Permanent {
+            Disposition::Hold
+        } else {
+            Disposition::Retryable
+        };
+        self.route(subjects, disposition, held_from(reason, e), batch).await;
+    }
+
+    /// Holds subjects: the claim turns into a HELD record with the reason and the fix (so the operator sees
+    /// it and a redelivery or replay can claim it again), spend claims are given back, nothing is reported.
+    async fn hold(&self, subjects: &[Subject], held: Held, batch: &mut Batch) {
+        for subject in subjects {
+            if !self.options.dry_run {
+                tracing::error!(%subject, reason = %held.reason, fix = %held.fix,
+                    "held: the deployment or the tenant is at fault; not reported to Brex");
+                self.release_spend(subject, batch).await;
+                let now = self.clock.now();
+                let retain = now + self.options.retention;
+                if let Err(e) = self.idempotency.hold(&subject.key(), &held.reason, &held.fix, now, retain).await {
+                    // Not recorded as held: give the claim back so the redelivery is not kept waiting.
+                    tracing::warn!(%subject, error = %e, "could not record the hold");
+                    let _ = self.idempotency.release(&subject.key()).await;
+                }
+            }
+            batch.report.held.insert(subject.clone(), held.clone());
         }
     }
 
@@ -430,9 +527,24 @@ impl Poster {
             return;
         }
         for c in self.propose(&subjects, batch).await {
-            tracing::info!(subject = %c.subject, proposal = %serde_json::to_string(&c.proposal).unwrap_or_default(),
-                "dry run: would post");
+            tracing::info!(subject = %c.subject, outcome = "would_post",
+                proposal = %serde_json::to_string(&c.proposal).unwrap_or_default(), "dry run: would post");
             batch.report.proposals.push(c.proposal);
+        }
+        // Every record is accounted for, not only the postable ones.
+        let report = &batch.report;
+        for (subject, reason) in &report.failed {
+            tracing::warn!(%subject, outcome = "would_fail", reason, "dry run: would fail (reported to Brex)");
+        }
+        for (subject, held) in &report.held {
+            tracing::warn!(%subject, outcome = "would_hold", reason = %held.reason, fix = %held.fix,
+                "dry run: would be held (the deployment or tenant is at fault)");
+        }
+        for (subject, reason) in &report.retry {
+            tracing::warn!(%subject, outcome = "would_retry", reason, "dry run: would be retried");
+        }
+        for (subject, reason) in &report.skipped {
+            tracing::info!(%subject, outcome = "would_skip", reason, "dry run: would be skipped");
         }
     }
 
@@ -533,11 +645,14 @@ impl Poster {
         reported: &HashMap<Subject, Result<String, String>>,
     ) {
         let now = self.clock.now();
+        let held: BTreeMap<Subject, String> =
+            report.held.iter().map(|(s, h)| (s.clone(), format!("{} — fix: {}", h.reason, h.fix))).collect();
         let outcomes = [
             (AuditOutcome::Posted, &report.posted, true),
             (AuditOutcome::AlreadyPosted, &report.already_posted, true),
             (AuditOutcome::Failed, &report.failed, false),
             (AuditOutcome::Retry, &report.retry, false),
+            (AuditOutcome::Held, &held, false),
             (AuditOutcome::Skipped, &report.skipped, false),
         ];
         let mut entries = Vec::new();
@@ -565,4 +680,12 @@ impl Poster {
             tracing::warn!(error = %e, entries = entries.len(), "could not write the audit trail");
         }
     }
+}
+
+fn fetch_error(e: &crate::ports::ExternalError) -> String {
+    format!("fetching from Brex: {e}")
+}
+
+fn held_from(reason: &str, e: &crate::ports::ExternalError) -> Held {
+    Held { reason: reason.to_owned(), fix: e.fix.clone().unwrap_or_else(|| GENERIC_FIX.into()) }
 }

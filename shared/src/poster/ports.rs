@@ -54,6 +54,9 @@ pub trait RecordSource: Send + Sync {
 #[async_trait]
 pub trait Ledger: Send + Sync {
     fn as_chart(&self) -> &dyn ChartOfAccounts;
+    /// Takes the tenant's names and flow switches from the mapping document in force (`[ifs.api]`), so a
+    /// fix pushed by the operator applies to warm instances too.
+    fn use_api(&self, api: &crate::ifs::IfsApiNames);
     /// Which of `refs` already have a voucher in `company` (ReferenceSerie `serie`): ref → voucher key.
     async fn find_posted(
         &self,
@@ -86,9 +89,25 @@ pub enum MappingLoadError {
 
 impl Classify for MappingLoadError {
     fn disposition(&self) -> Disposition {
-        // A missing or broken document is fixed by the operator, after which the same records must post:
-        // retry (and alarm through the DLQ), never fail them for good.
-        Disposition::Retryable
+        match self {
+            // A missing or broken document is the deployment's fault, fixed by the operator, after which the
+            // same records must post: held, never failed.
+            Self::Missing | Self::Invalid { .. } => Disposition::Hold,
+            Self::Store(e) => e.disposition(),
+        }
+    }
+}
+
+impl MappingLoadError {
+    pub fn fix(&self) -> String {
+        match self {
+            Self::Missing | Self::Invalid { .. } => {
+                "push a valid mapping document (`connector mapping validate FILE`, then `mapping push FILE`), then \
+                 `connector replay`"
+                    .into()
+            }
+            Self::Store(_) => "check that the functions can read the table (TABLE_NAME, IAM)".into(),
+        }
     }
 }
 

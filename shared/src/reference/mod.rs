@@ -229,7 +229,7 @@ mod tests {
         async fn code_part_name(&self, company: &CompanyCode, part: CodePart) -> Result<Option<String>, ExternalError> {
             self.calls.lock().unwrap().push(format!("name {company} {part}"));
             match self.fail_names {
-                Some(disposition) => Err(ExternalError { system: "IFS", message: "nope".into(), disposition }),
+                Some(disposition) => Err(ExternalError::new("IFS", "nope", disposition)),
                 None => Ok(Some("Cost Center".into())),
             }
         }

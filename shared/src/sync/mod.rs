@@ -408,7 +408,7 @@ mod tests {
 
     #[test]
     fn errors_keep_their_disposition() {
-        let busy = ExternalError { system: "IFS", message: "429".into(), disposition: Disposition::Retryable };
+        let busy = ExternalError::new("IFS", "429", Disposition::Retryable);
         let err = SyncError::Ifs { company: CompanyCode::parse("10").unwrap(), what: "accounts", source: busy };
         assert!(err.is_retryable());
         assert_eq!(err.to_string(), "reading the accounts of IFS company 10 failed: IFS: 429");

@@ -404,6 +404,9 @@ mod tests {
         async fn fail(&self, _: &str, _: &str, _: DateTime<Utc>) -> Result<(), AwsError> {
             unreachable!("the webhook never fails a key permanently")
         }
+        async fn hold(&self, _: &str, _: &str, _: &str, _: DateTime<Utc>, _: DateTime<Utc>) -> Result<(), AwsError> {
+            unreachable!("the webhook never holds a key")
+        }
         async fn release(&self, key: &str) -> Result<(), AwsError> {
             self.releases.fetch_add(1, Ordering::SeqCst);
             self.entries.lock().unwrap().remove(key);
@@ -423,11 +426,7 @@ mod tests {
         async fn webhook_secrets(&self) -> Result<Vec<Secret>, ExternalError> {
             self.fetches.fetch_add(1, Ordering::SeqCst);
             if self.down.load(Ordering::SeqCst) {
-                return Err(ExternalError {
-                    system: "brex",
-                    message: "down".into(),
-                    disposition: Disposition::Retryable,
-                });
+                return Err(ExternalError::new("brex", "down", Disposition::Retryable));
             }
             Ok(self.secrets.lock().unwrap().clone())
         }
