@@ -407,7 +407,7 @@ async fn concurrent_instances_never_race_the_refresh_token() {
 }
 
 #[tokio::test]
-async fn a_dead_refresh_token_is_a_retryable_token_error() {
+async fn a_dead_refresh_token_holds_the_record_until_someone_reauthorises() {
     let w = OAuthWorld::start("brex-oauth-dead").await;
     let client = w.instance().await;
     // Someone used the refresh token outside the connector: the one in the secret is dead now.
@@ -418,7 +418,8 @@ async fn a_dead_refresh_token_is_a_retryable_token_error() {
         matches!(&err, BrexError::Token { status: Some(400), message } if message.starts_with("invalid_grant")),
         "{err:?}"
     );
-    assert!(err.is_retryable());
+    // Retrying cannot revive the token: the deployment is at fault, so the record is held, not failed.
+    assert!(err.is_held() && !err.is_retryable(), "{err:?}");
     assert!(!err.to_string().contains("rt-dead") && !err.to_string().contains("csecret"));
     assert_eq!(w.sim.counters().invalid_grants, 1);
 }

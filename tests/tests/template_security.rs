@@ -324,6 +324,8 @@ fn encryption_problems(t: &Value) -> Vec<String> {
         "AWS::IAM::Role",
         "AWS::Serverless::HttpApi",
         "AWS::CloudWatch::Alarm",
+        // Turns log lines into a metric; stores nothing itself.
+        "AWS::Logs::MetricFilter",
         // Code and configuration only; its environment holds no secret (ids and URLs, contract §1).
         "AWS::Serverless::Function",
     ];

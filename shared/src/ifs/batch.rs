@@ -240,9 +240,28 @@ fn envelope_refused(error: &IfsError) -> bool {
 /// What one `$batch` run over some vouchers ended with.
 struct BatchRun {
     done: Vec<(usize, Result<VoucherKey, IfsError>)>,
-    /// Under `auto`: the tenant refused `$batch` (why), and the vouchers (indexes) that have no outcome and
-    /// surely did not commit, to be posted step by step.
-    refused: Option<(String, Vec<usize>)>,
+    /// Under `auto`: the tenant refused `$batch`, and the vouchers that have no outcome and surely did not
+    /// commit, to be posted step by step.
+    refused: Option<Refusal>,
+}
+
+/// Why `$batch` was given up for a run, and what is left to post step by step.
+struct Refusal {
+    reason: String,
+    /// Indexes of the vouchers without an outcome.
+    rest: Vec<usize>,
+    /// Only 412s were seen: that is what a tenant answers when it compares `$n` literally, and also what
+    /// sustained contention looks like. Believed (remembered) only once the step-by-step flow posts what
+    /// `$batch` could not.
+    tentative: bool,
+}
+
+/// What the answers of one round say about the tenant and ETag references.
+enum ReferenceVerdict {
+    /// A 404 or an OData-layer 400 on the reference: the tenant does not resolve it.
+    Refused(IfsError),
+    /// Only 412s on the reference, round after round (see [`Refusal::tentative`]).
+    Suspected(IfsError),
 }
 
 /// How one voucher of a round ended.
@@ -322,10 +341,21 @@ impl IfsClient {
                 for (index, outcome) in run.done {
                     results[index] = Some(outcome);
                 }
-                let Some((reason, rest)) = run.refused else { continue };
-                self.inner.flow.refuse(&reason, chrono::Utc::now()).await;
+                let Some(refusal) = run.refused else { continue };
                 fell_back = true;
-                rest
+                if refusal.tentative {
+                    let outcomes =
+                        self.create_step_by_step(refusal.rest.into_iter().map(|i| (i, &proposals[i]))).await;
+                    if outcomes.iter().any(|(_, r)| r.is_ok()) {
+                        self.inner.flow.refuse(&refusal.reason, chrono::Utc::now()).await;
+                    }
+                    for (index, outcome) in outcomes {
+                        results[index] = Some(outcome);
+                    }
+                    continue;
+                }
+                self.inner.flow.refuse(&refusal.reason, chrono::Utc::now()).await;
+                refusal.rest
             };
             for (index, outcome) in self.create_step_by_step(rest.into_iter().map(|i| (i, &proposals[i]))).await {
                 results[index] = Some(outcome);
@@ -384,8 +414,9 @@ impl IfsClient {
     /// one has an outcome. Each repeat is bounded: 412s by [`MAX_STALE_ETAG_RETRIES`], retryable refusals and
     /// uncertain rounds by the retry policy's attempts. When the tenant refuses `$batch` itself, or the ETag
     /// references in its change sets (every change set of a round refused on its first reference: at once
-    /// for a 404/400, on the second such round for a 412, never once a change set of ours was applied),
-    /// `auto` hands the vouchers back for the step-by-step flow; `true` holds them (an `Unsupported` error).
+    /// for a 404/400, tentatively on the second such round for a 412, never once a change set of ours was
+    /// applied), `auto` hands the vouchers back for the step-by-step flow; `true` holds them (an
+    /// `Unsupported` error) on a 404/400 and lets 412s end in `PreconditionFailed`.
     async fn post_batch(&self, vouchers: &[Prepared<'_>], mode: BatchMode) -> BatchRun {
         let api = self.api();
         let policy = self.inner.retry;
@@ -401,9 +432,9 @@ impl IfsClient {
                 return BatchRun { done: vouchers.iter().map(|v| (v.index, Err(e.clone()))).collect(), refused: None };
             }
         };
-        let hand_back = |done, reason: String, pending: &[&Prepared<'_>]| BatchRun {
+        let hand_back = |done, reason: String, pending: &[&Prepared<'_>], tentative| BatchRun {
             done,
-            refused: Some((reason, pending.iter().map(|v| v.index).collect())),
+            refused: Some(Refusal { reason, rest: pending.iter().map(|v| v.index).collect(), tentative }),
         };
         while !pending.is_empty() {
             let boundary = format!("batch_{}", uuid::Uuid::new_v4().simple());
@@ -423,14 +454,21 @@ impl IfsClient {
                     Ok(answers) => {
                         if answers.iter().any(|a| matches!(a, ChangeSetAnswer::Applied(_))) {
                             self.inner.flow.prove_references();
-                        } else if let Some(refusal) =
-                            self.reference_refusal(&pending, &answers, &mut reference_refusals)
-                        {
-                            if mode == BatchMode::Auto {
-                                return hand_back(done, refusal.to_string(), &pending);
+                        } else {
+                            match (self.reference_refusal(&pending, &answers, &mut reference_refusals), mode) {
+                                (Some(ReferenceVerdict::Refused(e)), BatchMode::Auto) => {
+                                    return hand_back(done, e.to_string(), &pending, false);
+                                }
+                                (Some(ReferenceVerdict::Suspected(e)), BatchMode::Auto) => {
+                                    return hand_back(done, e.to_string(), &pending, true);
+                                }
+                                // `batch = true` holds only on proof; 412s run their bounded repeats.
+                                (Some(ReferenceVerdict::Refused(e)), _) => {
+                                    done.extend(pending.iter().map(|v| (v.index, Err(e.clone()))));
+                                    return BatchRun { done, refused: None };
+                                }
+                                _ => {}
                             }
-                            done.extend(pending.iter().map(|v| (v.index, Err(refusal.clone()))));
-                            return BatchRun { done, refused: None };
                         }
                         pending
                             .iter()
@@ -459,7 +497,7 @@ impl IfsClient {
                 Err(e) if envelope_refused(&e) => {
                     let reason = format!("$batch refused: {e}");
                     if mode == BatchMode::Auto {
-                        return hand_back(done, reason, &pending);
+                        return hand_back(done, reason, &pending, false);
                     }
                     let held = match e {
                         IfsError::Rejected { status, code, message } => {
@@ -516,7 +554,7 @@ impl IfsClient {
                     // tenant (or its gateway) does not really serve.
                     let reason = "$batch answered in a shape the connector cannot read".to_owned();
                     next.extend(unresolved);
-                    return hand_back(done, reason, &next);
+                    return hand_back(done, reason, &next, false);
                 }
                 next.extend(unresolved);
             } else if wait {
@@ -532,14 +570,14 @@ impl IfsClient {
     }
 
     /// Whether every change set of a round was refused on its first ETag reference, seen often enough to
-    /// conclude the tenant does not resolve references (see [`IfsClient::post_batch`]); the error to hold
-    /// with, naming what was seen.
+    /// conclude (or, for 412s, suspect) that the tenant does not resolve references (see
+    /// [`IfsClient::post_batch`]); the error naming what was seen.
     fn reference_refusal(
         &self,
         pending: &[&Prepared<'_>],
         answers: &[ChangeSetAnswer],
         rounds: &mut u32,
-    ) -> Option<IfsError> {
+    ) -> Option<ReferenceVerdict> {
         if self.inner.flow.references_proven() || answers.len() < pending.len() {
             return None;
         }
@@ -561,7 +599,7 @@ impl IfsClient {
         }
         let part = refused.first()?;
         let body = parse_error_body(part.body.as_bytes());
-        Some(IfsError::Unsupported {
+        let error = IfsError::Unsupported {
             status: part.status,
             code: body.code,
             message: format!(
@@ -570,7 +608,8 @@ impl IfsClient {
                 part.status, rounds, body.message
             ),
             path: "$batch".into(),
-        })
+        };
+        Some(if decisive { ReferenceVerdict::Refused(error) } else { ReferenceVerdict::Suspected(error) })
     }
 
     /// After a `$batch` whose outcome is unknown for `uncertain`: waits a little, asks the dedup query, and

@@ -497,7 +497,8 @@ impl Poster {
     async fn hold(&self, subjects: &[Subject], held: Held, batch: &mut Batch) {
         for subject in subjects {
             if !self.options.dry_run {
-                tracing::error!(%subject, reason = %held.reason, fix = %held.fix,
+                // `outcome = "held"` is what the template's HeldRecordsMetric counts.
+                tracing::error!(%subject, outcome = "held", reason = %held.reason, fix = %held.fix,
                     "held: the deployment or the tenant is at fault; not reported to Brex");
                 self.release_spend(subject, batch).await;
                 let now = self.clock.now();
