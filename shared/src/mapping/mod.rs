@@ -47,6 +47,6 @@ pub use document::{
 pub use engine::{
     CATEGORY_FIELD, DEPARTMENT_FIELD, GL_ACCOUNT_FIELD, GL_ACCOUNT_REMOTE_ID, MAX_VOUCHER_TEXT, map_record,
 };
-pub use error::{Conflict, LineRef, MappingError};
+pub use error::{Conflict, LineRef, LineSides, MappingError};
 pub use template::{Placeholder, Template, TemplateError};
 pub use validate::validate_proposal;
