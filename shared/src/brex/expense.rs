@@ -379,6 +379,52 @@ mod tests {
     }
 
     #[test]
+    fn a_refund_expense_maps_to_the_reversal_of_its_purchase() {
+        use crate::mapping::{MappingDocument, map_record};
+        use crate::proposal::Side;
+        let doc = MappingDocument::parse(include_str!("../../../infra/mapping.example.toml")).unwrap();
+        let refund = |expense_type: &str| {
+            CARD.replace(r#""expense_type": "CARD""#, &format!(r#""expense_type": "{expense_type}""#))
+                .replace(
+                    r#""billing_amount": {"amount": 4218, "currency": "USD"}"#,
+                    r#""billing_amount": {"amount": -1100, "currency": "USD"}"#,
+                )
+                .replace(
+                    r#""original_amount": {"amount": 4218, "currency": "USD"}"#,
+                    r#""original_amount": {"amount": -1500, "currency": "JPY"}"#,
+                )
+        };
+        let rows = |json: &str| {
+            let p = map_record(&doc, &expense(json).as_record().unwrap()).unwrap();
+            assert!(p.is_balanced());
+            p.rows
+                .iter()
+                .map(|r| {
+                    let b = r.code_parts.values().map(|v| v.as_str().to_owned()).collect::<Vec<_>>().join(",");
+                    (r.account.as_str().to_owned(), b, r.side, r.amount, r.text.clone())
+                })
+                .collect::<Vec<_>>()
+        };
+        let eleven = Decimal::from_str("11.00").unwrap();
+        // The funding line carries the whole amount, so it shows the record's original too.
+        let text = "BLUE BOTTLE Team lunch / Ada Lovelace (orig 1500 JPY)";
+        assert_eq!(
+            rows(&refund("CARD")),
+            vec![
+                ("6510".into(), "200".into(), Side::Credit, eleven, text.into()),
+                ("2410".into(), String::new(), Side::Debit, eleven, text.into()),
+            ]
+        );
+        assert_eq!(
+            rows(&refund("REIMBURSEMENT")),
+            vec![
+                ("6510".into(), "200".into(), Side::Credit, eleven, text.into()),
+                ("2420".into(), String::new(), Side::Debit, eleven, text.into()),
+            ]
+        );
+    }
+
+    #[test]
     fn unpostable_and_unreadable_expenses_are_told_apart() {
         let void = expense(&CARD.replace("APPROVED", "VOID"));
         assert!(!void.is_postable());

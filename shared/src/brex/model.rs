@@ -108,6 +108,10 @@ pub struct Vendor {
     pub name: Option<String>,
 }
 
+/// The purchase record types (brex-api.md §3.3): card spend, a reimbursement (accrual or cash basis), a bill.
+pub const PURCHASE_TYPES: [&str; 4] =
+    ["CARD_EXPENSE_POST", "REIMBURSEMENT_EXPENSE_APPROVAL", "REIMBURSEMENT_EXPENSE_POST", "BILL_EXPENSE"];
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AccountingRecord {
     pub id: AccountingRecordId,
@@ -140,24 +144,24 @@ pub struct AccountingRecord {
 }
 
 impl AccountingRecord {
-    /// Refund-type records move money back; their lines come with sides already reversed by Brex.
+    /// Refund-type records move money back. Brex does not document which sides a refund's lines take:
+    /// they may come reversed or shaped like the purchase (the mapping engine books both the same way).
     pub fn is_refund(&self) -> bool {
         self.record_type.ends_with("_REFUND")
+    }
+
+    /// Record types that book a purchase (spend moving out): their expense lines are DEBIT and their
+    /// amount is never negative.
+    pub fn is_purchase(&self) -> bool {
+        PURCHASE_TYPES.contains(&self.record_type.as_str())
     }
 
     /// The expense this record books, when it books one (its `source_id`): the same spend the Expenses API
     /// shows, which must not be posted twice when both sources are on. Payments, payouts and repayments
     /// point elsewhere and have no spend of their own.
     pub fn spend_id(&self) -> Option<crate::domain::ExpenseId> {
-        const SPEND_TYPES: [&str; 6] = [
-            "CARD_EXPENSE_POST",
-            "CARD_EXPENSE_REFUND",
-            "REIMBURSEMENT_EXPENSE_APPROVAL",
-            "REIMBURSEMENT_EXPENSE_POST",
-            "REIMBURSEMENT_EXPENSE_REFUND",
-            "BILL_EXPENSE",
-        ];
-        if !SPEND_TYPES.contains(&self.record_type.as_str()) {
+        const SPEND_REFUNDS: [&str; 2] = ["CARD_EXPENSE_REFUND", "REIMBURSEMENT_EXPENSE_REFUND"];
+        if !self.is_purchase() && !SPEND_REFUNDS.contains(&self.record_type.as_str()) {
             return None;
         }
         self.source_id.as_deref().and_then(|id| crate::domain::ExpenseId::parse(id).ok())
@@ -212,11 +216,16 @@ mod tests {
         assert_eq!(r.line_items[0].field("gl account").unwrap().field_value_name.as_deref(), Some("6500 Travel"));
         assert!(r.line_items[0].remote_field("GL_ACCOUNT").is_some());
         assert_eq!(r.posting_date().to_string(), "2026-06-11");
-        assert!(!r.is_refund());
+        assert!(!r.is_refund() && r.is_purchase());
         assert_eq!(r.spend_id().map(|id| id.to_string()).as_deref(), Some("expense_9"));
         let payment: AccountingRecord =
             serde_json::from_str(&REAL_SHAPE.replace("CARD_EXPENSE_POST", "CARD_PAYMENT")).unwrap();
         assert_eq!(payment.spend_id(), None, "a payment books no expense of its own");
+        assert!(!payment.is_purchase() && !payment.is_refund());
+        let refund: AccountingRecord =
+            serde_json::from_str(&REAL_SHAPE.replace("CARD_EXPENSE_POST", "CARD_EXPENSE_REFUND")).unwrap();
+        assert!(refund.is_refund() && !refund.is_purchase());
+        assert_eq!(refund.spend_id().map(|id| id.to_string()).as_deref(), Some("expense_9"), "a refund books spend");
     }
 
     #[test]

@@ -1,12 +1,13 @@
 //! Brex accounting record → posting proposal (one balanced voucher). Pure: no I/O, so the same record and
 //! document always give the same proposal or the same error.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use rust_decimal::Decimal;
 
 use super::document::{Condition, MappingDocument, Rule, code_part_remote_id};
-use super::error::{Conflict, LineRef, MappingError, show_amount};
+use super::error::{Conflict, LineRef, LineSides, MappingError, show_amount};
 use super::template::Placeholder;
 use crate::brex::model::{AccountingFieldValue, AccountingRecord, LineItem, LineSide, SourceType};
 use crate::domain::{AccountCode, CodePartValue, CompanyCode, CurrencyCode, Money, ReferenceNumber};
@@ -92,10 +93,89 @@ fn condition_holds(condition: &Condition, facts: &Facts<'_>, record: &Accounting
     }
 }
 
-/// Whether a purchase's cost sits on this line: DEBIT lines normally, CREDIT lines on refunds (Brex sends a
-/// refund's sides already reversed). The other lines are the funding side (card liability, employee payable).
+/// Whether a purchase's cost sits on this line, by the side it is booked on: DEBIT on a purchase, CREDIT on
+/// a refund (whichever shape Brex sent it in, see [`Orientation`]). The other lines are the funding side
+/// (card liability, employee payable).
 fn is_expense_line(record: &AccountingRecord, line: &LineItem) -> bool {
     (line.side == LineSide::Debit) != record.is_refund()
+}
+
+/// Whether the line carries accounting coding. Brex codes only the expense side (its funding line comes with
+/// no field values), so this tells which way a record's lines are laid out. A field present without a value
+/// (an uncoded GL account) still marks the expense line.
+fn is_coded(line: &LineItem) -> bool {
+    line.accounting_field_values
+        .iter()
+        .any(|f| f.brex_field_id.is_some() || f.remote_field_id.is_some() || f.field_name.is_some())
+}
+
+/// The one side all coded lines are on; `None` when no line is coded or coded lines sit on both sides.
+fn coded_side(lines: &[(usize, &LineItem)]) -> Option<LineSide> {
+    let mut sides = lines.iter().filter(|(_, l)| is_coded(l)).map(|(_, l)| l.side);
+    let first = sides.next()?;
+    sides.all(|s| s == first).then_some(first)
+}
+
+fn opposite(side: LineSide) -> LineSide {
+    match side {
+        LineSide::Debit => LineSide::Credit,
+        LineSide::Credit => LineSide::Debit,
+    }
+}
+
+/// How Brex laid out a record's lines relative to the rows they become.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Orientation {
+    /// Rows take Brex's sides: a purchase, or a refund sent with its sides already reversed.
+    AsGiven,
+    /// A refund sent shaped like its purchase (coded lines DEBIT): every row takes the opposite side, so
+    /// both refund shapes give the same voucher.
+    Flipped,
+}
+
+/// Reads the record's direction from its type, its amount's sign and its coded lines' side, and refuses
+/// the combinations that contradict each other. `debits` is what each side of the (balanced) lines adds up
+/// to in `currency`.
+fn orientation(
+    record: &AccountingRecord,
+    reference: &ReferenceNumber,
+    lines: &[(usize, &LineItem)],
+    currency: CurrencyCode,
+    debits: Decimal,
+) -> Result<Orientation, MappingError> {
+    let amount = record.amount;
+    // A record amount in another currency cannot be compared without a rate; the lines alone then decide.
+    if amount.currency == currency && amount.amount.abs() != debits {
+        return Err(MappingError::AmountMismatch { record: reference.clone(), amount, currency, lines_total: debits });
+    }
+    let coded = coded_side(lines);
+    let sides = || LineSides {
+        coded: lines.iter().filter(|(_, l)| is_coded(l)).map(|(i, l)| LineRef::new(*i, l)).collect(),
+        uncoded: lines.iter().filter(|(_, l)| !is_coded(l)).map(|(i, l)| LineRef::new(*i, l)).collect(),
+    };
+    if record.is_refund() {
+        // Either sign is consistent: Brex may give a refund's amount as a magnitude or negative. Without a
+        // coded side to go by (no coding, or coding on both sides) the lines are taken as already reversed.
+        return Ok(if coded == Some(LineSide::Debit) { Orientation::Flipped } else { Orientation::AsGiven });
+    }
+    if amount.is_negative() {
+        return Err(MappingError::NegativeAmountNotRefund {
+            record: reference.clone(),
+            record_type: record.record_type.clone(),
+            amount,
+            sides: sides(),
+        });
+    }
+    // Only known purchase types: payments, repayments and unknown types have no documented expense side.
+    if record.is_purchase() && coded == Some(LineSide::Credit) {
+        return Err(MappingError::PurchaseLinesReversed {
+            record: reference.clone(),
+            record_type: record.record_type.clone(),
+            amount,
+            sides: sides(),
+        });
+    }
+    Ok(Orientation::AsGiven)
 }
 
 fn rule_applies(rule: &Rule, facts: &Facts<'_>, record: &AccountingRecord, line: &LineItem) -> bool {
@@ -186,9 +266,20 @@ fn agree<T: Clone + PartialEq>(
 }
 
 /// Why an expense line ended without an account, in the bookkeeper's terms.
-fn missing_account_detail(doc: &MappingDocument, record: &AccountingRecord, line: &LineItem) -> String {
+fn missing_account_detail(
+    doc: &MappingDocument,
+    record: &AccountingRecord,
+    orientation: Orientation,
+    line: &LineItem,
+) -> String {
     let gl = line.remote_field(GL_ACCOUNT_REMOTE_ID).or_else(|| line.field(GL_ACCOUNT_FIELD));
-    let refund_note = if record.is_refund() { " (on a refund the CREDIT lines carry the expense)" } else { "" };
+    let refund_note = match (record.is_refund(), orientation) {
+        (false, _) => "",
+        (true, Orientation::AsGiven) => " (on a refund the CREDIT lines carry the expense)",
+        (true, Orientation::Flipped) => {
+            " (this refund's lines are shaped like its purchase, so its DEBIT lines carry the expense)"
+        }
+    };
     let Some(gl) = gl else {
         return format!("the line carries no \"{GL_ACCOUNT_FIELD}\" field and no rule sets an account{refund_note}");
     };
@@ -212,11 +303,13 @@ fn missing_account_detail(doc: &MappingDocument, record: &AccountingRecord, line
 /// The purchase's original (foreign) amount for a line, when it differs in currency from the billed amount.
 fn foreign_original(record: &AccountingRecord, line: &LineItem) -> Option<Money> {
     let differs = |m: &Money| m.currency != line.amount.currency;
-    match line.original_amount {
+    let original = match line.original_amount {
         Some(original) => Some(original).filter(differs),
         // Lines without their own original take the record's when they carry the record's whole amount.
         None => record.original_amount.filter(|o| differs(o) && line.amount.amount == record.amount.amount.abs()),
-    }
+    };
+    // A refund's original may come negative like its amount; the row's side already says which way.
+    original.map(|o| o.abs())
 }
 
 fn placeholder_value(
@@ -263,15 +356,23 @@ fn row_text(doc: &MappingDocument, record: &AccountingRecord, facts: &Facts<'_>,
     truncate_chars(&text, MAX_ROW_TEXT)
 }
 
-/// Checks debits = credits per currency, and that there is only one currency.
-fn check_balance(record: &ReferenceNumber, lines: &[(usize, &LineItem)]) -> Result<CurrencyCode, MappingError> {
+/// Checks debits = credits per currency, and that there is only one currency; gives it and each side's total.
+fn check_balance(
+    record: &ReferenceNumber,
+    lines: &[(usize, &LineItem)],
+) -> Result<(CurrencyCode, Decimal), MappingError> {
     let mut totals: BTreeMap<CurrencyCode, (Decimal, Decimal)> = BTreeMap::new();
     for (_, line) in lines {
-        let entry = totals.entry(line.amount.currency).or_default();
-        match line.side {
-            LineSide::Debit => entry.0 += line.amount.amount,
-            LineSide::Credit => entry.1 += line.amount.amount,
-        }
+        let currency = line.amount.currency;
+        let entry = totals.entry(currency).or_default();
+        let total = match line.side {
+            LineSide::Debit => &mut entry.0,
+            LineSide::Credit => &mut entry.1,
+        };
+        // Checked: amounts come from Brex, and Decimal's `+` panics past its range.
+        *total = total
+            .checked_add(line.amount.amount)
+            .ok_or_else(|| MappingError::AmountOverflow { record: record.clone(), currency })?;
     }
     if let Some((currency, (debits, credits))) = totals.iter().find(|(_, (d, c))| d != c) {
         return Err(MappingError::Unbalanced {
@@ -281,12 +382,12 @@ fn check_balance(record: &ReferenceNumber, lines: &[(usize, &LineItem)]) -> Resu
             credits: show_amount(*credits, *currency),
         });
     }
-    let mut currencies = totals.into_keys();
+    let mut currencies = totals.into_iter();
     match (currencies.next(), currencies.next()) {
-        (Some(only), None) => Ok(only),
-        (Some(first), Some(second)) => Err(MappingError::MixedCurrencies {
+        (Some((only, (debits, _))), None) => Ok((only, debits)),
+        (Some((first, _)), Some((second, _))) => Err(MappingError::MixedCurrencies {
             record: record.clone(),
-            currencies: [first, second].into_iter().chain(currencies).collect(),
+            currencies: [first, second].into_iter().chain(currencies.map(|(c, _)| c)).collect(),
         }),
         (None, _) => Err(MappingError::NoLines { record: record.clone() }),
     }
@@ -294,10 +395,11 @@ fn check_balance(record: &ReferenceNumber, lines: &[(usize, &LineItem)]) -> Resu
 
 /// Maps one Brex accounting record to one balanced posting proposal.
 ///
-/// Each non-zero line becomes a row on the side Brex gave it, with its exact amount in its (billed)
-/// currency. Accounts come from `[passthrough]` and the rules (rules win); funding-side lines (CREDIT on a
-/// purchase, DEBIT on a refund) without one take the credit account. Company and credit account are
-/// record-wide: lines that set them must agree. See the module docs for the full semantics.
+/// Each non-zero line becomes a row with its exact amount in its (billed) currency, on the side Brex gave
+/// it, or on the opposite side for a refund whose lines are shaped like its purchase. Accounts come from
+/// `[passthrough]` and the rules (rules win); funding-side rows (CREDIT on a purchase, DEBIT on a refund)
+/// without one take the credit account. Company and credit account are record-wide: lines that set them
+/// must agree. See the module docs for the full semantics.
 pub fn map_record(doc: &MappingDocument, record: &AccountingRecord) -> Result<Proposal, MappingError> {
     let reference = ReferenceNumber::from(&record.id);
     if let Some((i, line)) = record.line_items.iter().enumerate().find(|(_, l)| l.amount.is_negative()) {
@@ -309,10 +411,20 @@ pub fn map_record(doc: &MappingDocument, record: &AccountingRecord) -> Result<Pr
     if lines.is_empty() {
         return Err(MappingError::NoLines { record: reference });
     }
-    check_balance(&reference, &lines)?;
+    let (currency, debits) = check_balance(&reference, &lines)?;
+    let orientation = orientation(record, &reference, &lines, currency, debits)?;
+    // From here on every line is on the side its row is booked on, so rules (`side` included) see a refund
+    // the same way in either shape; messages still show Brex's side (`refs`), which the bookkeeper sees.
+    let booked: Vec<Cow<'_, LineItem>> = lines
+        .iter()
+        .map(|(_, line)| match orientation {
+            Orientation::AsGiven => Cow::Borrowed(*line),
+            Orientation::Flipped => Cow::Owned(LineItem { side: opposite(line.side), ..(*line).clone() }),
+        })
+        .collect();
 
     let facts = Facts::of(record);
-    let targets: Vec<LineTargets> = lines.iter().map(|(_, line)| line_targets(doc, &facts, record, line)).collect();
+    let targets: Vec<LineTargets> = booked.iter().map(|line| line_targets(doc, &facts, record, line)).collect();
     let refs: Vec<LineRef> = lines.iter().map(|(i, line)| LineRef::new(*i, line)).collect();
 
     let company =
@@ -331,7 +443,7 @@ pub fn map_record(doc: &MappingDocument, record: &AccountingRecord) -> Result<Pr
     .unwrap_or_else(|| default_credit.clone());
 
     let mut rows = Vec::with_capacity(lines.len());
-    for (((_, line), target), line_ref) in lines.iter().zip(targets).zip(refs) {
+    for ((line, target), line_ref) in booked.iter().zip(targets).zip(refs) {
         if let Some((part, (value, reason))) = target.bad_remote_parts.into_iter().next() {
             return Err(MappingError::InvalidRemoteCodePart { record: reference, line: line_ref, part, value, reason });
         }
@@ -342,7 +454,7 @@ pub fn map_record(doc: &MappingDocument, record: &AccountingRecord) -> Result<Pr
             }
             (None, None) if !is_expense_line(record, line) => credit_account.clone(),
             (None, None) => {
-                let detail = missing_account_detail(doc, record, line);
+                let detail = missing_account_detail(doc, record, orientation, line);
                 return Err(MappingError::NoAccount { record: reference, line: line_ref, detail });
             }
         };
@@ -527,41 +639,331 @@ mod tests {
         assert!(p.is_balanced());
     }
 
+    /// Every row exactly: (account, code parts as `B=200`, side, amount).
+    fn full(p: &Proposal) -> Vec<(&str, String, Side, Decimal)> {
+        p.rows
+            .iter()
+            .map(|r| {
+                let parts = r.code_parts.iter().map(|(k, v)| format!("{k:?}={}", v.as_str())).collect::<Vec<_>>();
+                (r.account.as_str(), parts.join(","), r.side, r.amount)
+            })
+            .collect()
+    }
+
+    fn with_amount(mut r: AccountingRecord, amount: &str) -> AccountingRecord {
+        r.amount.amount = dec(amount);
+        r
+    }
+
+    fn flip(side: Side) -> Side {
+        match side {
+            Side::Debit => Side::Credit,
+            Side::Credit => Side::Debit,
+        }
+    }
+
+    /// Maps `r` with its record amount positive and negative: both must give the same voucher.
+    fn map_either_sign(d: &MappingDocument, r: AccountingRecord) -> Proposal {
+        let total = r.amount.amount.abs();
+        let positive = map_record(d, &with_amount(r.clone(), &total.to_string())).unwrap();
+        let negative = map_record(d, &with_amount(r, &(-total).to_string())).unwrap();
+        assert_eq!(positive, negative, "the amount's sign changes nothing when type and lines agree");
+        assert!(positive.is_balanced());
+        positive
+    }
+
+    /// The card purchase's lines as a refund of `amount`: reversed (liability DEBIT first, coded line CREDIT),
+    /// or shaped like the purchase (coded line DEBIT, liability CREDIT).
+    fn card_refund(reversed: bool, amount: &str) -> AccountingRecord {
+        let coded = |side| {
+            line(
+                "accrli_e",
+                side,
+                amount,
+                "USD",
+                vec![gl(Some("6500 Travel"), None), field("Department", "Engineering")],
+            )
+        };
+        let lines = if reversed {
+            vec![line("accrli_f", "DEBIT", amount, "USD", vec![]), coded("CREDIT")]
+        } else {
+            vec![coded("DEBIT"), line("accrli_f", "CREDIT", amount, "USD", vec![])]
+        };
+        record("CARD_EXPENSE_REFUND", "CARD", lines)
+    }
+
     #[test]
-    fn a_refund_debits_the_card_liability_and_credits_the_expense() {
-        // Brex sends the refund with sides reversed and the liability line first.
+    fn a_card_refund_in_either_shape_debits_the_card_liability_and_credits_the_expense() {
+        let expense = ("6500", "B=200".to_owned(), Side::Credit, dec("42"));
+        let liability = ("2410", String::new(), Side::Debit, dec("42"));
+
+        // Shape 1: Brex reversed the sides itself.
+        let p = map_either_sign(&example(), card_refund(true, "42.00"));
+        assert_eq!(full(&p), vec![liability.clone(), expense.clone()]);
+
+        // Shape 2: shaped like the purchase; every row is flipped.
+        let p = map_either_sign(&example(), card_refund(false, "42.00"));
+        assert_eq!(full(&p), vec![expense, liability]);
+        assert!(p.rows.iter().all(|r| r.currency.as_str() == "USD" && r.currency_rate.is_none()));
+        assert_eq!(p.rows[0].text, "Delta Flight to SFO / Ada Lovelace");
+        assert_eq!(p.text, "Brex CARD_EXPENSE_REFUND accr_1 Delta");
+
+        // The same code parts as the purchase: the purchase's rows, sides swapped.
+        let mut purchase = card_refund(false, "42.00");
+        purchase.record_type = "CARD_EXPENSE_POST".into();
+        let bought = map_record(&example(), &purchase).unwrap();
+        let swapped: Vec<_> = full(&bought).into_iter().map(|(a, c, s, m)| (a, c, flip(s), m)).collect();
+        assert_eq!(full(&p), swapped);
+    }
+
+    #[test]
+    fn side_rules_see_a_refund_on_its_booked_sides_in_either_shape() {
+        // `side = "DEBIT"` on a refund means its funding row, however Brex laid the lines out.
+        let d = doc("[[rule]]\nwhen = { field = \"GL Account\", value = \"6500*\" }\nset = { account = \"6500\" }\n\
+             [[rule]]\nwhen = { record_type = \"*_REFUND\", side = \"DEBIT\" }\nset = { account = \"2499\", code_e = \"R\" }");
+        for reversed in [true, false] {
+            let p = map_either_sign(&d, card_refund(reversed, "42.00"));
+            let mut rows = full(&p);
+            rows.sort_by_key(|r| r.0);
+            assert_eq!(
+                rows,
+                vec![
+                    ("2499", "E=R".to_owned(), Side::Debit, dec("42")),
+                    ("6500", String::new(), Side::Credit, dec("42"))
+                ],
+                "reversed = {reversed}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_canadian_card_refund_shaped_like_its_purchase_keeps_company_20_and_2415() {
         let r = record(
             "CARD_EXPENSE_REFUND",
             "CARD",
             vec![
-                line("accrli_1", "DEBIT", "42.00", "USD", vec![]),
                 line(
-                    "accrli_2",
-                    "CREDIT",
-                    "42.00",
+                    "accrli_1",
+                    "DEBIT",
+                    "250.00",
+                    "CAD",
+                    vec![
+                        gl(Some("6600 Software"), Some("6600")),
+                        field("Department", "Marketing"),
+                        field("Entity", "Acme Canada"),
+                    ],
+                ),
+                line("accrli_2", "CREDIT", "250.00", "CAD", vec![]),
+            ],
+        );
+        let p = map_either_sign(&example(), r);
+        assert_eq!(p.company.as_str(), "20");
+        assert_eq!(
+            full(&p),
+            vec![
+                ("6600", "B=300".to_owned(), Side::Credit, dec("250")),
+                ("2415", String::new(), Side::Debit, dec("250"))
+            ]
+        );
+        assert!(p.rows.iter().all(|r| r.currency.as_str() == "CAD"));
+    }
+
+    #[test]
+    fn a_reimbursement_refund_in_either_shape_debits_the_employee_payable() {
+        let coded = |side| line("accrli_e", side, "58.20", "USD", vec![gl(Some("6510 Meals"), None)]);
+        let reversed = record(
+            "REIMBURSEMENT_EXPENSE_REFUND",
+            "REIMBURSEMENT",
+            vec![line("accrli_f", "DEBIT", "58.20", "USD", vec![]), coded("CREDIT")],
+        );
+        let like_purchase = record(
+            "REIMBURSEMENT_EXPENSE_REFUND",
+            "REIMBURSEMENT",
+            vec![coded("DEBIT"), line("accrli_f", "CREDIT", "58.20", "USD", vec![])],
+        );
+        let expense = ("6510", "B=200".to_owned(), Side::Credit, dec("58.20"));
+        let payable = ("2420", String::new(), Side::Debit, dec("58.20"));
+        assert_eq!(full(&map_either_sign(&example(), reversed)), vec![payable.clone(), expense.clone()]);
+        assert_eq!(full(&map_either_sign(&example(), like_purchase)), vec![expense, payable]);
+    }
+
+    #[test]
+    fn a_split_refund_in_either_shape_credits_each_expense_line() {
+        let coded = |side| {
+            vec![
+                line(
+                    "accrli_1",
+                    side,
+                    "100.10",
                     "USD",
                     vec![gl(Some("6500 Travel"), None), field("Department", "Engineering")],
                 ),
-            ],
-        );
-        let p = map_record(&example(), &r).unwrap();
-        assert_eq!(accounts(&p), vec![("2410", Side::Debit, dec("42")), ("6500", Side::Credit, dec("42"))]);
-        assert!(p.rows[0].code_parts.is_empty());
-        assert_eq!(code_b(&p.rows[1]), Some("200"));
-        assert!(p.is_balanced());
+                line(
+                    "accrli_2",
+                    side,
+                    "71.65",
+                    "USD",
+                    vec![gl(Some("6510 Meals"), Some("6510")), field("Department", "Sales")],
+                ),
+            ]
+        };
+        let liability = |side| line("accrli_3", side, "171.75", "USD", vec![]);
+        let mut reversed = vec![liability("DEBIT")];
+        reversed.extend(coded("CREDIT"));
+        let mut like_purchase = coded("DEBIT");
+        like_purchase.push(liability("CREDIT"));
 
-        // A refund shaped like a purchase has no coded expense line: refused, not booked the wrong way.
-        let wrong = record(
+        let travel = ("6500", "B=200".to_owned(), Side::Credit, dec("100.10"));
+        let meals = ("6510", "B=100".to_owned(), Side::Credit, dec("71.65"));
+        let card = ("2410", String::new(), Side::Debit, dec("171.75"));
+        let p = map_either_sign(&example(), record("CARD_EXPENSE_REFUND", "CARD", reversed));
+        assert_eq!(full(&p), vec![card.clone(), travel.clone(), meals.clone()]);
+        let p = map_either_sign(&example(), record("CARD_EXPENSE_REFUND", "CARD", like_purchase));
+        assert_eq!(full(&p), vec![travel, meals, card]);
+    }
+
+    #[test]
+    fn a_foreign_refund_in_either_shape_stays_in_the_billed_currency_and_shows_the_original() {
+        let coded = |side| {
+            with_original(line("accrli_e", side, "99.90", "USD", vec![gl(Some("6500 Travel"), None)]), "92.5", "EUR")
+        };
+        let funding = |side| with_original(line("accrli_f", side, "99.90", "USD", vec![]), "92.5", "EUR");
+        for (reversed, lines) in
+            [(true, vec![funding("DEBIT"), coded("CREDIT")]), (false, vec![coded("DEBIT"), funding("CREDIT")])]
+        {
+            let mut r = record("CARD_EXPENSE_REFUND", "CARD", lines);
+            // A refund's record-level original may be negative like its amount.
+            r.original_amount = Some(Money::new(dec("-92.5"), CurrencyCode::parse("EUR").unwrap()));
+            let p = map_either_sign(&example(), r);
+            let mut rows = full(&p);
+            rows.sort_by_key(|r| r.0);
+            assert_eq!(
+                rows,
+                vec![
+                    ("2410", String::new(), Side::Debit, dec("99.90")),
+                    ("6500", "B=200".to_owned(), Side::Credit, dec("99.90"))
+                ],
+                "reversed = {reversed}"
+            );
+            assert!(p.rows.iter().all(|r| r.currency.as_str() == "USD" && r.currency_rate.is_none()));
+            assert!(
+                p.rows.iter().all(|r| r.text == "Delta Flight to SFO / Ada Lovelace (orig 92.50 EUR)"),
+                "{:?}",
+                p.rows
+            );
+        }
+
+        // Only the record carries the (negative) original: shown as a magnitude, the side says the direction.
+        let mut rec_only = card_refund(false, "1.34");
+        rec_only.original_amount = Some(Money::new(dec("-200"), CurrencyCode::parse("JPY").unwrap()));
+        let p = map_either_sign(&example(), rec_only);
+        assert!(p.rows.iter().all(|r| r.text.ends_with("(orig 200 JPY)")), "{:?}", p.rows);
+    }
+
+    #[test]
+    fn an_uncoded_refund_is_taken_as_already_reversed() {
+        // No line carries coding (an expense without a category looks like this): nothing says the lines are
+        // shaped like the purchase, so Brex's sides stand and the CREDIT line is the expense.
+        let d = doc("[[rule]]\nwhen = { record_type = \"CARD_EXPENSE_REFUND\" }\nset = { account = \"6500\" }");
+        let r = record(
+            "CARD_EXPENSE_REFUND",
+            "CARD",
+            vec![line("accrli_1", "DEBIT", "5", "USD", vec![]), line("accrli_2", "CREDIT", "5", "USD", vec![])],
+        );
+        let p = map_either_sign(&d, r);
+        assert_eq!(
+            full(&p),
+            vec![("2410", String::new(), Side::Debit, dec("5")), ("6500", String::new(), Side::Credit, dec("5"))]
+        );
+    }
+
+    #[test]
+    fn a_flipped_refund_without_an_account_names_its_debit_line() {
+        let r = record(
             "CARD_EXPENSE_REFUND",
             "CARD",
             vec![
-                line("accrli_1", "DEBIT", "42.00", "USD", vec![gl(Some("6500 Travel"), None)]),
-                line("accrli_2", "CREDIT", "42.00", "USD", vec![]),
+                line("accrli_1", "DEBIT", "42", "USD", vec![field("Department", "Sales")]),
+                line("accrli_2", "CREDIT", "42", "USD", vec![]),
             ],
         );
-        let err = map_record(&example(), &wrong).unwrap_err();
-        assert!(err.to_string().contains("line 2 (accrli_2, CREDIT 42.00 USD)"), "{err}");
-        assert!(err.to_string().contains("on a refund"), "{err}");
+        let err = map_record(&example(), &r).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "record accr_1 line 1 (accrli_1, DEBIT 42.00 USD): no GL account — the line carries no \"GL Account\" \
+             field and no rule sets an account (this refund's lines are shaped like its purchase, so its DEBIT \
+             lines carry the expense)"
+        );
+    }
+
+    #[test]
+    fn records_whose_type_sign_and_sides_contradict_are_refused_naming_what_contradicts() {
+        let purchase = |reversed: bool, amount: &str| {
+            let mut r = card_refund(reversed, "42.00");
+            r.record_type = "CARD_EXPENSE_POST".into();
+            with_amount(r, amount)
+        };
+
+        // A purchase type with a refund's sign, whichever way its lines lie.
+        let err = map_record(&example(), &purchase(false, "-42.00")).unwrap_err();
+        assert!(
+            matches!(&err, MappingError::NegativeAmountNotRefund { record_type, .. } if record_type == "CARD_EXPENSE_POST")
+        );
+        assert_eq!(
+            err.to_string(),
+            "record accr_1: record type CARD_EXPENSE_POST is not a refund, but the record amount -42.00 USD is \
+             negative (coded lines: line 1 (accrli_e, DEBIT 42.00 USD); uncoded lines: line 2 (accrli_f, CREDIT \
+             42.00 USD)) — a negative amount needs a *_REFUND record type"
+        );
+        assert_eq!(err.disposition(), Disposition::Permanent);
+        let err = map_record(&example(), &purchase(true, "-42")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "record accr_1: record type CARD_EXPENSE_POST is not a refund, but the record amount -42.00 USD is \
+             negative (coded lines: line 2 (accrli_e, CREDIT 42.00 USD); uncoded lines: line 1 (accrli_f, DEBIT \
+             42.00 USD)) — a negative amount needs a *_REFUND record type"
+        );
+        // Any other non-refund type too: with a negative amount its direction cannot be known.
+        let mut payment = purchase(false, "-42.00");
+        payment.record_type = "CARD_PAYMENT".into();
+        assert!(matches!(map_record(&example(), &payment), Err(MappingError::NegativeAmountNotRefund { .. })));
+
+        // A purchase type and a positive amount, but a refund's sides.
+        let err = map_record(&example(), &purchase(true, "42.00")).unwrap_err();
+        assert!(matches!(err, MappingError::PurchaseLinesReversed { .. }));
+        assert_eq!(
+            err.to_string(),
+            "record accr_1: record type CARD_EXPENSE_POST and the record amount 42.00 USD say purchase, but the \
+             lines have a refund's sides (coded lines: line 2 (accrli_e, CREDIT 42.00 USD); uncoded lines: line 1 \
+             (accrli_f, DEBIT 42.00 USD)) — a purchase's coded lines are DEBIT"
+        );
+        assert_eq!(err.disposition(), Disposition::Permanent);
+        let mut reimbursement = purchase(true, "42.00");
+        reimbursement.record_type = "REIMBURSEMENT_EXPENSE_POST".into();
+        assert!(matches!(map_record(&example(), &reimbursement), Err(MappingError::PurchaseLinesReversed { .. })));
+
+        // The record amount is not what the lines add up to, in either sign.
+        let err = map_record(&example(), &with_amount(card_refund(false, "42.00"), "-40")).unwrap_err();
+        assert!(matches!(err, MappingError::AmountMismatch { .. }));
+        assert_eq!(
+            err.to_string(),
+            "record accr_1: the record amount -40.00 USD does not match its lines, which add up to 42.00 USD on \
+             each side (DEBIT and CREDIT)"
+        );
+        assert_eq!(err.disposition(), Disposition::Permanent);
+        let err = map_record(&example(), &purchase(false, "0")).unwrap_err().to_string();
+        assert!(err.contains("the record amount 0.00 USD does not match its lines"), "{err}");
+    }
+
+    #[test]
+    fn lines_beyond_the_decimal_range_are_refused_not_a_panic() {
+        let mut r = card_purchase();
+        r.line_items.push(r.line_items[0].clone());
+        for l in &mut r.line_items {
+            l.amount.amount = Decimal::MAX;
+        }
+        let err = map_record(&example(), &r).unwrap_err();
+        assert!(matches!(err, MappingError::AmountOverflow { .. }), "{err}");
     }
 
     #[test]

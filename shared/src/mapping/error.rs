@@ -44,6 +44,27 @@ impl fmt::Display for LineRef {
     }
 }
 
+/// A record's lines split by whether they carry accounting coding (the expense side) or none (the funding
+/// side), as contradiction messages show them: `coded lines: line 1 (…); uncoded lines: line 2 (…)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LineSides {
+    pub coded: Vec<LineRef>,
+    pub uncoded: Vec<LineRef>,
+}
+
+impl fmt::Display for LineSides {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let list = |lines: &[LineRef]| {
+            if lines.is_empty() {
+                "none".to_owned()
+            } else {
+                lines.iter().map(LineRef::to_string).collect::<Vec<_>>().join(", ")
+            }
+        };
+        write!(f, "coded lines: {}; uncoded lines: {}", list(&self.coded), list(&self.uncoded))
+    }
+}
+
 /// Two lines whose rules set different values for a record-wide target (company, credit account).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Conflict<T> {
@@ -64,6 +85,11 @@ impl<T: fmt::Display> fmt::Display for Conflict<T> {
             self.first_line, self.first, self.first_rule, self.second_line, self.second, self.second_rule
         )
     }
+}
+
+/// Money as bookkeepers read it: `-42.00 USD`.
+pub(crate) fn show_money(money: &Money) -> String {
+    format!("{} {}", show_amount(money.amount, money.currency), money.currency)
 }
 
 /// Shows an amount with at least the currency's minor digits (`42.00`), as bookkeepers read money.
@@ -114,6 +140,34 @@ pub enum MappingError {
 
     #[error("record {record}: lines do not balance in {currency} (debits {debits}, credits {credits})")]
     Unbalanced { record: ReferenceNumber, currency: CurrencyCode, debits: Decimal, credits: Decimal },
+
+    /// The record's amount is not what its lines add up to (either sign: a refund's may be negative).
+    #[error(
+        "record {record}: the record amount {} does not match its lines, which add up to {} {currency} on each \
+         side (DEBIT and CREDIT)",
+        show_money(.amount),
+        show_amount(*.lines_total, *.currency)
+    )]
+    AmountMismatch { record: ReferenceNumber, amount: Money, currency: CurrencyCode, lines_total: Decimal },
+
+    /// A negative amount is a refund's sign; on any other record type the direction is unknowable.
+    #[error(
+        "record {record}: record type {record_type} is not a refund, but the record amount {} is negative ({sides}) \
+         — a negative amount needs a *_REFUND record type",
+        show_money(.amount)
+    )]
+    NegativeAmountNotRefund { record: ReferenceNumber, record_type: String, amount: Money, sides: LineSides },
+
+    /// A purchase type with a non-negative amount whose coded lines are CREDIT: the lines say refund.
+    #[error(
+        "record {record}: record type {record_type} and the record amount {} say purchase, but the lines have a \
+         refund's sides ({sides}) — a purchase's coded lines are DEBIT",
+        show_money(.amount)
+    )]
+    PurchaseLinesReversed { record: ReferenceNumber, record_type: String, amount: Money, sides: LineSides },
+
+    #[error("record {record}: the {currency} lines add up to more than an amount can hold")]
+    AmountOverflow { record: ReferenceNumber, currency: CurrencyCode },
 
     #[error("record {record}: lines are in several currencies ({}); one voucher takes one currency", join(.currencies))]
     MixedCurrencies { record: ReferenceNumber, currencies: Vec<CurrencyCode> },

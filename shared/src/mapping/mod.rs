@@ -3,13 +3,27 @@
 //!
 //! # Semantics
 //!
-//! * **One record, one voucher.** Every non-zero line becomes a row on the side Brex gave it (DEBIT → debit),
-//!   with its exact amount in the line's billed currency. Lines must balance per currency and share one
-//!   currency, or the record is a mapping error. Zero-amount lines are skipped; negative ones are an error.
+//! * **One record, one voucher.** Every non-zero line becomes a row with its exact amount in the line's billed
+//!   currency, on the side Brex gave it (DEBIT → debit) except for a refund shaped like its purchase (below).
+//!   Lines must balance per currency and share one currency, and each side must add up to the record
+//!   amount's magnitude (when that is in the lines' currency), or the record is a mapping error. Zero-amount
+//!   lines are skipped; negative ones are an error.
 //! * **Expense and funding lines.** On a purchase the DEBIT lines carry the expense and the CREDIT lines the
-//!   funding (card liability, employee payable). Brex sends a refund (`*_REFUND`) with the sides already
-//!   reversed, so there the CREDIT lines are the expense and the DEBIT lines the funding: the voucher debits
-//!   the card liability and credits the expense account.
+//!   funding (card liability, employee payable). Brex codes only the expense side: its funding lines come
+//!   with no accounting fields, which is how the engine tells a record's layout.
+//! * **Refunds.** A refund (`*_REFUND`: `CARD_EXPENSE_REFUND`, `REIMBURSEMENT_EXPENSE_REFUND`, …) is booked
+//!   as the reversal of its purchase: the funding account (card liability / employee payable) debited, the
+//!   expense account credited, with the code parts the purchase would get. Brex documents line amounts as
+//!   positive but not a refund's sides, so both shapes are accepted, with the record amount positive or
+//!   negative: lines already reversed (coded lines CREDIT) are booked as given; lines shaped like the
+//!   purchase (coded lines DEBIT) are flipped, every row on the opposite side. Rules see the booked side, so
+//!   `side = "DEBIT"` on a refund means its funding row in either shape. A refund with no coded line (or
+//!   coding on both sides) is taken as already reversed. Expenses (cents, negative = refund) arrive reversed.
+//! * **Contradictions.** Refused, naming the record type, the amount and the coded/uncoded lines: a
+//!   negative amount on any type that is not a `*_REFUND` (its direction cannot be known); a purchase type
+//!   (`CARD_EXPENSE_POST`, `REIMBURSEMENT_EXPENSE_APPROVAL`/`_POST`, `BILL_EXPENSE`) whose coded lines are
+//!   CREDIT; a record amount that is not what the lines add up to. Other types (payments, repayments) keep
+//!   Brex's sides with DEBIT as the expense side.
 //! * **Accounts.** `[passthrough] gl_account_remote_id = true` first takes a line's `GL_ACCOUNT` remote id as
 //!   its account; then the rules run in document order and a later rule overrides an earlier one (and
 //!   passthrough). A funding line still without an account takes the credit account; an expense line
@@ -47,6 +61,6 @@ pub use document::{
 pub use engine::{
     CATEGORY_FIELD, DEPARTMENT_FIELD, GL_ACCOUNT_FIELD, GL_ACCOUNT_REMOTE_ID, MAX_VOUCHER_TEXT, map_record,
 };
-pub use error::{Conflict, LineRef, MappingError};
+pub use error::{Conflict, LineRef, LineSides, MappingError};
 pub use template::{Placeholder, Template, TemplateError};
 pub use validate::validate_proposal;

@@ -64,6 +64,10 @@ pub struct GeneratorOptions {
     /// Whether a refund's record-level `amount` is negative (lines stay positive either way). Brex docs are
     /// silent; default positive.
     pub negative_refund_amounts: bool,
+    /// Whether a refund's lines are shaped like its purchase (coded lines DEBIT, liability CREDIT last), so
+    /// only the record type (and a negative amount, with `negative_refund_amounts`) says refund. Brex does not
+    /// document a refund's sides; default false: lines reversed (coded CREDIT, liability DEBIT first).
+    pub refund_lines_like_purchase: bool,
 }
 
 impl Default for GeneratorOptions {
@@ -83,6 +87,7 @@ impl Default for GeneratorOptions {
             gl_remote_id_rate: 0.5,
             review_status: ReviewStatus::ReadyForExport,
             negative_refund_amounts: false,
+            refund_lines_like_purchase: false,
         }
     }
 }
@@ -332,8 +337,10 @@ impl RecordGenerator {
         let missing_gl = self.chance(o.missing_gl_rate);
         let missing_gl_field_absent = missing_gl && self.rng.random_bool(0.5);
 
-        let expense_side = if refund { LineType::Credit } else { LineType::Debit };
-        let other_side = if refund { LineType::Debit } else { LineType::Credit };
+        // No rng draw depends on the shape, so switching it changes nothing else about the records.
+        let reversed = refund && !o.refund_lines_like_purchase;
+        let expense_side = if reversed { LineType::Credit } else { LineType::Debit };
+        let other_side = if reversed { LineType::Debit } else { LineType::Credit };
         let mut lines = Vec::new();
         let mut original_left = original_total.amount;
         let n_parts = parts.len();
@@ -404,7 +411,7 @@ impl RecordGenerator {
             accounting_field_values: Vec::new(),
             amortization: None,
         });
-        if refund {
+        if reversed {
             // Liability line first, as Brex lists the debit side first.
             lines.rotate_right(1);
         }
@@ -649,6 +656,41 @@ mod tests {
         let dept = post.user.as_ref().unwrap().department_name.clone().unwrap();
         let debit = post.line_items.iter().find(|l| l.line_type == LineType::Debit).unwrap();
         assert!(debit.accounting_field_values.iter().any(|f| f.field_value_name.as_deref() == Some(dept.as_str())));
+    }
+
+    #[test]
+    fn refunds_can_come_shaped_like_their_purchase_and_nothing_else_changes() {
+        let opts = GeneratorOptions { refund_rate: 0.5, split_rate: 0.5, ..fixed() };
+        let reversed = RecordGenerator::with_options(4, opts.clone()).records(200);
+        let like_purchase =
+            RecordGenerator::with_options(4, GeneratorOptions { refund_lines_like_purchase: true, ..opts })
+                .records(200);
+        assert!(reversed.iter().any(|r| r.record_type == "CARD_EXPENSE_REFUND" && r.line_items.len() == 3));
+        for (a, b) in reversed.iter().zip(&like_purchase) {
+            if a.record_type != "CARD_EXPENSE_REFUND" {
+                assert_eq!(a, b);
+                continue;
+            }
+            assert!(b.is_balanced());
+            // Same lines, liability moved last, every side swapped.
+            let mut expected = a.line_items.clone();
+            expected.rotate_left(1);
+            for l in &mut expected {
+                l.line_type = if l.line_type == LineType::Debit { LineType::Credit } else { LineType::Debit };
+            }
+            assert_eq!(b.line_items, expected, "{}", a.id);
+            assert!(
+                b.line_items
+                    .iter()
+                    .filter(|l| l.line_type == LineType::Debit)
+                    .all(|l| !l.accounting_field_values.is_empty())
+            );
+            assert!(b.line_items.last().unwrap().accounting_field_values.is_empty());
+            let (mut a, mut b) = (a.clone(), b.clone());
+            a.line_items.clear();
+            b.line_items.clear();
+            assert_eq!(a, b, "only the lines differ");
+        }
     }
 
     #[test]
