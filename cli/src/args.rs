@@ -107,12 +107,14 @@ fn cli() -> clap::Command {
             .arg(time_arg("since", "updated after (date, RFC 3339, or 7d/12h)").required(true))
             .arg(time_arg("until", "updated at or before")),
     )
-    .subcommand(clap::Command::new("failures").about("Failed records (table) and dead-lettered messages"))
+    .subcommand(clap::Command::new("failures").about("Failed and held records (table) and dead-lettered messages"))
     .subcommand(
         clap::Command::new("replay")
-            .about("Retry failed records (after the mapping is fixed)")
-            .arg(Arg::new("all").long("all").action(ArgAction::SetTrue).help("every table failure and the DLQ"))
-            .arg(Arg::new("ids").value_name("ID").num_args(0..).help("record ids"))
+            .about("Retry failed and held records (after the mapping or the deployment is fixed)")
+            .arg(
+                Arg::new("all").long("all").action(ArgAction::SetTrue).help("every failed and held record and the DLQ"),
+            )
+            .arg(Arg::new("ids").value_name("ID").num_args(0..).help("record ids (failed, held or dead-lettered)"))
             .group(clap::ArgGroup::new("what").args(["all", "ids"]).required(true)),
     )
     .subcommand(

@@ -456,6 +456,144 @@ async fn failures_lists_table_and_dlq_and_replay_posts_them_once_fixed() {
     assert!(noop.out.contains("re-enqueued 0 record(s)") && noop.out.contains("already posted"), "{}", noop.out);
 }
 
+const NO_VOUCHER_SET: &str = "IFS has no VoucherEntryAssistantHandling.svc/VoucherSet (404 ODP_RESOURCE_NOTFOUND)";
+const DEPLOY_PROJECTION: &str = "deploy the VoucherEntryAssistantHandling projection to this IFS environment and \
+grant the connector's IFS user its permission set, then `connector replay --all`";
+const IFS_AUTH: &str = "IFS refused the connector's token (401 invalid_client)";
+const FIX_SECRET: &str = "put the IFS client secret into the IFS secret, check with `connector doctor`";
+
+/// Writes a HELD idempotency item the way the poster does (`pk = Subject::key()`, `sk = "idem"`), straight
+/// through the SDK, so the CLI is tested against the layout rather than against the poster's code.
+async fn put_held(p: &Pipeline, key: &str, reason: &str, fix: &str, since: &str, times: u32) {
+    use aws_sdk_dynamodb::types::AttributeValue::{N, S};
+    let expires_at = (chrono::Utc::now() + chrono::Duration::days(30)).timestamp();
+    aws_sdk_dynamodb::Client::new(&p.stack.sdk)
+        .put_item()
+        .table_name(&p.stack.table_name)
+        .item("pk", S(key.into()))
+        .item("sk", S("idem".into()))
+        .item("status", S("HELD".into()))
+        .item("reason", S(reason.into()))
+        .item("fix", S(fix.into()))
+        .item("held_since", S(since.into()))
+        .item("held_times", N(times.to_string()))
+        .item("updated_at", S(chrono::Utc::now().to_rfc3339()))
+        .item("expires_at", N(expires_at.to_string()))
+        .send()
+        .await
+        .expect("put held item");
+}
+
+/// The `status` and `held_times` of an idempotency item.
+async fn idem_of(p: &Pipeline, key: &str) -> (Option<String>, Option<String>) {
+    let item = aws_sdk_dynamodb::Client::new(&p.stack.sdk)
+        .get_item()
+        .table_name(&p.stack.table_name)
+        .key("pk", aws_sdk_dynamodb::types::AttributeValue::S(key.into()))
+        .key("sk", aws_sdk_dynamodb::types::AttributeValue::S("idem".into()))
+        .consistent_read(true)
+        .send()
+        .await
+        .expect("get item")
+        .item
+        .unwrap_or_default();
+    let text = |name: &str| item.get(name).and_then(|v| v.as_s().or_else(|_| v.as_n()).ok()).cloned();
+    (text("status"), text("held_times"))
+}
+
+/// Drains the work queue: the ids of every work item on it, each with the item's origin.
+async fn queued_ids(p: &Pipeline) -> Vec<(String, Origin)> {
+    let mut ids = Vec::new();
+    for body in p.stack.drain(&p.stack.queue_url).await {
+        match serde_json::from_str::<WorkItem>(&body).unwrap() {
+            WorkItem::AccountingRecords { ids: batch, origin, .. } => {
+                ids.extend(batch.iter().map(|i| (i.to_string(), origin.clone())))
+            }
+            WorkItem::Expenses { ids: batch, origin, .. } => {
+                ids.extend(batch.iter().map(|i| (i.to_string(), origin.clone())))
+            }
+        }
+    }
+    ids.sort_by(|a, b| a.0.cmp(&b.0));
+    ids
+}
+
+#[tokio::test]
+async fn held_records_are_listed_by_cause_and_replayed_without_losing_the_hold() {
+    let p = world("cli-held").await;
+    // Three held by a missing IFS projection (one of them an expense), one by IFS auth.
+    put_held(&p, "record#accr_held_b", NO_VOUCHER_SET, DEPLOY_PROJECTION, "2026-06-02T08:00:00+00:00", 4).await;
+    put_held(&p, "record#accr_held_a", NO_VOUCHER_SET, DEPLOY_PROJECTION, "2026-06-01T08:00:00+00:00", 7).await;
+    put_held(&p, "expense#expense_held_c", NO_VOUCHER_SET, DEPLOY_PROJECTION, "2026-06-03T08:00:00+00:00", 1).await;
+    put_held(&p, "record#accr_held_d", IFS_AUTH, FIX_SECRET, "2026-06-02T09:00:00+00:00", 2).await;
+
+    let listed = cli(&p, &["failures"]).await;
+    assert_eq!(listed.code, 1, "held records are something to fix: {}", listed.err);
+    let out = &listed.out;
+    assert!(out.contains("failed records (table): 0"), "{out}");
+    assert!(
+        out.contains("held records (table): 4 — the deployment or tenant is at fault; fix, then `connector replay`"),
+        "{out}"
+    );
+    // Each cause once, with its fix, its count and its records (longest held first).
+    assert_eq!(out.matches(NO_VOUCHER_SET).count(), 1, "{out}");
+    assert_eq!(out.matches(DEPLOY_PROJECTION).count(), 1, "{out}");
+    assert!(out.contains(&format!("  3 record(s): {NO_VOUCHER_SET}\n    fix: {DEPLOY_PROJECTION}\n")), "{out}");
+    assert!(out.contains(&format!("  1 record(s): {IFS_AUTH}\n    fix: {FIX_SECRET}\n")), "{out}");
+    let at = |needle: &str| out.find(needle).unwrap_or_else(|| panic!("{needle} missing:\n{out}"));
+    assert!(at(NO_VOUCHER_SET) < at("accr_held_a"), "records follow their cause");
+    assert!(at("accr_held_a") < at("accr_held_b") && at("accr_held_b") < at("expense_held_c"), "oldest first");
+    assert!(at("expense_held_c") < at(IFS_AUTH) && at(IFS_AUTH) < at("accr_held_d"), "{out}");
+    let row_a = out.lines().find(|l| l.contains("accr_held_a")).unwrap();
+    assert!(row_a.contains("2026-06-01T08:00:00+00:00") && row_a.contains("  7  "), "since and times: {row_a}");
+    assert!(!out.contains("fix the mapping"), "no record is at fault: {out}");
+
+    let json = cli(&p, &["failures", "--json"]).await.json();
+    let held = json["held"].as_array().unwrap();
+    let order: Vec<_> = held.iter().map(|h| h["subject"]["id"].as_str().unwrap()).collect();
+    assert_eq!(order, ["accr_held_a", "accr_held_b", "accr_held_d", "expense_held_c"], "longest held first");
+    assert_eq!(held[0]["key"], "record#accr_held_a");
+    assert_eq!(held[0]["held_since"], "2026-06-01T08:00:00+00:00");
+    assert_eq!(held[0]["held_times"], 7);
+    assert_eq!((held[0]["reason"].as_str(), held[0]["fix"].as_str()), (Some(NO_VOUCHER_SET), Some(DEPLOY_PROJECTION)));
+    assert_eq!(held[3]["subject"]["kind"], "expense");
+    assert!(held[2]["updated_at"].is_string());
+    let causes = json["held_causes"].as_array().unwrap();
+    assert_eq!(causes.len(), 2, "{causes:?}");
+    assert_eq!((causes[0]["fix"].as_str(), causes[0]["count"].as_u64()), (Some(DEPLOY_PROJECTION), Some(3)));
+    assert_eq!(causes[0]["records"], serde_json::json!(["accr_held_a", "accr_held_b", "expense_held_c"]));
+    assert_eq!((causes[1]["reason"].as_str(), causes[1]["records"][0].as_str()), (Some(IFS_AUTH), Some("accr_held_d")));
+    assert_eq!(json["table"].as_array().map(Vec::len), Some(0));
+
+    // The secret is fixed: replay that one record. It is enqueued, and its hold stays for the poster to take.
+    let one = cli(&p, &["replay", "accr_held_d"]).await;
+    assert_eq!(one.code, 0, "{}", one.err);
+    assert!(one.out.contains("re-enqueued 1 record(s) with origin replay (0 failed, 1 held)"), "{}", one.out);
+    assert_eq!(queued_ids(&p).await, vec![("accr_held_d".to_owned(), Origin::Replay)]);
+    assert_eq!(idem_of(&p, "record#accr_held_d").await, (Some("HELD".into()), Some("2".into())));
+
+    // The projection is deployed: replay everything.
+    let all = cli(&p, &["replay", "--all"]).await;
+    assert_eq!(all.code, 0, "{}", all.err);
+    assert!(all.out.contains("re-enqueued 4 record(s) with origin replay (0 failed, 4 held)"), "{}", all.out);
+    assert!(all.out.contains("DLQ: empty"), "{}", all.out);
+    let queued = queued_ids(&p).await;
+    let expected: Vec<_> = ["accr_held_a", "accr_held_b", "accr_held_d", "expense_held_c"]
+        .into_iter()
+        .map(|id| (id.to_owned(), Origin::Replay))
+        .collect();
+    assert_eq!(queued, expected, "one work item entry per held subject");
+    for key in ["record#accr_held_a", "record#accr_held_b", "record#accr_held_d", "expense#expense_held_c"] {
+        assert_eq!(idem_of(&p, key).await.0.as_deref(), Some("HELD"), "{key} keeps its hold");
+    }
+    let json = cli(&p, &["replay", "--all", "--json"]).await.json();
+    assert_eq!(json["held"].as_array().map(Vec::len), Some(4), "{json}");
+    assert_eq!(json["failed"].as_array().map(Vec::len), Some(0), "{json}");
+    p.stack.drain(&p.stack.queue_url).await;
+    // Until the poster posts them they are still listed.
+    assert!(cli(&p, &["failures"]).await.out.contains("held records (table): 4"));
+}
+
 #[tokio::test]
 async fn trace_shows_the_audit_trail_of_a_record() {
     // Needs the poster to write the audit trail (shared::audit, one entry per attempt).

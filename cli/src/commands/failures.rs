@@ -1,12 +1,13 @@
-//! `connector failures` (failed records from the table, dead-lettered messages from the DLQ) and
-//! `connector replay [--all | ID…]` (retry them once the mapping or the data is fixed).
+//! `connector failures` (failed and held records from the table, dead-lettered messages from the DLQ) and
+//! `connector replay [--all | ID…]` (retry them once the mapping, the data or the deployment is fixed).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 
 use aws_sdk_sqs::types::{ChangeMessageVisibilityBatchRequestEntry, MessageSystemAttributeName, QueueAttributeName};
 use chrono::{DateTime, TimeZone, Utc};
 use serde_json::json;
+use shared::aws::operator::SubjectState;
 use shared::domain::{AccountingRecordId, ExpenseId, Origin, Subject, WorkItem};
 use shared::error::AwsError;
 use shared::ports::WorkQueue;
@@ -19,6 +20,12 @@ use crate::output::{Table, clip, json_line};
 const PEEK_VISIBILITY: i32 = 30;
 /// Bounds one listing (the DLQ alarm fires long before this many).
 const MAX_PEEK: usize = 1000;
+/// Held records shown per cause in text; one broken deployment holds every record, and `--json` lists them all.
+const HELD_ROWS_PER_CAUSE: usize = 10;
+/// Replayed records named one by one in text before the rest is counted.
+const REPLAYED_LINES: usize = 50;
+/// The heading of the held section.
+const HELD_HEADING: &str = "the deployment or tenant is at fault; fix, then `connector replay`";
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct DlqMessage {
@@ -133,15 +140,77 @@ pub fn origin_text(origin: &Origin) -> String {
     }
 }
 
+/// Held records that share one cause: the same reason and the same fix.
+#[derive(Debug)]
+struct HeldCause<'a> {
+    reason: &'a str,
+    fix: &'a str,
+    /// Longest held first (the order of the listing they came from).
+    records: Vec<&'a SubjectState>,
+}
+
+/// Groups held records by (reason, fix), so a cause that holds every record reads as one fix plus a list. The
+/// causes come in the order of their longest-held record.
+fn held_causes(held: &[SubjectState]) -> Vec<HeldCause<'_>> {
+    let mut causes: Vec<HeldCause<'_>> = Vec::new();
+    let mut index: HashMap<(&str, &str), usize> = HashMap::new();
+    for entry in held {
+        let state = &entry.1;
+        let key = (state.reason.as_deref().unwrap_or(""), state.fix.as_deref().unwrap_or(""));
+        let at = *index.entry(key).or_insert_with(|| {
+            causes.push(HeldCause { reason: key.0, fix: key.1, records: Vec::new() });
+            causes.len() - 1
+        });
+        if let Some(cause) = causes.get_mut(at) {
+            cause.records.push(entry);
+        }
+    }
+    causes
+}
+
+fn write_held(out: &mut dyn Write, held: &[SubjectState]) -> std::io::Result<()> {
+    writeln!(out, "held records (table): {} — {HELD_HEADING}", held.len())?;
+    for cause in held_causes(held) {
+        let reason = if cause.reason.is_empty() { "(no reason recorded)" } else { cause.reason };
+        writeln!(out, "  {} record(s): {}", cause.records.len(), clip(reason, 300))?;
+        if !cause.fix.is_empty() {
+            writeln!(out, "    fix: {}", clip(cause.fix, 300))?;
+        }
+        let mut t = Table::new(&["RECORD", "HELD SINCE", "TIMES", "UPDATED"]);
+        for (subject, state) in cause.records.iter().take(HELD_ROWS_PER_CAUSE) {
+            t.row(vec![
+                subject.to_string(),
+                state.held_since.clone().unwrap_or_default(),
+                state.held_times.map(|n| n.to_string()).unwrap_or_default(),
+                state.updated_at.clone().unwrap_or_default(),
+            ]);
+        }
+        t.write(out, "    ")?;
+        let rest = cause.records.len().saturating_sub(HELD_ROWS_PER_CAUSE);
+        if rest > 0 {
+            writeln!(out, "    … and {rest} more (`connector failures --json` lists them all)")?;
+        }
+    }
+    Ok(())
+}
+
+fn held_json((subject, state): &SubjectState) -> serde_json::Value {
+    json!({
+        "subject": subject, "key": subject.key(), "held_since": state.held_since, "held_times": state.held_times,
+        "updated_at": state.updated_at, "reason": state.reason, "fix": state.fix,
+    })
+}
+
 pub async fn list(ctx: &Ctx<'_>, out: &mut dyn Write) -> Result<i32, CliError> {
     let store = ctx.store()?;
-    let failed = store.failed_subjects().await?;
+    let (failed, held) = store.failed_and_held_subjects().await?;
     let dlq_url = ctx.dlq_url().await?;
     let dlq = match &dlq_url {
         Some(url) => Some(peek_dlq(&ctx.sqs(), url).await?),
         None => None,
     };
-    let total = failed.len() + dlq.as_ref().map_or(0, Vec::len);
+    let record_faults = failed.len() + dlq.as_ref().map_or(0, Vec::len);
+    let code = if record_faults + held.len() == 0 { 0 } else { 1 };
     if ctx.json {
         let table: Vec<_> = failed
             .iter()
@@ -151,8 +220,19 @@ pub async fn list(ctx: &Ctx<'_>, out: &mut dyn Write) -> Result<i32, CliError> {
                 })
             })
             .collect();
-        json_line(out, &json!({ "table": table, "dlq_url": dlq_url, "dlq": dlq }))?;
-        return Ok(if total == 0 { 0 } else { 1 });
+        let causes: Vec<_> = held_causes(&held)
+            .iter()
+            .map(|c| {
+                let records: Vec<_> = c.records.iter().map(|(subject, _)| subject.to_string()).collect();
+                json!({ "reason": c.reason, "fix": c.fix, "count": records.len(), "records": records })
+            })
+            .collect();
+        let held: Vec<_> = held.iter().map(held_json).collect();
+        json_line(
+            out,
+            &json!({ "table": table, "held": held, "held_causes": causes, "dlq_url": dlq_url, "dlq": dlq }),
+        )?;
+        return Ok(code);
     }
     writeln!(out, "failed records (table): {}", failed.len())?;
     if !failed.is_empty() {
@@ -166,6 +246,7 @@ pub async fn list(ctx: &Ctx<'_>, out: &mut dyn Write) -> Result<i32, CliError> {
         }
         t.write(out, "  ")?;
     }
+    write_held(out, &held)?;
     match &dlq {
         None => writeln!(out, "dead-lettered messages: DLQ unknown (set DLQ_URL or QUEUE_URL)")?,
         Some(messages) => {
@@ -191,13 +272,14 @@ pub async fn list(ctx: &Ctx<'_>, out: &mut dyn Write) -> Result<i32, CliError> {
             }
         }
     }
-    if total > 0 {
+    // The held section carries its own fixes; this advice is for records at fault.
+    if record_faults > 0 {
         writeln!(
             out,
             "fix the mapping (`connector mapping push FILE`) or the coding in Brex, then `connector replay --all`"
         )?;
     }
-    Ok(if total == 0 { 0 } else { 1 })
+    Ok(code)
 }
 
 /// Enqueues subjects with origin Replay (records and expenses in their own messages).
@@ -293,48 +375,95 @@ async fn redrive(ctx: &Ctx<'_>, dlq_url: &str) -> Result<DlqRedrive, CliError> {
     Ok(DlqRedrive { method: "receive/send/delete", moved, task_handle: None, fallback_reason: Some(fallback_reason) })
 }
 
+/// Why a subject was re-enqueued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+enum Replayed {
+    /// Its FAILED item was deleted so the poster takes it on again.
+    Failed,
+    /// Its HELD item stays: the poster claims a held item like a released one and replaces it.
+    Held,
+    /// The poster has no item for it (e.g. it was only dead-lettered).
+    Unseen,
+}
+
+impl Replayed {
+    fn text(self) -> &'static str {
+        match self {
+            Self::Failed => "failed",
+            Self::Held => "held",
+            Self::Unseen => "not seen by the poster",
+        }
+    }
+}
+
 pub async fn replay(ctx: &Ctx<'_>, all: bool, ids: &[String], out: &mut dyn Write) -> Result<i32, CliError> {
     let store = ctx.store()?;
-    let mut replayed: Vec<Subject> = Vec::new();
+    let mut replayed: Vec<(Subject, Replayed)> = Vec::new();
     let mut passed_over: Vec<(Subject, String)> = Vec::new();
     if all {
-        for (subject, _) in store.failed_subjects().await? {
+        let (failed, held) = store.failed_and_held_subjects().await?;
+        for (subject, _) in failed {
             if store.clear_failure(&subject).await? {
-                replayed.push(subject);
+                replayed.push((subject, Replayed::Failed));
             }
         }
+        replayed.extend(held.into_iter().map(|(subject, _)| (subject, Replayed::Held)));
     } else {
         for raw in ids {
             let subject = Subject::parse(raw).map_err(|e| CliError::Input(format!("{raw:?}: {e}")))?;
             match store.idempotency_state(&subject).await? {
                 Some(state) if state.status == "FAILED" => {
                     if store.clear_failure(&subject).await? {
-                        replayed.push(subject);
+                        replayed.push((subject, Replayed::Failed));
                     } else {
                         passed_over.push((subject, "changed while replaying; run `connector trace`".into()));
                     }
                 }
+                Some(state) if state.status == "HELD" => replayed.push((subject, Replayed::Held)),
                 Some(state) if state.status == "COMPLETED" => passed_over
                     .push((subject, format!("already posted (voucher {})", state.result.as_deref().unwrap_or("?")))),
                 Some(state) => passed_over.push((subject, format!("being posted now ({})", state.status))),
                 // Never settled (e.g. only in the DLQ): enqueue it.
-                None => replayed.push(subject),
+                None => replayed.push((subject, Replayed::Unseen)),
             }
         }
     }
-    enqueue(ctx, &replayed).await?;
+    let subjects: Vec<Subject> = replayed.iter().map(|(s, _)| s.clone()).collect();
+    enqueue(ctx, &subjects).await?;
     let dlq = match (all, ctx.dlq_url().await?) {
         (true, Some(url)) => Some(redrive(ctx, &url).await?),
         _ => None,
     };
+    let of = |kind: Replayed| replayed.iter().filter(|(_, k)| *k == kind).map(|(s, _)| s).collect::<Vec<_>>();
+    let (failed, held, unseen) = (of(Replayed::Failed), of(Replayed::Held), of(Replayed::Unseen));
     if ctx.json {
         let over: Vec<_> = passed_over.iter().map(|(s, why)| json!({ "subject": s, "reason": why })).collect();
-        json_line(out, &json!({ "replayed": replayed, "passed_over": over, "dlq": dlq }))?;
+        json_line(
+            out,
+            &json!({
+                "replayed": subjects, "failed": failed, "held": held, "unseen": unseen, "passed_over": over,
+                "dlq": dlq,
+            }),
+        )?;
         return Ok(0);
     }
-    writeln!(out, "re-enqueued {} record(s) with origin replay", replayed.len())?;
-    for s in &replayed {
-        writeln!(out, "  {s}")?;
+    let mut counts = vec![format!("{} failed", failed.len()), format!("{} held", held.len())];
+    if !unseen.is_empty() {
+        counts.push(format!("{} not seen by the poster", unseen.len()));
+    }
+    writeln!(out, "re-enqueued {} record(s) with origin replay ({})", replayed.len(), counts.join(", "))?;
+    for (s, kind) in replayed.iter().take(REPLAYED_LINES) {
+        writeln!(out, "  {s}  {}", kind.text())?;
+    }
+    if replayed.len() > REPLAYED_LINES {
+        writeln!(out, "  … and {} more (`--json` lists them all)", replayed.len() - REPLAYED_LINES)?;
+    }
+    if !held.is_empty() {
+        writeln!(
+            out,
+            "held records keep their hold until the poster posts them; `connector failures` shows any still held"
+        )?;
     }
     for (s, why) in &passed_over {
         writeln!(out, "  {s}: not replayed, {why}")?;
@@ -351,4 +480,66 @@ pub async fn replay(ctx: &Ctx<'_>, all: bool, ids: &[String], out: &mut dyn Writ
         None => {}
     }
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use shared::aws::operator::IdempotencyState;
+
+    use super::*;
+
+    fn held(id: &str, since: &str, reason: &str, fix: &str) -> SubjectState {
+        let state = IdempotencyState {
+            status: "HELD".into(),
+            result: None,
+            reason: Some(reason.into()),
+            fix: Some(fix.into()),
+            held_since: Some(since.into()),
+            held_times: Some(3),
+            updated_at: Some(since.into()),
+            lease_until: None,
+        };
+        (Subject::parse(id).unwrap(), state)
+    }
+
+    const NO_SET: &str = "IFS has no VoucherEntryAssistantHandling.svc/VoucherSet (404 ODP_RESOURCE_NOTFOUND)";
+    const DEPLOY: &str = "deploy the IFS projection";
+
+    #[test]
+    fn held_records_group_by_reason_and_fix_in_order_of_their_oldest() {
+        let list = vec![
+            held("accr_a", "2026-06-01T00:00:00+00:00", NO_SET, DEPLOY),
+            held("accr_b", "2026-06-02T00:00:00+00:00", "IFS token refused (401)", "fix the IFS secret"),
+            held("expense_c", "2026-06-03T00:00:00+00:00", NO_SET, DEPLOY),
+            // Same reason, another fix: a cause of its own.
+            held("accr_d", "2026-06-04T00:00:00+00:00", NO_SET, "ask IFS support"),
+        ];
+        let causes = held_causes(&list);
+        let summary: Vec<(&str, &str, Vec<String>)> =
+            causes.iter().map(|c| (c.reason, c.fix, c.records.iter().map(|(s, _)| s.to_string()).collect())).collect();
+        assert_eq!(
+            summary,
+            vec![
+                (NO_SET, DEPLOY, vec!["accr_a".to_owned(), "expense_c".to_owned()]),
+                ("IFS token refused (401)", "fix the IFS secret", vec!["accr_b".to_owned()]),
+                (NO_SET, "ask IFS support", vec!["accr_d".to_owned()]),
+            ]
+        );
+    }
+
+    #[test]
+    fn five_hundred_records_held_by_one_cause_read_as_one_fix_and_a_clipped_list() {
+        let list: Vec<_> =
+            (0..500).map(|i| held(&format!("accr_{i:03}"), "2026-06-01T00:00:00+00:00", NO_SET, DEPLOY)).collect();
+        let mut buf = Vec::new();
+        write_held(&mut buf, &list).unwrap();
+        let text = String::from_utf8(buf).unwrap();
+        assert_eq!(text.matches(NO_SET).count(), 1, "{text}");
+        assert_eq!(text.matches(DEPLOY).count(), 1, "{text}");
+        assert!(text.starts_with(&format!("held records (table): 500 — {HELD_HEADING}\n")), "{text}");
+        assert!(text.contains(&format!("  500 record(s): {NO_SET}\n    fix: {DEPLOY}\n")), "{text}");
+        assert!(text.contains("accr_000") && text.contains("accr_009") && !text.contains("accr_010"), "{text}");
+        assert!(text.contains("… and 490 more"), "{text}");
+        assert!(text.lines().count() < 20, "{text}");
+    }
 }

@@ -68,6 +68,13 @@ pub async fn run(ctx: &Ctx<'_>, raw: &str, out: &mut dyn Write) -> Result<i32, C
             let detail = match s.status.as_str() {
                 "COMPLETED" => format!("voucher {}", s.result.as_deref().unwrap_or("?")),
                 "FAILED" => clip(s.reason.as_deref().unwrap_or(""), 300),
+                "HELD" => format!(
+                    "{} (held since {}, {} time(s)); fix: {}",
+                    clip(s.reason.as_deref().unwrap_or(""), 300),
+                    s.held_since.as_deref().unwrap_or("?"),
+                    s.held_times.unwrap_or(0),
+                    clip(s.fix.as_deref().unwrap_or("?"), 300)
+                ),
                 _ => s.lease_until.map(|t| format!("claimed until {}", t.to_rfc3339())).unwrap_or_default(),
             };
             writeln!(out, "  state      {} {detail} (updated {})", s.status, s.updated_at.as_deref().unwrap_or("?"))?;

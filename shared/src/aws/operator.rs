@@ -12,18 +12,31 @@ use crate::error::AwsError;
 
 const IDEM_SK: &str = "idem";
 const FAILED: &str = "FAILED";
+/// Defined here, not taken from `dynamodb.rs`, which does not name it yet: a record whose fault lies with the
+/// deployment or tenant (IFS/Brex auth, a missing IFS path, …). Never reported to Brex; `replay` re-enqueues it
+/// and the poster takes the item over.
+const HELD: &str = "HELD";
 
 /// A subject's idempotency item as the poster left it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct IdempotencyState {
-    /// `IN_PROGRESS`, `COMPLETED` or `FAILED`.
+    /// `IN_PROGRESS`, `COMPLETED`, `FAILED` or `HELD`.
     pub status: String,
     /// The IFS voucher key of a completed record.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub result: Option<String>,
-    /// Why a failed record failed.
+    /// Why a failed record failed, or what holds a held one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// What the operator should do about a held record.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fix: Option<String>,
+    /// When a held record was first held (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held_since: Option<String>,
+    /// How many deliveries of a held record were held.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held_times: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub updated_at: Option<String>,
     /// Until when an in-progress claim is held.
@@ -31,11 +44,17 @@ pub struct IdempotencyState {
     pub lease_until: Option<DateTime<Utc>>,
 }
 
+/// A subject with its idempotency state.
+pub type SubjectState = (Subject, IdempotencyState);
+
 fn state_from_item(item: &HashMap<String, AttributeValue>) -> IdempotencyState {
     IdempotencyState {
         status: get_s(item, "status").unwrap_or_default().to_owned(),
         result: get_s(item, "result").map(str::to_owned),
         reason: get_s(item, "reason").map(str::to_owned),
+        fix: get_s(item, "fix").map(str::to_owned),
+        held_since: get_s(item, "held_since").map(str::to_owned),
+        held_times: get_n(item, "held_times").and_then(|n| u64::try_from(n).ok()),
         updated_at: get_s(item, "updated_at").map(str::to_owned),
         lease_until: get_n(item, "lease_until").and_then(|ms| Utc.timestamp_millis_opt(ms).single()),
     }
@@ -45,17 +64,31 @@ impl DynamoStore {
     /// Every subject whose idempotency item is FAILED, oldest update first. A filtered Scan reads the whole
     /// table: acceptable for an operator command run by hand, never for a function's hot path.
     pub async fn failed_subjects(&self) -> Result<Vec<(Subject, IdempotencyState)>, AwsError> {
-        let mut found = Vec::new();
+        Ok(self.failed_and_held_subjects().await?.0)
+    }
+
+    /// Every subject whose idempotency item is HELD, the longest held first.
+    pub async fn held_subjects(&self) -> Result<Vec<(Subject, IdempotencyState)>, AwsError> {
+        Ok(self.failed_and_held_subjects().await?.1)
+    }
+
+    /// FAILED subjects (oldest update first) and HELD ones (longest held first) from one filtered Scan, so an
+    /// operator command reads the table once for both.
+    pub async fn failed_and_held_subjects(&self) -> Result<(Vec<SubjectState>, Vec<SubjectState>), AwsError> {
+        let (mut failed, mut held) = (Vec::new(), Vec::new());
         let mut start = None;
         loop {
             let out = self
                 .client()
                 .scan()
                 .table_name(self.table())
-                .filter_expression("sk = :idem AND #st = :failed AND (begins_with(pk, :rec) OR begins_with(pk, :exp))")
+                .filter_expression(
+                    "sk = :idem AND (#st = :failed OR #st = :held) AND (begins_with(pk, :rec) OR begins_with(pk, :exp))",
+                )
                 .expression_attribute_names("#st", "status")
                 .expression_attribute_values(":idem", s(IDEM_SK))
                 .expression_attribute_values(":failed", s(FAILED))
+                .expression_attribute_values(":held", s(HELD))
                 .expression_attribute_values(":rec", s("record#"))
                 .expression_attribute_values(":exp", s("expense#"))
                 .consistent_read(true)
@@ -65,17 +98,24 @@ impl DynamoStore {
                 .map_err(|e| AwsError::from_sdk("dynamodb", "Scan", &e))?;
             for item in out.items() {
                 // A key this version cannot parse is someone else's item; skip it.
-                if let Some(subject) = get_s(item, "pk").and_then(|pk| Subject::parse(pk).ok()) {
-                    found.push((subject, state_from_item(item)));
-                }
+                let Some(subject) = get_s(item, "pk").and_then(|pk| Subject::parse(pk).ok()) else { continue };
+                let state = state_from_item(item);
+                if state.status == HELD { held.push((subject, state)) } else { failed.push((subject, state)) }
             }
             start = out.last_evaluated_key;
             if start.is_none() {
                 break;
             }
         }
-        found.sort_by(|a, b| (&a.1.updated_at, &a.0).cmp(&(&b.1.updated_at, &b.0)));
-        Ok(found)
+        failed.sort_by(|a, b| (&a.1.updated_at, &a.0).cmp(&(&b.1.updated_at, &b.0)));
+        // Compared as instants, not text (offsets may differ); an item without `held_since` falls back to its
+        // last update, and one with neither sorts first.
+        held.sort_by_cached_key(|(subject, state)| {
+            let since = state.held_since.as_deref().or(state.updated_at.as_deref());
+            let at = since.and_then(|t| DateTime::parse_from_rfc3339(t).ok()).map(|t| t.with_timezone(&Utc));
+            (at, subject.clone())
+        });
+        Ok((failed, held))
     }
 
     /// The subject's idempotency item, if the poster has seen it.
