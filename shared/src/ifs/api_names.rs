@@ -67,9 +67,7 @@ impl<'de> Deserialize<'de> for BatchMode {
             Raw::Bool(true) => Ok(Self::On),
             Raw::Bool(false) => Ok(Self::Off),
             Raw::Text(t) if t == "auto" => Ok(Self::Auto),
-            Raw::Text(t) => {
-                Err(serde::de::Error::custom(format!("batch must be \"auto\", true or false, not {t:?}")))
-            }
+            Raw::Text(t) => Err(serde::de::Error::custom(format!("batch must be \"auto\", true or false, not {t:?}"))),
         }
     }
 }

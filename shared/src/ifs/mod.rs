@@ -8,6 +8,7 @@ pub mod budget;
 pub mod client;
 pub mod error;
 pub mod filter;
+pub mod probe;
 pub mod reference;
 pub mod retry;
 pub mod token;
