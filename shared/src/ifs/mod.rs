@@ -9,6 +9,7 @@ pub mod capability;
 pub mod client;
 pub mod error;
 pub mod filter;
+pub mod probe;
 pub mod reference;
 pub mod retry;
 pub mod token;

@@ -3,10 +3,13 @@
 //! ```text
 //! ifs-sim [--port 0] [--host 127.0.0.1] [--realm ifs] [--client-id brex-connector] [--client-secret sim-secret]
 //!         [--token-ttl 3600] [--rpm 1000] [--time-scale 1.0] [--seed 42] [--page-size 1000] [--max-page-size 5000]
+//!         [--batch full|no_etag_references|absent] [--missing-projection NAME.svc]…
 //! ```
 //!
+//! `--batch` and `--missing-projection` (repeatable) set the tenant profile (see `sims::ifs::IfsTenant`).
+//!
 //! Prints one JSON line `{"ifs_url","realm","client_id","client_secret"}` once it listens. Admin routes:
-//! `/_sim/counters`, `/_sim/vouchers`, `/_sim/faults`, `/_sim/reference`.
+//! `/_sim/counters`, `/_sim/vouchers`, `/_sim/faults`, `/_sim/reference`, `/_sim/tenant`.
 
 use sims::ifs::{IfsSim, IfsSimConfig};
 use std::net::{IpAddr, SocketAddr};
@@ -15,7 +18,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 const USAGE: &str = "usage: ifs-sim [--port N] [--host IP] [--realm R] [--client-id ID] [--client-secret S] \
-[--token-ttl SECS] [--rpm N] [--time-scale F] [--seed N] [--page-size N] [--max-page-size N]";
+[--token-ttl SECS] [--rpm N] [--time-scale F] [--seed N] [--page-size N] [--max-page-size N] \
+[--batch full|no_etag_references|absent] [--missing-projection NAME.svc]...";
 
 fn value<T: FromStr>(args: &mut impl Iterator<Item = String>, flag: &str) -> Result<T, String> {
     let raw = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
@@ -41,6 +45,11 @@ fn parse_args() -> Result<IfsSimConfig, String> {
             "--seed" => config.seed = value(&mut args, &flag)?,
             "--page-size" => config.default_page_size = value(&mut args, &flag)?,
             "--max-page-size" => config.max_page_size = value(&mut args, &flag)?,
+            "--batch" => {
+                let raw: String = value(&mut args, &flag)?;
+                config.tenant.batch = raw.parse().map_err(|e| format!("--batch: {e}"))?;
+            }
+            "--missing-projection" => config.tenant.missing_projections.push(value(&mut args, &flag)?),
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument {other}\n{USAGE}")),
         }

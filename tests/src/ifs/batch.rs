@@ -26,8 +26,9 @@ use axum::response::Response;
 use std::collections::HashMap;
 
 use super::odata::{ApiError, Render};
-use super::server::{Call, Deployment, Outcome, Req, Shared, Target, execute, route};
+use super::server::{Call, Deployment, Outcome, Req, Shared, Target, execute, route, served};
 use super::state::{State, VirtualVoucher};
+use super::tenant::BatchSupport;
 
 /// Largest number of parts (operations) one `$batch` may carry; more is answered 400.
 pub const MAX_PARTS: usize = 1000;
@@ -177,6 +178,7 @@ struct Snapshot {
     vouchers: usize,
     sequences: HashMap<(String, String, i32), i64>,
     vouchers_created: u64,
+    virtual_vouchers_removed: u64,
 }
 
 impl Snapshot {
@@ -186,6 +188,7 @@ impl Snapshot {
             vouchers: st.vouchers.len(),
             sequences: st.sequences.clone(),
             vouchers_created: st.counters.vouchers_created,
+            virtual_vouchers_removed: st.counters.virtual_vouchers_removed,
         }
     }
 
@@ -194,6 +197,7 @@ impl Snapshot {
         st.vouchers.truncate(self.vouchers);
         st.sequences = self.sequences;
         st.counters.vouchers_created = self.vouchers_created;
+        st.counters.virtual_vouchers_removed = self.virtual_vouchers_removed;
     }
 }
 
@@ -415,7 +419,8 @@ fn operation(
         let uri: Uri = full.parse().map_err(|_| ApiError::bad_url(format!("Malformed URL {full}")))?;
         let mut headers = HeaderMap::new();
         for (n, v) in &req.headers {
-            let value = if n == "if-match" && v.starts_with('$') {
+            // A tenant that does not resolve ETag references compares `$n` literally (→ 412).
+            let value = if n == "if-match" && v.starts_with('$') && st.tenant.batch != BatchSupport::NoEtagReferences {
                 let id = &v[1..];
                 created
                     .get(id)
@@ -432,6 +437,9 @@ fn operation(
             headers.insert(header::AUTHORIZATION, auth.clone());
         }
         let (label, routed) = route(&method, uri.path());
+        if let Err(e) = served(st, uri.path()) {
+            return Ok((label, Outcome::from(e)));
+        }
         let call = match routed {
             Target::Projection(d, call) if d == deployment => call,
             Target::Projection(..) => Call::Fail(ApiError::bad_url("A batch part may not change deployment")),

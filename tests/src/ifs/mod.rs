@@ -25,11 +25,28 @@
 //! - **Amounts** may be JSON numbers or strings and are read exactly (JSON numbers via their shortest text
 //!   form). Responses carry them as JSON numbers, or as strings when `Accept` has `IEEE754Compatible=true`.
 //!
-//! - **`$batch`**: multipart/mixed with atomic change sets and Content-ID references; see [`batch`].
+//! - **`$batch`**: multipart/mixed with atomic change sets and Content-ID references; see [`batch`]. A
+//!   `$batch` may also hold plain reads outside any change set (e.g. `GET VoucherSet?$top=1`); each is
+//!   answered as its own `application/http` part.
+//! - **Tenant profile** ([`IfsTenant`]): how this tenant differs from the documented IFS. `batch`
+//!   ([`BatchSupport`]): `full` (the default, as documented); `no_etag_references` — `$batch` and URL
+//!   references (`$1/VoucherPostingArray`) work but `If-Match: $1` is compared literally, so the guarded
+//!   operation answers 412 `ODP_PRECONDITION_FAILED` and its change set rolls back (a real ETag still
+//!   works); `absent` — every `POST …/$batch` answers 404 `ODP_RESOURCE_NOTFOUND` (counted as `Batch.POST`
+//!   404) and runs nothing. `missing_projections`: projections the release does not ship; any request
+//!   under them (a `$batch` or a batch part included) answers 404 `ODP_RESOURCE_NOTFOUND`. Set it with
+//!   [`IfsSimConfig::tenant`], [`IfsSim::set_tenant`] / [`IfsSim::set_batch_support`], `PUT /_sim/tenant`
+//!   or the `ifs-sim --batch …` / `--missing-projection …` flags.
+//! - **Virtual vouchers**: `GET …/VoucherEntryAssistantHandling.svc/VoucherSet` lists the ones that exist
+//!   (IFS lists the caller's own; the simulator has a single caller). [`IfsCounters::virtual_vouchers_open`]
+//!   counts them when the counters are read, [`IfsCounters::virtual_vouchers_removed`] the ones
+//!   `RemoveTempVoucher` discarded (step by step or inside a change set).
 //!
 //! Admin routes (not authenticated, not counted): `GET /_sim/counters`, `POST /_sim/counters/reset`,
 //! `GET /_sim/vouchers`, `GET /_sim/reference`, `GET /_sim/faults`, `PUT|POST /_sim/faults` (an
-//! [`IfsFaults`] JSON document; missing fields take their defaults).
+//! [`IfsFaults`] JSON document; missing fields take their defaults), `GET /_sim/tenant`, `PUT|POST
+//! /_sim/tenant` (an [`IfsTenant`] JSON document such as `{"batch":"absent"}`; missing fields take their
+//! defaults).
 
 pub mod batch;
 pub mod filter;
@@ -38,12 +55,14 @@ pub mod odata;
 pub mod reference;
 mod server;
 pub mod state;
+pub mod tenant;
 
 pub use model::{Voucher, VoucherRow, VoucherStatus};
 pub use reference::{
     Account, AccountingPeriod, CodePartValue, Company, Demand, PeriodStatus, ReferenceData, VoucherTypeDef,
 };
 pub use state::{IfsCounters, IfsFaults};
+pub use tenant::{BatchSupport, IfsTenant};
 
 use chrono::NaiveDate;
 use std::fmt;
@@ -81,6 +100,8 @@ pub struct IfsSimConfig {
     pub reference: ReferenceData,
     /// Initial fault knobs (change them at runtime with [`IfsSim::set_faults`]).
     pub faults: IfsFaults,
+    /// How this tenant differs from the documented IFS (change it at runtime with [`IfsSim::set_tenant`]).
+    pub tenant: IfsTenant,
 }
 
 impl Default for IfsSimConfig {
@@ -97,6 +118,7 @@ impl Default for IfsSimConfig {
             bind: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             reference: ReferenceData::demo(),
             faults: IfsFaults::default(),
+            tenant: IfsTenant::default(),
         }
     }
 }
@@ -115,6 +137,7 @@ impl fmt::Debug for IfsSimConfig {
             .field("seed", &self.seed)
             .field("bind", &self.bind)
             .field("faults", &self.faults)
+            .field("tenant", &self.tenant)
             .finish_non_exhaustive()
     }
 }
@@ -142,8 +165,8 @@ impl IfsSim {
         }
         let scale = if config.time_scale.is_finite() && config.time_scale > 0.0 { config.time_scale } else { 1.0 };
         let window = Duration::try_from_secs_f64(60.0 * scale).unwrap_or(Duration::from_secs(60));
-        let state =
-            State::new(config.reference, config.faults, config.seed, Budget::new(config.requests_per_minute, window));
+        let budget = Budget::new(config.requests_per_minute, window);
+        let state = State::with_tenant(config.reference, config.faults, config.tenant, config.seed, budget);
         let shared = Arc::new(Shared {
             settings: Settings {
                 realm: config.realm,
@@ -196,7 +219,7 @@ impl IfsSim {
     }
 
     pub fn counters(&self) -> IfsCounters {
-        self.shared.lock().counters.clone()
+        self.shared.lock().counters_now()
     }
 
     pub fn reset_counters(&self) {
@@ -209,6 +232,19 @@ impl IfsSim {
 
     pub fn set_faults(&self, faults: IfsFaults) {
         self.shared.lock().faults = faults;
+    }
+
+    pub fn tenant(&self) -> IfsTenant {
+        self.shared.lock().tenant.clone()
+    }
+
+    pub fn set_tenant(&self, tenant: IfsTenant) {
+        self.shared.lock().tenant = tenant;
+    }
+
+    /// Changes only the tenant's `$batch` support.
+    pub fn set_batch_support(&self, batch: BatchSupport) {
+        self.shared.lock().tenant.batch = batch;
     }
 
     /// Ends the life of every access token issued so far (IAM restarted, keys rotated): the next request

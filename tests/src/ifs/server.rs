@@ -23,6 +23,7 @@ use super::model::{BodyError, CODE_PARTS, FieldType, Parsed, Voucher, VoucherRow
 use super::odata::{self, ApiError, KeyValue, Paging, Render, Schema, expect_keys, parse_segment, percent_decode};
 use super::reference::{Account, AccountingPeriod, CodePartValue};
 use super::state::{State, VirtualRow, VirtualVoucher};
+use super::tenant::BatchSupport;
 
 // ---------------------------------------------------------------------------------------------------------
 // Listener whose connections a handler can kill, so a response is never written.
@@ -168,6 +169,9 @@ pub(super) enum Call {
     /// `CompanyFinanceSet(Company='…')/AccountingCodePart{X}Ref`: the company's definition of code part X.
     CodePartDefinition(BTreeMap<String, KeyValue>, char),
     AssistCreate,
+    /// `GET VoucherSet`: the virtual vouchers that exist (IFS lists the caller's own; the simulator has one
+    /// caller's worth).
+    AssistList,
     AssistGet(String),
     AssistRowsPost(String),
     AssistRowsList(String),
@@ -311,9 +315,11 @@ fn route_projection(method: &Method, projection: &str, segs: &[Seg]) -> (String,
     }
     match projection {
         "VoucherEntryAssistantHandling" => match segs {
-            [(name, None)] if name == "VoucherSet" => {
-                ("VoucherSet.POST".into(), Some(if post { Call::AssistCreate } else { not_allowed(method) }))
-            }
+            [(name, None)] if name == "VoucherSet" => match (post, get) {
+                (true, _) => ("VoucherSet.POST".into(), Some(Call::AssistCreate)),
+                (_, true) => ("VoucherSet.LIST".into(), Some(Call::AssistList)),
+                _ => (format!("VoucherSet.{m}"), Some(not_allowed(method))),
+            },
             [(name, keys @ Some(_))] if name == "VoucherSet" => {
                 let call = match (get, objkey_of(keys)) {
                     (_, Err(e)) => Call::Fail(e),
@@ -448,7 +454,13 @@ async fn handle(
         Target::Unknown => ApiError::not_found(&path).into(),
         Target::Projection(deployment, call) => projection(&shared, deployment, call, &method, &uri, &headers, &body),
         Target::Batch(deployment, service_path) => {
-            let gated = gate(&mut shared.lock(), deployment, &method, &headers);
+            let gated = {
+                let mut st = shared.lock();
+                gate(&mut st, deployment, &method, &headers).and_then(|()| served(&st, &path)).and_then(|()| {
+                    // A release or gateway without the route answers as for any unknown resource.
+                    if st.tenant.batch == BatchSupport::Absent { Err(ApiError::not_found(&path)) } else { Ok(()) }
+                })
+            };
             match gated {
                 Err(e) => e.into(),
                 Ok(()) => super::batch::handle(&shared, deployment, &service_path, &headers, &body).await,
@@ -479,7 +491,7 @@ async fn handle(
 fn admin(shared: &Shared, method: &Method, rest: &str, body: &Bytes) -> Response {
     let mut st = shared.lock();
     match (method, rest) {
-        (&Method::GET, "counters") => axum::Json(st.counters.clone()).into_response(),
+        (&Method::GET, "counters") => axum::Json(st.counters_now()).into_response(),
         (&Method::POST, "counters/reset") => {
             st.counters = Default::default();
             StatusCode::NO_CONTENT.into_response()
@@ -494,6 +506,14 @@ fn admin(shared: &Shared, method: &Method, rest: &str, body: &Bytes) -> Response
             Err(e) => ApiError::deserialization(format!("Invalid faults document: {e}")).into_response(),
         },
         (&Method::GET, "reference") => axum::Json(st.reference.clone()).into_response(),
+        (&Method::GET, "tenant") => axum::Json(st.tenant.clone()).into_response(),
+        (&Method::POST | &Method::PUT, "tenant") => match serde_json::from_slice(body) {
+            Ok(t) => {
+                st.tenant = t;
+                axum::Json(st.tenant.clone()).into_response()
+            }
+            Err(e) => ApiError::deserialization(format!("Invalid tenant document: {e}")).into_response(),
+        },
         _ => ApiError::not_found(rest).into_response(),
     }
 }
@@ -645,6 +665,20 @@ fn gate(st: &mut State, deployment: Deployment, method: &Method, headers: &Heade
     Ok(())
 }
 
+/// The projection (`Name.svc`) a projection URL path is under.
+fn projection_of(path: &str) -> Option<String> {
+    let rest = PROJECTION_PREFIXES.iter().find_map(|(p, _)| path.strip_prefix(p))?;
+    Some(percent_decode(rest.split('/').next().unwrap_or("")))
+}
+
+/// 404 for a projection the tenant's release does not ship (see [`super::IfsTenant::missing_projections`]).
+pub(super) fn served(st: &State, path: &str) -> Result<(), ApiError> {
+    match projection_of(path) {
+        Some(p) if st.tenant.lacks(&p) => Err(ApiError::not_found(path)),
+        _ => Ok(()),
+    }
+}
+
 fn projection(
     shared: &Shared,
     deployment: Deployment,
@@ -655,7 +689,7 @@ fn projection(
     body: &Bytes,
 ) -> Outcome {
     let mut st = shared.lock();
-    if let Err(e) = gate(&mut st, deployment, method, headers) {
+    if let Err(e) = gate(&mut st, deployment, method, headers).and_then(|()| served(&st, uri.path())) {
         return e.into();
     }
     let render = Render {
@@ -705,6 +739,12 @@ pub(super) fn execute(st: &mut State, call: Call, req: &Req<'_>, paging: Paging)
             Ok(entity_response(StatusCode::OK, row, &code_part_definition_schema(), req))
         }
         Call::AssistCreate => assist_create(st, req),
+        Call::AssistList => {
+            let schema = virtual_schema();
+            let opts = odata::parse_query(req.uri.query(), &schema)?;
+            let rows = st.virtuals.values().map(virtual_row).collect();
+            Ok(json_response(StatusCode::OK, odata::list(rows, &schema, &opts, &req.url, paging, req.render), None))
+        }
         Call::AssistGet(objkey) => {
             let v = st.virtuals.get(&objkey).ok_or_else(|| virtual_missing(&objkey))?;
             Ok(virtual_response(StatusCode::OK, v, req))
@@ -742,7 +782,9 @@ pub(super) fn execute(st: &mut State, call: Call, req: &Req<'_>, paging: Paging)
         Call::AssistRemove(objkey) => {
             guard(st, &objkey, req)?;
             action_params(req)?;
-            st.virtuals.remove(&objkey);
+            if st.virtuals.remove(&objkey).is_some() {
+                st.counters.virtual_vouchers_removed += 1;
+            }
             Ok(StatusCode::NO_CONTENT.into_response().into())
         }
         Call::RowAnalysisList => {
@@ -1044,6 +1086,32 @@ fn row_entity(r: &VirtualRow, parent: &VirtualVoucher) -> Map<String, Value> {
     m.insert("Objkey".into(), Value::String(r.objkey.clone()));
     m.insert("ParentObjkey".into(), Value::String(parent.objkey.clone()));
     m.extend(r.body.clone());
+    m
+}
+
+/// The assistant's `VoucherSet` (virtual `VoucherEntry`, keyed by `Objkey`) for listing.
+fn virtual_schema() -> Schema {
+    Schema::new(
+        "VoucherSet",
+        &[
+            ("Objkey", Kind::Text),
+            ("Company", Kind::Text),
+            ("VoucherType", Kind::Text),
+            ("VoucherDate", Kind::Date),
+            ("AccountingYear", Kind::Int),
+            ("AccountingPeriod", Kind::Int),
+            ("VoucherStatus", Kind::Text),
+            ("VoucherText2", Kind::Text),
+        ],
+        &["Objkey"],
+    )
+}
+
+fn virtual_row(v: &VirtualVoucher) -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("@odata.etag".into(), Value::String(v.etag()));
+    m.insert("Objkey".into(), Value::String(v.objkey.clone()));
+    m.extend(v.body.clone());
     m
 }
 

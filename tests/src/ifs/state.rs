@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use super::model::{CODE_PARTS, Voucher, VoucherRow, VoucherStatus, etag};
 use super::reference::{Demand, PeriodStatus, ReferenceData};
+use super::tenant::IfsTenant;
 
 /// Fault knobs. Every random decision comes from one RNG seeded with [`super::IfsSimConfig::seed`], so a
 /// given request sequence sees the same faults on every run. Rates are probabilities in `0.0..=1.0`.
@@ -61,6 +62,7 @@ impl Default for IfsFaults {
 
 /// What the simulator has seen. Admin routes (`/_sim/…`) are not counted.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct IfsCounters {
     /// Every token/projection request, including refused ones.
     pub total_requests: u64,
@@ -90,6 +92,11 @@ pub struct IfsCounters {
     pub changesets_committed: u64,
     /// … and rolled back because one of their operations failed.
     pub changesets_rolled_back: u64,
+    /// Virtual vouchers that exist right now, neither committed nor removed (a client that leaves these
+    /// behind litters the tenant). Computed when the counters are read.
+    pub virtual_vouchers_open: u64,
+    /// Virtual vouchers discarded by `RemoveTempVoucher`.
+    pub virtual_vouchers_removed: u64,
 }
 
 impl IfsCounters {
@@ -220,6 +227,7 @@ pub struct State {
     pub tokens: HashMap<String, Instant>,
     pub counters: IfsCounters,
     pub faults: IfsFaults,
+    pub tenant: IfsTenant,
     pub rng: StdRng,
     pub budget: Budget,
     pub xsrf_token: String,
@@ -228,6 +236,16 @@ pub struct State {
 
 impl State {
     pub fn new(reference: ReferenceData, faults: IfsFaults, seed: u64, budget: Budget) -> Self {
+        Self::with_tenant(reference, faults, IfsTenant::default(), seed, budget)
+    }
+
+    pub fn with_tenant(
+        reference: ReferenceData,
+        faults: IfsFaults,
+        tenant: IfsTenant,
+        seed: u64,
+        budget: Budget,
+    ) -> Self {
         let mut rng = StdRng::seed_from_u64(seed);
         let xsrf_token = format!("{:032x}", rng.random::<u128>());
         Self {
@@ -238,11 +256,19 @@ impl State {
             tokens: HashMap::new(),
             counters: IfsCounters::default(),
             faults,
+            tenant,
             rng,
             budget,
             xsrf_token,
             seq: 0,
         }
+    }
+
+    /// The counters as they stand, with the figures computed on reading filled in.
+    pub fn counters_now(&self) -> IfsCounters {
+        let mut c = self.counters.clone();
+        c.virtual_vouchers_open = self.virtuals.len() as u64;
+        c
     }
 
     /// Draws a fault decision; a zero rate never consumes randomness, so enabling one knob does not shift
