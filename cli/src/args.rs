@@ -21,7 +21,7 @@ pub const SETTING_FLAGS: [(&str, &str, &str); 10] = [
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
-    Doctor { records: usize, lookback_days: i64 },
+    Doctor { records: usize, lookback_days: i64, probe_writes: bool },
     MappingValidate { file: PathBuf },
     MappingPush { file: PathBuf, force: bool },
     MappingShow,
@@ -77,7 +77,10 @@ fn cli() -> clap::Command {
                     .default_value("30")
                     .value_parser(clap::value_parser!(i64))
                     .help("how far back to look for READY_FOR_EXPORT records"),
-            ),
+            )
+            .arg(Arg::new("probe-writes").long("probe-writes").action(ArgAction::SetTrue).help(
+                "also probe ETag references in $batch: one virtual voucher created and removed, nothing committed",
+            )),
     )
     .subcommand(
         clap::Command::new("mapping")
@@ -206,6 +209,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Invocation, Parse
         ("doctor", m) => Command::Doctor {
             records: m.get_one::<usize>("records").copied().unwrap_or(50),
             lookback_days: m.get_one::<i64>("lookback-days").copied().unwrap_or(30),
+            probe_writes: m.get_flag("probe-writes"),
         },
         ("mapping", m) => match m.subcommand().ok_or_else(missing)? {
             ("validate", m) => {

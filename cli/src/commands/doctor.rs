@@ -11,11 +11,12 @@ use shared::brex::BrexClient;
 use shared::brex::model::{ReviewStatus, SourceType};
 use shared::brex::{BrexError, RecordQuery};
 use shared::ifs::client::key_literal;
-use shared::ifs::{IfsClient, IfsError};
+use shared::ifs::probe::{BatchProbe, EtagReferenceProbe, Flow, decide_flow};
+use shared::ifs::{BatchMode, IfsClient, IfsError};
 use shared::lambda::build::StartupError;
 use shared::mapping::{LoadedMapping, MappingDocument};
 use shared::ports::ChartOfAccounts;
-use shared::reference::{ReferenceRefresh, ValidationReport, validate_mapping};
+use shared::reference::{ReferenceRefresh, ValidationReport, mapping_code_parts, validate_mapping};
 
 use crate::context::Ctx;
 use crate::error::CliError;
@@ -398,7 +399,93 @@ async fn ifs_checks(
     Some(ifs)
 }
 
-pub async fn run(ctx: &Ctx<'_>, records: usize, lookback_days: i64, out: &mut dyn Write) -> Result<i32, CliError> {
+/// Which voucher flow this tenant gets: every configured projection name read, `$batch` probed with one
+/// read, the ETag references with a virtual voucher created and removed in one change set (only with
+/// `--probe-writes`; nothing is committed), and the verdict for `[ifs.api] batch`.
+async fn flow_checks(ifs: &IfsClient, mapping: &LoadedMapping, probe_writes: bool, report: &mut Report) {
+    let doc = &mapping.document;
+    let parts: Vec<_> = mapping_code_parts(doc).into_iter().collect();
+    let names = ifs.probe_names(&parts).await;
+    let failing: Vec<String> = names
+        .iter()
+        .filter(|n| !n.ok())
+        .map(|n| format!("{} ({}): {}", n.what, n.path, n.error.as_deref().unwrap_or_default()))
+        .collect();
+    if failing.is_empty() {
+        report.pass("IFS projection names", format!("all {} configured entity sets answer", names.len()));
+    } else {
+        let fixes: Vec<String> = names.iter().filter_map(|n| n.fix()).collect();
+        report.fail(
+            "IFS projection names",
+            format!("{} of {} configured entity sets do not answer", failing.len(), names.len()),
+            format!("{}; then `connector mapping push FILE` and `connector replay --all`", fixes.join("; ")),
+        );
+        if let Some(last) = report.checks.last_mut() {
+            last.findings = failing;
+        }
+    }
+
+    let batch = ifs.probe_batch().await;
+    match &batch {
+        BatchProbe::Supported => report.pass("IFS $batch", "a $batch holding one read was answered"),
+        BatchProbe::Absent { status, code, message } => {
+            report.pass("IFS $batch", format!("not served here ({status} {code}: {})", clip(message, 200)))
+        }
+        BatchProbe::Broken { problem } => report.pass("IFS $batch", format!("served but unusable: {problem}")),
+        BatchProbe::Failed { error } => report.fail("IFS $batch", error.clone(), "fix the IFS checks above"),
+    }
+
+    let etag = if !probe_writes {
+        report.skip("IFS ETag references", "not probed: it writes a virtual voucher (--probe-writes)");
+        None
+    } else if batch != BatchProbe::Supported {
+        report.skip("IFS ETag references", "no usable $batch to probe");
+        None
+    } else {
+        let today = Utc::now().date_naive();
+        let probe = ifs.probe_etag_references(&doc.company, &doc.voucher_type, today).await;
+        match &probe {
+            EtagReferenceProbe::Supported => report.pass(
+                "IFS ETag references",
+                "If-Match: $1 resolved inside a change set (the probe's virtual voucher was removed; nothing committed)",
+            ),
+            EtagReferenceProbe::NotUnderstood { status, code, message } => report.pass(
+                "IFS ETag references",
+                format!("If-Match: $1 not resolved ({status} {code}: {}); the change set rolled back", clip(message, 200)),
+            ),
+            EtagReferenceProbe::BatchAbsent { status, code, .. } => {
+                report.pass("IFS ETag references", format!("no $batch ({status} {code})"))
+            }
+            EtagReferenceProbe::Inconclusive { problem } => report.fail(
+                "IFS ETag references",
+                format!("inconclusive: {problem}"),
+                "check `[ifs] company`, `voucher_type` and today's accounting period, and `[ifs.api] remove_voucher_action`",
+            ),
+        }
+        Some(probe)
+    };
+
+    let decision = decide_flow(&ifs.api(), &batch, etag.as_ref());
+    let mode = match ifs.api().batch {
+        BatchMode::Auto => "auto",
+        BatchMode::On => "true",
+        BatchMode::Off => "false",
+    };
+    let detail = format!("[ifs.api] batch = {mode}; {}", decision.summary);
+    match (decision.flow, decision.fix) {
+        (Flow::Batch | Flow::StepByStep, _) => report.pass("IFS voucher flow", detail),
+        (_, Some(fix)) => report.fail("IFS voucher flow", detail, fix),
+        (_, None) => report.fail("IFS voucher flow", detail, "fix the checks above, then run doctor again"),
+    }
+}
+
+pub async fn run(
+    ctx: &Ctx<'_>,
+    records: usize,
+    lookback_days: i64,
+    probe_writes: bool,
+    out: &mut dyn Write,
+) -> Result<i32, CliError> {
     let mut report = Report::default();
     configuration(ctx, &mut report);
     let store = ctx.store()?;
@@ -411,6 +498,10 @@ pub async fn run(ctx: &Ctx<'_>, records: usize, lookback_days: i64, out: &mut dy
     };
     let mapping = mapping_check(&store, &mut report).await;
     let ifs = ifs_checks(ctx, &store, mapping.as_ref(), &mut report).await;
+    match (&mapping, &ifs) {
+        (Some(m), Some(ifs)) => flow_checks(ifs, m, probe_writes, &mut report).await,
+        _ => report.skip("IFS voucher flow", "needs the mapping and IFS"),
+    }
 
     match (&mapping, &ifs) {
         (Some(m), Some(_)) => match reference_check(ctx, &m.document).await {

@@ -23,7 +23,9 @@ pub async fn dispatch(
     err: &mut dyn Write,
 ) -> Result<i32, CliError> {
     match command {
-        Command::Doctor { records, lookback_days } => doctor::run(ctx, *records, *lookback_days, out).await,
+        Command::Doctor { records, lookback_days, probe_writes } => {
+            doctor::run(ctx, *records, *lookback_days, *probe_writes, out).await
+        }
         Command::MappingValidate { file } => mapping::validate(ctx, file, out).await,
         Command::MappingPush { file, force } => mapping::push(ctx, file, *force, out).await,
         Command::MappingShow => mapping::show(ctx, out).await,

@@ -344,8 +344,7 @@ impl IfsClient {
                 let Some(refusal) = run.refused else { continue };
                 fell_back = true;
                 if refusal.tentative {
-                    let outcomes =
-                        self.create_step_by_step(refusal.rest.into_iter().map(|i| (i, &proposals[i]))).await;
+                    let outcomes = self.create_step_by_step(refusal.rest.into_iter().map(|i| (i, &proposals[i]))).await;
                     if outcomes.iter().any(|(_, r)| r.is_ok()) {
                         self.inner.flow.refuse(&refusal.reason, chrono::Utc::now()).await;
                     }

@@ -150,11 +150,16 @@ pub fn decide_flow(api: &IfsApiNames, batch: &BatchProbe, etag: Option<&EtagRefe
                 decision(Flow::StepByStep, format!("step by step — {why} (auto falls back; {STEP_COST})"), None)
             }
         }
-        (BatchProbe::Broken { problem }, _) => {
+        (BatchProbe::Broken { problem }, _) if forced => {
             let fix =
                 Some("set [ifs.api] batch = false and push the mapping (`connector mapping push FILE`)".to_owned());
             decision(Flow::Blocked, format!("none — $batch is served but unusable: {problem}"), fix)
         }
+        (BatchProbe::Broken { problem }, _) => decision(
+            Flow::StepByStep,
+            format!("step by step — $batch is served but unusable: {problem} (auto falls back; {STEP_COST})"),
+            None,
+        ),
         (BatchProbe::Supported, Some(EtagReferenceProbe::NotUnderstood { status, code, .. })) => {
             let why = format!("$batch does not resolve If-Match: $1 ({})", refusal(*status, code));
             if forced {
@@ -205,7 +210,8 @@ fn first_part_content_id(content_type: &str, body: &[u8]) -> Option<String> {
 /// `$batch` missing: the statuses a server without the route gives.
 fn route_missing(e: &IfsError) -> Option<(u16, String, String)> {
     match e {
-        IfsError::Rejected { status: status @ (404 | 405 | 501), code, message } => {
+        IfsError::Rejected { status: status @ (404 | 405 | 501), code, message }
+        | IfsError::Unsupported { status: status @ (404 | 405 | 501), code, message, .. } => {
             Some((*status, code.clone(), message.clone()))
         }
         _ => None,
@@ -215,7 +221,7 @@ fn route_missing(e: &IfsError) -> Option<(u16, String, String)> {
 impl IfsClient {
     /// Sends a `$batch` to the voucher-entry projection holding one read outside any change set.
     pub async fn probe_batch(&self) -> BatchProbe {
-        let api = &self.inner.api;
+        let api = self.api();
         let url = match self.url(&format!("{}/$batch", api.voucher_entry_projection)) {
             Ok(u) => u,
             Err(e) => return BatchProbe::Failed { error: e.to_string() },
@@ -285,7 +291,7 @@ impl IfsClient {
         voucher_type: &VoucherType,
         date: NaiveDate,
     ) -> EtagReferenceProbe {
-        let api = &self.inner.api;
+        let api = self.api();
         let inconclusive = |problem: String| EtagReferenceProbe::Inconclusive { problem };
         if api.remove_voucher_action.trim().is_empty() {
             return inconclusive("[ifs.api] remove_voucher_action is empty, so nothing would remove the probe".into());
@@ -369,7 +375,7 @@ impl IfsClient {
 
     /// Reads each configured projection / entity set (`$top=1`) and each code-part set in `code_parts`.
     pub async fn probe_names(&self, code_parts: &[CodePart]) -> Vec<NameProbe> {
-        let api = &self.inner.api;
+        let api = self.api();
         let mut targets: Vec<(String, Vec<&'static str>, String)> = vec![
             (
                 "voucher entry".into(),
@@ -476,7 +482,8 @@ mod tests {
         assert_eq!(decide_flow(&off, &absent(), None).flow, Flow::StepByStep);
 
         let broken = BatchProbe::Broken { problem: "not multipart".into() };
-        assert_eq!(decide_flow(&auto, &broken, None).flow, Flow::Blocked);
+        assert_eq!(decide_flow(&auto, &broken, None).flow, Flow::StepByStep);
+        assert_eq!(decide_flow(&on, &broken, None).flow, Flow::Blocked);
         let failed = BatchProbe::Failed { error: "timeout".into() };
         assert_eq!(decide_flow(&auto, &failed, None).flow, Flow::Unknown);
     }
