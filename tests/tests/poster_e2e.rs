@@ -1,6 +1,8 @@
 //! The poster end to end on moto: records in the Brex simulator → work items on SQS → the poster invoked
 //! with SQS batches exactly as Lambda's event source would → vouchers in the IFS simulator, export results in
-//! the Brex simulator.
+//! the Brex simulator. Every test runs against each tenant the IFS simulator can be (`$batch` as documented,
+//! `$batch` without ETag references, no `$batch`): the poster finds out which flow the tenant takes, and the
+//! outcome is the same.
 
 use std::time::{Duration, Instant};
 
@@ -12,16 +14,74 @@ use sims::brex::ExportOutcome;
 use sims::brex::generator::{GeneratorOptions, RecordGenerator};
 use sims::brex::model::{AccountingRecord, LineType, ReviewStatus};
 use sims::ifs::model::Voucher;
+use sims::ifs::tenant::BatchSupport;
 use sims::ifs::{IfsFaults, IfsSimConfig};
 use sims::pipeline::{Pipeline, PipelineOptions};
 
 const MAPPING: &str = sims::pipeline::EXAMPLE_MAPPING;
 
-async fn world(name: &str, ifs: IfsSimConfig, extra_env: &[(&str, &str)]) -> Pipeline {
+/// Runs each named test (an `async fn(BatchSupport)`) once per tenant, as `<tenant>::<test>`.
+macro_rules! in_every_tenant {
+    ($($test:ident),* $(,)?) => {
+        in_every_tenant!(@tenant full, BatchSupport::Full; $($test),*);
+        in_every_tenant!(@tenant no_etag_references, BatchSupport::NoEtagReferences; $($test),*);
+        in_every_tenant!(@tenant no_batch, BatchSupport::Absent; $($test),*);
+    };
+    (@tenant $module:ident, $support:expr; $($test:ident),*) => {
+        mod $module {
+            use super::*;
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    super::$test($support).await;
+                }
+            )*
+        }
+    };
+}
+
+in_every_tenant!(
+    records_become_balanced_vouchers_and_are_reported_exported,
+    redelivery_posts_nothing_new_and_a_crash_after_commit_is_completed_without_a_duplicate,
+    chaos_in_ifs_still_posts_every_record_exactly_once_with_if_match_on_every_mutation,
+    short_lived_ifs_tokens_cause_no_auth_failures,
+    an_unmappable_record_is_reported_to_brex_and_never_retried_forever,
+    dry_run_posts_nothing,
+    an_export_result_brex_did_not_take_is_reported_on_redelivery_without_posting_again,
+);
+
+async fn world(name: &str, tenant: BatchSupport, mut ifs: IfsSimConfig, extra_env: &[(&str, &str)]) -> Pipeline {
     let poster_env = extra_env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
-    Pipeline::start(PipelineOptions { name: name.into(), ifs, poster_env, ..PipelineOptions::default() })
-        .await
-        .expect("pipeline")
+    ifs.tenant.batch = tenant;
+    let name = format!("{name}-{}", tenant.as_str().replace('_', "-"));
+    Pipeline::start(PipelineOptions { name, ifs, poster_env, ..PipelineOptions::default() }).await.expect("pipeline")
+}
+
+/// What must hold on every tenant: no mutation without If-Match, no virtual voucher left behind, and Brex
+/// told of a failure only for the records in `at_fault` (mapping or IFS business refusals).
+fn assert_tenant_invariants(w: &Pipeline, ids: &[String], at_fault: &[&str]) {
+    let c = w.ifs.counters();
+    assert_eq!(c.mutations_without_if_match, 0, "every mutation carried If-Match: {c:?}");
+    assert_eq!(w.ifs.pending_virtual_count(), 0, "no virtual voucher left behind: {c:?}");
+    let failed: Vec<&str> = ids
+        .iter()
+        .filter(|id| matches!(w.brex.export_result(id).map(|r| r.outcome), Some(ExportOutcome::Failure { .. })))
+        .map(String::as_str)
+        .collect();
+    assert_eq!(failed, at_fault, "reported to Brex as failed");
+}
+
+/// The flow the tenant should end up with (see `shared::ifs::capability`).
+fn assert_flow(w: &Pipeline, tenant: BatchSupport) {
+    let c = w.ifs.counters();
+    match tenant {
+        BatchSupport::Full => {
+            assert!(c.count_label("Batch.POST") > 0 && c.count_label("VoucherSet.POST") == 0, "{c:?}")
+        }
+        BatchSupport::NoEtagReferences | BatchSupport::Absent => {
+            assert!(c.count_label("VoucherSet.POST") > 0, "fell back to step by step: {c:?}")
+        }
+    }
 }
 
 fn clean_records(seed: u64, n: usize) -> Vec<AccountingRecord> {
@@ -68,9 +128,8 @@ fn field<'a>(record: &'a AccountingRecord, line: LineType, name: &str) -> Option
         .and_then(|f| f.field_value_name.as_deref())
 }
 
-#[tokio::test]
-async fn records_become_balanced_vouchers_and_are_reported_exported() {
-    let w = world("post-happy", IfsSimConfig::default(), &[]).await;
+async fn records_become_balanced_vouchers_and_are_reported_exported(tenant: BatchSupport) {
+    let w = world("post-happy", tenant, IfsSimConfig::default(), &[]).await;
     let ids = w.insert(clean_records(7, 40));
     w.enqueue_ids(&ids).await;
     w.drain_ok(Duration::from_secs(60)).await;
@@ -144,13 +203,13 @@ async fn records_become_balanced_vouchers_and_are_reported_exported() {
         assert_eq!((expense.account.as_str(), expense.code_b.as_deref()), ("6500", Some("200")));
     }
     let counters = w.ifs.counters();
-    assert_eq!(counters.mutations_without_if_match, 0);
     assert!(counters.mutations_with_if_match > 0);
+    assert_tenant_invariants(&w, &ids, &[]);
+    assert_flow(&w, tenant);
 }
 
-#[tokio::test]
-async fn redelivery_posts_nothing_new_and_a_crash_after_commit_is_completed_without_a_duplicate() {
-    let w = world("post-redeliver", IfsSimConfig::default(), &[]).await;
+async fn redelivery_posts_nothing_new_and_a_crash_after_commit_is_completed_without_a_duplicate(tenant: BatchSupport) {
+    let w = world("post-redeliver", tenant, IfsSimConfig::default(), &[]).await;
     let ids = w.insert(clean_records(11, 12));
     w.enqueue_ids(&ids).await;
     w.drain_ok(Duration::from_secs(60)).await;
@@ -191,10 +250,10 @@ async fn redelivery_posts_nothing_new_and_a_crash_after_commit_is_completed_with
         assert!(matches!(state, Begin::Completed { result: Some(_) }), "{id} completed: {state:?}");
         assert_eq!(w.brex.record(id).unwrap().review_status, ReviewStatus::Exported);
     }
+    assert_tenant_invariants(&w, &[ids, more].concat(), &[]);
 }
 
-#[tokio::test]
-async fn chaos_in_ifs_still_posts_every_record_exactly_once_with_if_match_on_every_mutation() {
+async fn chaos_in_ifs_still_posts_every_record_exactly_once_with_if_match_on_every_mutation(tenant: BatchSupport) {
     let faults = IfsFaults {
         concurrent_modification_rate: 0.3,
         status_5xx_rate: 0.05,
@@ -202,7 +261,7 @@ async fn chaos_in_ifs_still_posts_every_record_exactly_once_with_if_match_on_eve
         burst_429_next: 5,
         ..IfsFaults::default()
     };
-    let w = world("post-chaos", IfsSimConfig { faults, seed: 99, ..IfsSimConfig::default() }, &[]).await;
+    let w = world("post-chaos", tenant, IfsSimConfig { faults, seed: 99, ..IfsSimConfig::default() }, &[]).await;
     let ids = w.insert(clean_records(21, 30));
     w.enqueue_ids(&ids).await;
     w.drain_ok(Duration::from_secs(120)).await;
@@ -212,19 +271,22 @@ async fn chaos_in_ifs_still_posts_every_record_exactly_once_with_if_match_on_eve
     let c = w.ifs.counters();
     assert!(c.fault("concurrent_modification") > 0 && c.status_412 > 0, "412s were injected: {c:?}");
     assert!(c.status_429 >= 5 && c.fault("status_503") > 0, "429s and 503s were injected: {c:?}");
-    assert_eq!(c.mutations_without_if_match, 0, "every mutation carried If-Match");
     assert_eq!(c.status_428, 0);
+    assert_tenant_invariants(&w, &ids, &[]);
+    assert_flow(&w, tenant);
 }
 
-#[tokio::test]
-async fn short_lived_ifs_tokens_cause_no_auth_failures() {
+async fn short_lived_ifs_tokens_cause_no_auth_failures(tenant: BatchSupport) {
     let w =
-        world("post-token", IfsSimConfig { token_ttl: Duration::from_secs(2), ..IfsSimConfig::default() }, &[]).await;
+        world("post-token", tenant, IfsSimConfig { token_ttl: Duration::from_secs(2), ..IfsSimConfig::default() }, &[])
+            .await;
     let start = Instant::now();
     let mut round = 0u64;
+    let mut all = Vec::new();
     while start.elapsed() < Duration::from_secs(10) {
         round += 1;
         let ids = w.insert(clean_records(100 + round, 2));
+        all.extend(ids.iter().cloned());
         w.enqueue_ids(&ids).await;
         w.drain_ok(Duration::from_secs(30)).await;
         tokio::time::sleep(Duration::from_millis(700)).await;
@@ -235,11 +297,11 @@ async fn short_lived_ifs_tokens_cause_no_auth_failures() {
     // Refreshing at 80 % of expires_in means no request should even meet an expired token; at most one
     // 401 per refresh is tolerated (the single retry), and none may surface as a failure.
     assert!(c.status_401 <= c.token_fetches, "{c:?}");
+    assert_tenant_invariants(&w, &all, &[]);
 }
 
-#[tokio::test]
-async fn an_unmappable_record_is_reported_to_brex_and_never_retried_forever() {
-    let w = world("post-unmappable", IfsSimConfig::default(), &[]).await;
+async fn an_unmappable_record_is_reported_to_brex_and_never_retried_forever(tenant: BatchSupport) {
+    let w = world("post-unmappable", tenant, IfsSimConfig::default(), &[]).await;
     let mut records = clean_records(31, 3);
     // Strip the GL coding of one card expense: no rule can give it an account.
     let broken = records.iter_mut().find(|r| !r.record_type.ends_with("_REFUND")).unwrap();
@@ -266,17 +328,19 @@ async fn an_unmappable_record_is_reported_to_brex_and_never_retried_forever() {
     w.enqueue_ids(std::slice::from_ref(&broken_id)).await;
     assert_eq!(w.drain_ok(Duration::from_secs(30)).await, 1);
     assert_eq!(w.ifs.voucher_count(), 2);
+    assert_tenant_invariants(&w, &ids, &[broken_id.as_str()]);
 }
 
-#[tokio::test]
-async fn dry_run_posts_nothing() {
-    let w = world("post-dry", IfsSimConfig::default(), &[("DRY_RUN", "true")]).await;
+async fn dry_run_posts_nothing(tenant: BatchSupport) {
+    let w = world("post-dry", tenant, IfsSimConfig::default(), &[("DRY_RUN", "true")]).await;
     let ids = w.insert(clean_records(41, 5));
     w.enqueue_ids(&ids).await;
     w.drain_ok(Duration::from_secs(30)).await;
     assert_eq!(w.ifs.voucher_count(), 0);
     assert!(ids.iter().all(|id| w.brex.export_result(id).is_none()), "nothing reported to Brex");
     assert_eq!(w.ifs.counters().count_label("VoucherSet.POST"), 0);
+    assert_eq!(w.ifs.counters().count_label("Batch.POST"), 0);
+    assert_tenant_invariants(&w, &ids, &[]);
 }
 
 /// Brex as the poster sees it, except that the first export-results call fails (a Brex outage right after
@@ -315,10 +379,9 @@ impl shared::poster::RecordSource for ReportFailsOnce {
     }
 }
 
-#[tokio::test]
-async fn an_export_result_brex_did_not_take_is_reported_on_redelivery_without_posting_again() {
+async fn an_export_result_brex_did_not_take_is_reported_on_redelivery_without_posting_again(tenant: BatchSupport) {
     use shared::audit::{AuditOutcome, AuditTrail};
-    let mut w = world("post-unreported", IfsSimConfig::default(), &[]).await;
+    let mut w = world("post-unreported", tenant, IfsSimConfig::default(), &[]).await;
     let failing = std::sync::Arc::new(ReportFailsOnce { inner: w.poster.records.clone(), calls: Default::default() });
     w.poster.records = failing.clone();
     let ids = w.insert(clean_records(61, 4));
@@ -335,4 +398,5 @@ async fn an_export_result_brex_did_not_take_is_reported_on_redelivery_without_po
         let steps: Vec<_> = trail.iter().map(|e| (e.outcome, e.reported_to_brex.as_ref().map(Result::is_ok))).collect();
         assert_eq!(steps, [(AuditOutcome::Posted, Some(false)), (AuditOutcome::AlreadyPosted, Some(true))], "{id}");
     }
+    assert_tenant_invariants(&w, &ids, &[]);
 }
