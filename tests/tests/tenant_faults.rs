@@ -1,0 +1,268 @@
+//! When the deployment or the tenant is at fault, no record is blamed: a wrong `[ifs.api]` name holds every
+//! record (nothing FAILED, nothing reported to Brex, nothing posted), `connector failures` lists them with
+//! the reason and the fix, and once the mapping is fixed `connector replay --all` posts each exactly once.
+//! And a dry run accounts for every record of its batch by id. The test binary logs through the production
+//! JSON subscriber into a buffer, so what the operator would read in CloudWatch is what is asserted.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use connector::Env;
+use shared::aws::DynamoStore;
+use shared::domain::{Origin, WebhookId};
+use shared::poster::CachedMapping;
+use sims::brex::ExportOutcome;
+use sims::brex::generator::{GeneratorOptions, RecordGenerator};
+use sims::brex::model::{AccountingRecord, ReviewStatus};
+use sims::ifs::IfsSimConfig;
+use sims::ifs::tenant::BatchSupport;
+use sims::pipeline::{EXAMPLE_MAPPING, Pipeline, PipelineOptions};
+use tracing_subscriber::EnvFilter;
+
+fn logs() -> &'static Arc<Mutex<Vec<u8>>> {
+    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    LOGS.get_or_init(|| Arc::new(Mutex::new(Vec::new())))
+}
+
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The production subscriber's shape (JSON, flattened events) writing into the buffer, at info as in a
+/// release build.
+fn install_capture() {
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        let buffer = logs().clone();
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(EnvFilter::new("info"))
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_ansi(false)
+            .with_writer(move || Capture(buffer.clone()))
+            .try_init()
+            .expect("the only subscriber of this test binary");
+    });
+}
+
+/// Every captured log line that parses as JSON.
+fn log_lines() -> Vec<serde_json::Value> {
+    let text = String::from_utf8_lossy(&logs().lock().unwrap_or_else(|e| e.into_inner())).into_owned();
+    text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+}
+
+/// The example mapping with one `[ifs.api]` name this tenant does not serve.
+fn mapping_with_wrong_voucher_set() -> String {
+    let anchor = "[passthrough]";
+    assert!(EXAMPLE_MAPPING.contains(anchor));
+    EXAMPLE_MAPPING.replacen(anchor, "[ifs.api]\nvoucher_entry_set = \"VoucherEntrySet\"\n\n[passthrough]", 1)
+}
+
+fn clean_records(seed: u64, n: usize) -> Vec<AccountingRecord> {
+    let options = GeneratorOptions { count: n, missing_gl_rate: 0.0, ..GeneratorOptions::default() };
+    RecordGenerator::with_options(seed, options).batch()
+}
+
+async fn pipeline(name: &str, tenant: BatchSupport, mapping: String, poster_env: &[(&str, &str)]) -> Pipeline {
+    let mut ifs = IfsSimConfig::default();
+    ifs.tenant.batch = tenant;
+    let poster_env = poster_env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+    let options =
+        PipelineOptions { name: name.into(), ifs, mapping: Some(mapping), poster_env, ..PipelineOptions::default() };
+    let mut p = Pipeline::start(options).await.expect("pipeline");
+    // A pushed mapping is seen at the next batch (in production within the cache's minute).
+    let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&p.stack.sdk), &p.stack.table_name);
+    p.poster.mapping = Arc::new(CachedMapping::new(store, Duration::ZERO));
+    // Held messages come back quickly here (production: 30 s × 4ⁿ).
+    p.poster.options.hold_backoff = Duration::from_millis(10);
+    p.poster.options.hold_backoff_cap = Duration::from_millis(10);
+    p
+}
+
+fn env_of(p: &Pipeline) -> HashMap<String, String> {
+    [
+        ("TABLE_NAME", p.stack.table_name.clone()),
+        ("QUEUE_URL", p.stack.queue_url.clone()),
+        ("BREX_SECRET_ID", p.stack.brex_secret_id.clone()),
+        ("BREX_API_URL", p.brex.base_url()),
+        ("IFS_SECRET_ID", p.stack.ifs_secret_id.clone()),
+        ("IFS_URL", p.ifs.base_url().to_owned()),
+        ("IFS_REALM", p.ifs.realm().to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
+}
+
+struct Run {
+    code: i32,
+    out: String,
+}
+
+async fn cli(p: &Pipeline, line: &[&str]) -> Run {
+    let env = Env { vars: Box::new(env_of(p)), sdk: Some(p.stack.sdk.clone()) };
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let code = connector::run_with(&env, line.iter().map(|s| (*s).to_owned()), &mut out, &mut err).await;
+    let run = Run { code, out: String::from_utf8_lossy(&out).into_owned() };
+    eprintln!("$ connector {}\n{}{}(exit {code})", line.join(" "), run.out, String::from_utf8_lossy(&err));
+    run
+}
+
+/// `status` of each record's idempotency item.
+async fn statuses(p: &Pipeline, ids: &[String]) -> Vec<Option<String>> {
+    let db = aws_sdk_dynamodb::Client::new(&p.stack.sdk);
+    let mut out = Vec::new();
+    for id in ids {
+        let item = db
+            .get_item()
+            .table_name(&p.stack.table_name)
+            .key("pk", aws_sdk_dynamodb::types::AttributeValue::S(format!("record#{id}")))
+            .key("sk", aws_sdk_dynamodb::types::AttributeValue::S("idem".into()))
+            .consistent_read(true)
+            .send()
+            .await
+            .expect("get item")
+            .item
+            .unwrap_or_default();
+        out.push(item.get("status").and_then(|v| v.as_s().ok()).cloned());
+    }
+    out
+}
+
+async fn wrong_projection_name_holds_every_record_and_replay_posts_them_once_fixed(tenant: BatchSupport) {
+    install_capture();
+    let name = format!("held-{}", tenant.as_str().replace('_', "-"));
+    let p = pipeline(&name, tenant, mapping_with_wrong_voucher_set(), &[]).await;
+    let records = clean_records(71, 6);
+    let ids: Vec<String> = records.iter().map(|r| r.id.clone()).collect();
+    p.brex.insert_records(records);
+    let origin = Origin::Webhook { webhook_id: WebhookId::parse("msg_held").unwrap() };
+    p.enqueue(&ids, &origin).await.unwrap();
+    // The message comes back (held) until its receives run out, then rests in the DLQ.
+    p.drain(Duration::from_secs(90)).await.expect("drained");
+
+    assert_eq!(p.ifs.voucher_count(), 0, "nothing posted");
+    assert_eq!(p.ifs.pending_virtual_count(), 0, "no virtual voucher left behind");
+    assert!(ids.iter().all(|id| p.brex.export_result(id).is_none()), "nothing reported to Brex");
+    assert!(ids.iter().all(|id| p.brex.record(id).unwrap().review_status == ReviewStatus::ReadyForExport));
+    assert_eq!(statuses(&p, &ids).await, vec![Some("HELD".to_owned()); ids.len()], "held, never FAILED");
+    assert!(p.stack.queue_depth(&p.stack.dlq_url).await > 0, "after the receives ran out: in the DLQ");
+    assert_eq!(p.ifs.counters().mutations_without_if_match, 0);
+    let held_lines = log_lines()
+        .into_iter()
+        .filter(|l| {
+            l["outcome"] == "held" && ids.iter().any(|id| l["subject"].as_str().is_some_and(|s| s.contains(id)))
+        })
+        .count();
+    assert!(held_lines >= ids.len(), "every hold is logged (the alarm's metric filter counts these)");
+
+    let listed = cli(&p, &["failures", "--json"]).await;
+    assert_eq!(listed.code, 1, "held records are something to fix");
+    let json: serde_json::Value = serde_json::from_str(&listed.out).expect("json");
+    assert_eq!(json["table"].as_array().map(Vec::len), Some(0), "nothing FAILED: {json}");
+    let mut held: Vec<String> =
+        json["held"].as_array().unwrap().iter().map(|h| h["subject"]["id"].as_str().unwrap().to_owned()).collect();
+    held.sort();
+    let mut expected = ids.clone();
+    expected.sort();
+    assert_eq!(held, expected, "every record is listed as held");
+    let causes = json["held_causes"].as_array().unwrap();
+    assert_eq!(causes.len(), 1, "one cause: {causes:?}");
+    let reason = causes[0]["reason"].as_str().unwrap();
+    let fix = causes[0]["fix"].as_str().unwrap();
+    assert!(reason.contains("VoucherEntrySet") && reason.contains("404"), "names what is missing: {reason}");
+    assert!(fix.contains("[ifs.api]") && fix.contains("replay"), "says how to fix it: {fix}");
+
+    // The operator fixes the name (the example mapping serves the defaults) and replays.
+    let file = std::env::temp_dir().join(format!("{name}-{}.toml", uuid::Uuid::new_v4().simple()));
+    std::fs::write(&file, EXAMPLE_MAPPING).unwrap();
+    assert_eq!(cli(&p, &["mapping", "push", file.to_str().unwrap()]).await.code, 0);
+    let replay = cli(&p, &["replay", "--all"]).await;
+    assert_eq!(replay.code, 0);
+    p.drain(Duration::from_secs(90)).await.expect("drained");
+
+    let by_ref: BTreeMap<_, _> = p.vouchers_by_reference();
+    for id in &ids {
+        assert_eq!(by_ref.get(id).map(Vec::len), Some(1), "{id} posted exactly once");
+        assert!(
+            matches!(p.brex.export_result(id).map(|r| r.outcome), Some(ExportOutcome::Success { .. })),
+            "{id} reported exported"
+        );
+    }
+    assert_eq!(p.ifs.voucher_count(), ids.len());
+    assert_eq!(statuses(&p, &ids).await, vec![Some("COMPLETED".to_owned()); ids.len()]);
+    let after = cli(&p, &["failures", "--json"]).await;
+    let after: serde_json::Value = serde_json::from_str(&after.out).expect("json");
+    assert_eq!(after["held"].as_array().map(Vec::len), Some(0), "nothing held any more: {after}");
+    assert_eq!(p.ifs.pending_virtual_count(), 0);
+    assert_eq!(p.ifs.counters().mutations_without_if_match, 0);
+}
+
+#[tokio::test]
+async fn a_wrong_projection_name_holds_then_replays_with_batch() {
+    wrong_projection_name_holds_every_record_and_replay_posts_them_once_fixed(BatchSupport::Full).await;
+}
+
+#[tokio::test]
+async fn a_wrong_projection_name_holds_then_replays_without_batch() {
+    wrong_projection_name_holds_every_record_and_replay_posts_them_once_fixed(BatchSupport::Absent).await;
+}
+
+#[tokio::test]
+async fn a_dry_run_logs_every_record_of_its_batch_by_id() {
+    install_capture();
+    let p = pipeline("dry-every", BatchSupport::Full, EXAMPLE_MAPPING.to_owned(), &[("DRY_RUN", "true")]).await;
+    let mut records = clean_records(81, 5);
+    let broken = records.iter_mut().find(|r| !r.record_type.ends_with("_REFUND")).unwrap();
+    for line in &mut broken.line_items {
+        line.accounting_field_values.retain(|f| f.field_name.as_deref() != Some("GL Account"));
+    }
+    let broken_id = broken.id.clone();
+    let ids: Vec<String> = records.iter().map(|r| r.id.clone()).collect();
+    p.brex.insert_records(records);
+    // One id Brex does not know (deleted since the webhook).
+    let unknown = "accr_doesnotexist0001".to_owned();
+    let all: Vec<String> = ids.iter().cloned().chain([unknown.clone()]).collect();
+    let origin = Origin::Webhook { webhook_id: WebhookId::parse("msg_dry").unwrap() };
+    p.enqueue(&all, &origin).await.unwrap();
+    p.drain(Duration::from_secs(30)).await.expect("drained");
+    assert_eq!(p.ifs.voucher_count(), 0);
+
+    let lines = log_lines();
+    let outcome_of = |id: &str| -> Vec<String> {
+        lines
+            .iter()
+            .filter(|l| l["subject"].as_str().is_some_and(|s| s.ends_with(id)))
+            .filter_map(|l| l["outcome"].as_str().filter(|o| o.starts_with("would_")).map(str::to_owned))
+            .collect()
+    };
+    for id in &ids {
+        let expected = if *id == broken_id { "would_fail" } else { "would_post" };
+        assert_eq!(outcome_of(id), vec![expected.to_owned()], "{id} accounted for once");
+    }
+    let unknown_outcome = outcome_of(&unknown);
+    assert_eq!(unknown_outcome.len(), 1, "the unknown id is accounted for too: {unknown_outcome:?}");
+    let proposal = lines
+        .iter()
+        .find(|l| l["outcome"] == "would_post" && l["subject"].as_str().is_some_and(|s| s.ends_with(&ids[0])))
+        .or_else(|| lines.iter().find(|l| l["outcome"] == "would_post"))
+        .and_then(|l| l["proposal"].as_str())
+        .expect("a proposal is logged");
+    assert!(proposal.contains("\"rows\""), "{proposal}");
+    let failing = lines
+        .iter()
+        .find(|l| l["outcome"] == "would_fail" && l["subject"].as_str().is_some_and(|s| s.ends_with(&broken_id)))
+        .expect("the failing record");
+    assert!(failing["reason"].as_str().is_some_and(|r| r.to_lowercase().contains("account")), "{failing}");
+}
