@@ -183,6 +183,7 @@ async fn wrong_projection_name_holds_every_record_and_replay_posts_them_once_fix
     let fix = causes[0]["fix"].as_str().unwrap();
     assert!(reason.contains("VoucherEntrySet") && reason.contains("404"), "names what is missing: {reason}");
     assert!(fix.contains("[ifs.api]") && fix.contains("replay"), "says how to fix it: {fix}");
+    assert!(fix.contains("does not serve VoucherEntryAssistantHandling.svc/VoucherEntrySet"), "names the set: {fix}");
 
     // The operator fixes the name (the example mapping serves the defaults) and replays.
     let file = std::env::temp_dir().join(format!("{name}-{}.toml", uuid::Uuid::new_v4().simple()));

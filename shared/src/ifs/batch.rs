@@ -20,6 +20,7 @@ use std::fmt::Write as _;
 use serde_json::Value;
 
 use super::api_names::BatchMode;
+use super::api_names::IfsApiNames;
 use super::capability::VoucherFlow;
 use super::client::{Body, IfsClient, JSON_MEDIA_TYPE, MAX_STALE_ETAG_RETRIES, Request, Resend};
 use super::error::{IfsError, classify_status, parse_error_body};
@@ -295,7 +296,24 @@ fn key_for(v: &Prepared<'_>, answers: &[PartResponse]) -> Verdict {
     }
 }
 
-fn verdict_for_failure(part: &PartResponse) -> Verdict {
+/// What the failed operation of a voucher's change set addressed (its `Content-ID` names it), for errors
+/// that point at a name to fix; `$batch` when the server did not say. `head` is the header's Content-ID.
+fn failed_operation(api: &IfsApiNames, v: &Prepared<'_>, head: usize, part: &PartResponse) -> String {
+    let op = part.content_id.as_deref().and_then(|id| id.parse::<usize>().ok());
+    let target = match op {
+        Some(n) if n == head => api.voucher_entry_set.clone(),
+        Some(n) if n == head + v.rows.len() + 1 => {
+            format!("{}(…)/{}", api.voucher_entry_set, api.create_voucher_action)
+        }
+        Some(n) if n > head && n <= head + v.rows.len() => {
+            format!("{}(…)/{}", api.voucher_entry_set, api.voucher_posting_array)
+        }
+        _ => return "$batch".into(),
+    };
+    format!("{}/{target} (in $batch)", api.voucher_entry_projection)
+}
+
+fn verdict_for_failure(part: &PartResponse, path: &str) -> Verdict {
     if part.status == 412 {
         return Verdict::Stale;
     }
@@ -304,7 +322,7 @@ fn verdict_for_failure(part: &PartResponse) -> Verdict {
         .iter()
         .find(|(n, _)| n == "retry-after")
         .and_then(|(_, v)| parse_retry_after(v, chrono::Utc::now()));
-    let error = classify_status(part.status, &parse_error_body(part.body.as_bytes()), retry_after, "$batch");
+    let error = classify_status(part.status, &parse_error_body(part.body.as_bytes()), retry_after, path);
     match error {
         // The change set was rolled back as a whole, so sending it again cannot duplicate anything.
         IfsError::RateLimited { .. } | IfsError::Unavailable { .. } => Verdict::Again(error, retry_after),
@@ -469,12 +487,16 @@ impl IfsClient {
                                 _ => {}
                             }
                         }
+                        let heads = first_reference_ids(&pending);
                         pending
                             .iter()
                             .enumerate()
                             .map(|(i, v)| match answers.get(i) {
                                 Some(ChangeSetAnswer::Applied(ops)) => key_for(v, ops),
-                                Some(ChangeSetAnswer::Failed(part)) => verdict_for_failure(part),
+                                Some(ChangeSetAnswer::Failed(part)) => {
+                                    let head = heads[i].parse::<usize>().map_or(0, |first_row| first_row - 1);
+                                    verdict_for_failure(part, &failed_operation(&api, v, head, part))
+                                }
                                 // The server stopped before this change set: it did nothing.
                                 None => Verdict::Again(
                                     IfsError::Unavailable {
@@ -681,7 +703,7 @@ mod tests {
         assert_eq!((ops[0].status, ops[1].status, ops[1].body.as_str()), (201, 200, "{\"value\":17}"));
         let ChangeSetAnswer::Failed(part) = &answers[1] else { panic!("second change set failed") };
         assert_eq!(part.status, 412);
-        assert!(matches!(verdict_for_failure(part), Verdict::Stale));
+        assert!(matches!(verdict_for_failure(part, "$batch"), Verdict::Stale));
         // LF-only line ends read the same.
         assert_eq!(
             parse_batch_response("multipart/mixed;boundary=r1", body.replace("\r\n", "\n").as_bytes()).unwrap(),
@@ -703,13 +725,13 @@ mod tests {
             body: format!("{{\"error\":{{\"code\":\"{code}\",\"message\":\"The voucher is not balanced\"}}}}"),
         };
         assert!(matches!(
-            verdict_for_failure(&part(400, "DATABASE_ERROR")),
+            verdict_for_failure(&part(400, "DATABASE_ERROR"), "$batch"),
             Verdict::Done(Err(IfsError::Rejected { .. }))
         ));
         assert!(matches!(
-            verdict_for_failure(&part(428, "ODP_MISSING_PRECONDITION")),
+            verdict_for_failure(&part(428, "ODP_MISSING_PRECONDITION"), "$batch"),
             Verdict::Done(Err(IfsError::MissingPrecondition { .. }))
         ));
-        assert!(matches!(verdict_for_failure(&part(503, "SERVICE_UNAVAILABLE")), Verdict::Again(_, Some(_))));
+        assert!(matches!(verdict_for_failure(&part(503, "SERVICE_UNAVAILABLE"), "$batch"), Verdict::Again(_, Some(_))));
     }
 }
