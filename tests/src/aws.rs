@@ -4,6 +4,7 @@
 //! started without it launches its own moto from the project venv (`infra/scripts/bootstrap.sh` installs
 //! it). If neither works the tests fail with instructions — they never skip.
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -13,7 +14,8 @@ use std::time::{Duration, Instant};
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, TimeToLiveSpecification,
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+    TimeToLiveSpecification,
 };
 use aws_sdk_sqs::types::QueueAttributeName;
 
@@ -245,6 +247,23 @@ impl Stack {
         let ifs_secret_id = ids.pop().unwrap_or_default();
         let brex_secret_id = ids.pop().unwrap_or_default();
         Ok(Stack { sdk, queue_url, dlq_url, table_name, brex_secret_id, ifs_secret_id })
+    }
+
+    /// The idempotency item of `key` (e.g. `record#accr_…`) as stored (`sk = "idem"`), read consistently and
+    /// straight through the SDK so that tests check the table layout, not the adapter's reading of it; empty
+    /// when there is none.
+    pub async fn idempotency_item(&self, key: &str) -> HashMap<String, AttributeValue> {
+        aws_sdk_dynamodb::Client::new(&self.sdk)
+            .get_item()
+            .table_name(&self.table_name)
+            .key("pk", AttributeValue::S(key.into()))
+            .key("sk", AttributeValue::S("idem".into()))
+            .consistent_read(true)
+            .send()
+            .await
+            .expect("GetItem")
+            .item
+            .unwrap_or_default()
     }
 
     /// Receives and deletes every message currently visible on `queue_url`, returning the bodies.

@@ -9,4 +9,5 @@ pub mod brex;
 pub mod chaos;
 pub mod fixtures;
 pub mod ifs;
+pub mod logs;
 pub mod pipeline;

@@ -138,6 +138,23 @@ impl Pipeline {
         build_poller(&config, &self.stack.sdk).await.map_err(|e| e.to_string())
     }
 
+    /// The variables the operator CLI (`connector`) reads to reach this pipeline's table, queue, secrets and
+    /// simulators, as in a deployed stack.
+    pub fn operator_env(&self) -> HashMap<String, String> {
+        env(
+            vec![
+                ("TABLE_NAME", self.stack.table_name.clone()),
+                ("QUEUE_URL", self.stack.queue_url.clone()),
+                ("BREX_SECRET_ID", self.stack.brex_secret_id.clone()),
+                ("BREX_API_URL", self.brex.base_url()),
+                ("IFS_SECRET_ID", self.stack.ifs_secret_id.clone()),
+                ("IFS_URL", self.ifs.base_url().to_owned()),
+                ("IFS_REALM", self.ifs.realm().to_owned()),
+            ],
+            &[],
+        )
+    }
+
     /// Puts record ids on the work queue the way the webhook does.
     pub async fn enqueue(&self, ids: &[String], origin: &Origin) -> Result<(), String> {
         let ids = ids

@@ -30,18 +30,7 @@ async fn world(name: &str) -> Pipeline {
 }
 
 fn env_of(p: &Pipeline) -> HashMap<String, String> {
-    [
-        ("TABLE_NAME", p.stack.table_name.clone()),
-        ("QUEUE_URL", p.stack.queue_url.clone()),
-        ("BREX_SECRET_ID", p.stack.brex_secret_id.clone()),
-        ("BREX_API_URL", p.brex.base_url()),
-        ("IFS_SECRET_ID", p.stack.ifs_secret_id.clone()),
-        ("IFS_URL", p.ifs.base_url().to_owned()),
-        ("IFS_REALM", p.ifs.realm().to_owned()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect()
+    p.operator_env()
 }
 
 async fn cli_with(p: &Pipeline, vars: HashMap<String, String>, line: &[&str]) -> Run {
@@ -486,17 +475,7 @@ async fn put_held(p: &Pipeline, key: &str, reason: &str, fix: &str, since: &str,
 
 /// The `status` and `held_times` of an idempotency item.
 async fn idem_of(p: &Pipeline, key: &str) -> (Option<String>, Option<String>) {
-    let item = aws_sdk_dynamodb::Client::new(&p.stack.sdk)
-        .get_item()
-        .table_name(&p.stack.table_name)
-        .key("pk", aws_sdk_dynamodb::types::AttributeValue::S(key.into()))
-        .key("sk", aws_sdk_dynamodb::types::AttributeValue::S("idem".into()))
-        .consistent_read(true)
-        .send()
-        .await
-        .expect("get item")
-        .item
-        .unwrap_or_default();
+    let item = p.stack.idempotency_item(key).await;
     let text = |name: &str| item.get(name).and_then(|v| v.as_s().or_else(|_| v.as_n()).ok()).cloned();
     (text("status"), text("held_times"))
 }

@@ -62,18 +62,7 @@ fn by_remote(values: Vec<SimFieldValue>) -> BTreeMap<String, SimFieldValue> {
 }
 
 async fn cli(p: &Pipeline, line: &[&str]) -> (i32, String) {
-    let vars = [
-        ("TABLE_NAME", p.stack.table_name.clone()),
-        ("QUEUE_URL", p.stack.queue_url.clone()),
-        ("BREX_SECRET_ID", p.stack.brex_secret_id.clone()),
-        ("BREX_API_URL", p.brex.base_url()),
-        ("IFS_SECRET_ID", p.stack.ifs_secret_id.clone()),
-        ("IFS_URL", p.ifs.base_url().to_owned()),
-        ("IFS_REALM", p.ifs.realm().to_owned()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect::<std::collections::HashMap<_, _>>();
+    let vars = p.operator_env();
     let env = Env { vars: Box::new(vars), sdk: Some(p.stack.sdk.clone()) };
     let (mut out, mut err) = (Vec::new(), Vec::new());
     let code = connector::run_with(&env, line.iter().map(|s| (*s).to_owned()), &mut out, &mut err).await;

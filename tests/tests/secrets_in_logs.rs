@@ -6,8 +6,6 @@
 //! simulators and the secret store may appear in what was logged. `Debug` of every credential type is
 //! checked separately.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -18,48 +16,8 @@ use sims::aws::{Moto, Stack, StackSpec};
 use sims::brex::webhook::{HeaderFamily, WebhookDelivery};
 use sims::brex::{BrexSimConfig, OAuthClient};
 use sims::ifs::IfsSimConfig;
+use sims::logs::{captured, install_capture};
 use sims::pipeline::{Pipeline, PipelineOptions, invoke_webhook};
-use tracing_subscriber::EnvFilter;
-
-/// Everything the subscriber wrote.
-fn logs() -> &'static Arc<Mutex<Vec<u8>>> {
-    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    LOGS.get_or_init(|| Arc::new(Mutex::new(Vec::new())))
-}
-
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// The production subscriber (`shared::telemetry`: JSON, flattened events, no ANSI) writing into the buffer,
-/// at debug for the connector's own code (stricter than production's info) and info for everything else.
-fn install_capture() {
-    static ONCE: OnceLock<()> = OnceLock::new();
-    ONCE.get_or_init(|| {
-        let buffer = logs().clone();
-        tracing_subscriber::fmt()
-            .json()
-            .with_env_filter(EnvFilter::new("info,shared=debug"))
-            .flatten_event(true)
-            .with_current_span(false)
-            .with_ansi(false)
-            .with_writer(move || Capture(buffer.clone()))
-            .try_init()
-            .expect("the only subscriber of this test binary");
-    });
-}
-
-fn captured() -> String {
-    String::from_utf8_lossy(&logs().lock().unwrap_or_else(|e| e.into_inner())).into_owned()
-}
 
 fn free_port() -> std::net::SocketAddr {
     // The Brex token URL goes into the secret before the simulator starts, so its port is chosen first.
@@ -114,7 +72,7 @@ impl Collected {
 
 #[tokio::test]
 async fn a_full_run_with_failures_logs_no_secret() {
-    install_capture();
+    install_capture("info,shared=debug");
     let mut seen = Collected::default();
 
     // ---- credentials: Brex OAuth (rotating refresh token), IFS client credentials

@@ -2,11 +2,10 @@
 //! record (nothing FAILED, nothing reported to Brex, nothing posted), `connector failures` lists them with
 //! the reason and the fix, and once the mapping is fixed `connector replay --all` posts each exactly once.
 //! And a dry run accounts for every record of its batch by id. The test binary logs through the production
-//! JSON subscriber into a buffer, so what the operator would read in CloudWatch is what is asserted.
+//! JSON subscriber into a buffer (`sims::logs`), so what the operator would read in CloudWatch is what is asserted.
 
-use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use connector::Env;
@@ -18,49 +17,8 @@ use sims::brex::generator::{GeneratorOptions, RecordGenerator};
 use sims::brex::model::{AccountingRecord, ReviewStatus};
 use sims::ifs::IfsSimConfig;
 use sims::ifs::tenant::BatchSupport;
+use sims::logs::{captured_lines, install_capture};
 use sims::pipeline::{EXAMPLE_MAPPING, Pipeline, PipelineOptions};
-use tracing_subscriber::EnvFilter;
-
-fn logs() -> &'static Arc<Mutex<Vec<u8>>> {
-    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    LOGS.get_or_init(|| Arc::new(Mutex::new(Vec::new())))
-}
-
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// The production subscriber's shape (JSON, flattened events) writing into the buffer, at info as in a
-/// release build.
-fn install_capture() {
-    static ONCE: OnceLock<()> = OnceLock::new();
-    ONCE.get_or_init(|| {
-        let buffer = logs().clone();
-        tracing_subscriber::fmt()
-            .json()
-            .with_env_filter(EnvFilter::new("info"))
-            .flatten_event(true)
-            .with_current_span(false)
-            .with_ansi(false)
-            .with_writer(move || Capture(buffer.clone()))
-            .try_init()
-            .expect("the only subscriber of this test binary");
-    });
-}
-
-/// Every captured log line that parses as JSON.
-fn log_lines() -> Vec<serde_json::Value> {
-    let text = String::from_utf8_lossy(&logs().lock().unwrap_or_else(|e| e.into_inner())).into_owned();
-    text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
-}
 
 /// The example mapping with one `[ifs.api]` name this tenant does not serve.
 fn mapping_with_wrong_voucher_set() -> String {
@@ -90,28 +48,13 @@ async fn pipeline(name: &str, tenant: BatchSupport, mapping: String, poster_env:
     p
 }
 
-fn env_of(p: &Pipeline) -> HashMap<String, String> {
-    [
-        ("TABLE_NAME", p.stack.table_name.clone()),
-        ("QUEUE_URL", p.stack.queue_url.clone()),
-        ("BREX_SECRET_ID", p.stack.brex_secret_id.clone()),
-        ("BREX_API_URL", p.brex.base_url()),
-        ("IFS_SECRET_ID", p.stack.ifs_secret_id.clone()),
-        ("IFS_URL", p.ifs.base_url().to_owned()),
-        ("IFS_REALM", p.ifs.realm().to_owned()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect()
-}
-
 struct Run {
     code: i32,
     out: String,
 }
 
 async fn cli(p: &Pipeline, line: &[&str]) -> Run {
-    let env = Env { vars: Box::new(env_of(p)), sdk: Some(p.stack.sdk.clone()) };
+    let env = Env { vars: Box::new(p.operator_env()), sdk: Some(p.stack.sdk.clone()) };
     let (mut out, mut err) = (Vec::new(), Vec::new());
     let code = connector::run_with(&env, line.iter().map(|s| (*s).to_owned()), &mut out, &mut err).await;
     let run = Run { code, out: String::from_utf8_lossy(&out).into_owned() };
@@ -121,27 +64,16 @@ async fn cli(p: &Pipeline, line: &[&str]) -> Run {
 
 /// `status` of each record's idempotency item.
 async fn statuses(p: &Pipeline, ids: &[String]) -> Vec<Option<String>> {
-    let db = aws_sdk_dynamodb::Client::new(&p.stack.sdk);
     let mut out = Vec::new();
     for id in ids {
-        let item = db
-            .get_item()
-            .table_name(&p.stack.table_name)
-            .key("pk", aws_sdk_dynamodb::types::AttributeValue::S(format!("record#{id}")))
-            .key("sk", aws_sdk_dynamodb::types::AttributeValue::S("idem".into()))
-            .consistent_read(true)
-            .send()
-            .await
-            .expect("get item")
-            .item
-            .unwrap_or_default();
+        let item = p.stack.idempotency_item(&format!("record#{id}")).await;
         out.push(item.get("status").and_then(|v| v.as_s().ok()).cloned());
     }
     out
 }
 
 async fn wrong_projection_name_holds_every_record_and_replay_posts_them_once_fixed(tenant: BatchSupport) {
-    install_capture();
+    install_capture("info");
     let name = format!("held-{}", tenant.as_str().replace('_', "-"));
     let p = pipeline(&name, tenant, mapping_with_wrong_voucher_set(), &[]).await;
     let records = clean_records(71, 6);
@@ -159,7 +91,7 @@ async fn wrong_projection_name_holds_every_record_and_replay_posts_them_once_fix
     assert_eq!(statuses(&p, &ids).await, vec![Some("HELD".to_owned()); ids.len()], "held, never FAILED");
     assert!(p.stack.queue_depth(&p.stack.dlq_url).await > 0, "after the receives ran out: in the DLQ");
     assert_eq!(p.ifs.counters().mutations_without_if_match, 0);
-    let held_lines = log_lines()
+    let held_lines = captured_lines()
         .into_iter()
         .filter(|l| {
             l["outcome"] == "held" && ids.iter().any(|id| l["subject"].as_str().is_some_and(|s| s.contains(id)))
@@ -222,7 +154,7 @@ async fn a_wrong_projection_name_holds_then_replays_without_batch() {
 
 #[tokio::test]
 async fn a_dry_run_logs_every_record_of_its_batch_by_id() {
-    install_capture();
+    install_capture("info");
     let p = pipeline("dry-every", BatchSupport::Full, EXAMPLE_MAPPING.to_owned(), &[("DRY_RUN", "true")]).await;
     let mut records = clean_records(81, 5);
     let broken = records.iter_mut().find(|r| !r.record_type.ends_with("_REFUND")).unwrap();
@@ -240,7 +172,7 @@ async fn a_dry_run_logs_every_record_of_its_batch_by_id() {
     p.drain(Duration::from_secs(30)).await.expect("drained");
     assert_eq!(p.ifs.voucher_count(), 0);
 
-    let lines = log_lines();
+    let lines = captured_lines();
     let outcome_of = |id: &str| -> Vec<String> {
         lines
             .iter()
