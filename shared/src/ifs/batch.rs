@@ -163,8 +163,8 @@ pub(crate) fn parse_batch_response(content_type: &str, body: &[u8]) -> Result<Ve
     Ok(answers)
 }
 
-/// One operation of a change set.
-fn write_operation(out: &mut String, content_id: usize, target: &str, if_match: Option<usize>, body: &str) {
+/// One operation of a change set; `if_match` names the Content-ID whose ETag it must match (`If-Match: $n`).
+pub(crate) fn write_operation(out: &mut String, content_id: usize, target: &str, if_match: Option<usize>, body: &str) {
     // Writing to a String cannot fail.
     let _ = write!(
         out,

@@ -397,6 +397,17 @@ impl IfsClient {
         if fresh(&self.inner.confirmed_sets.lock().unwrap_or_else(std::sync::PoisonError::into_inner)) {
             return Ok(());
         }
+        self.read_first(set).await?;
+        self.inner
+            .confirmed_sets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(set.to_owned(), std::time::Instant::now());
+        Ok(())
+    }
+
+    /// Reads the first entity of `set` (`$top=1`), for proving the set is served.
+    pub(crate) async fn read_first(&self, set: &str) -> Result<(), IfsError> {
         let req = Request {
             method: Method::GET,
             url: self.url(&format!("{set}?$top=1"))?,
@@ -404,13 +415,7 @@ impl IfsClient {
             if_match: None,
             resend: Resend::Always,
         };
-        self.execute(&req).await?;
-        self.inner
-            .confirmed_sets
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(set.to_owned(), std::time::Instant::now());
-        Ok(())
+        self.execute(&req).await.map(|_| ())
     }
 
     /// Reads one entity; `Ok(None)` on any 404 (for a virtual voucher, which is not a readable set).

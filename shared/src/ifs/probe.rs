@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::api_names::{BatchMode, IfsApiNames};
-use super::batch::{ChangeSetAnswer, PartResponse, multipart_boundary, parse_batch_response, split_multipart};
+use super::batch::{ChangeSetAnswer, PartResponse, parse_batch_response, write_operation};
 use super::client::{Body, IfsClient, JSON_MEDIA_TYPE, Request, Resend};
 use super::error::{IfsError, parse_error_body};
 use crate::domain::{CompanyCode, VoucherType};
@@ -175,18 +175,6 @@ pub fn decide_flow(api: &IfsApiNames, batch: &BatchProbe, etag: Option<&EtagRefe
     }
 }
 
-/// One `application/http` operation of a change set.
-fn operation(out: &mut String, content_id: u32, target: &str, if_match: Option<&str>, body: &str) {
-    out.push_str(&format!(
-        "Content-Type: application/http\r\nContent-Transfer-Encoding: binary\r\nContent-ID: {content_id}\r\n\r\n\
-         POST {target} HTTP/1.1\r\n"
-    ));
-    if let Some(tag) = if_match {
-        out.push_str(&format!("If-Match: {tag}\r\n"));
-    }
-    out.push_str(&format!("Content-Type: {JSON_MEDIA_TYPE}\r\nAccept: {JSON_MEDIA_TYPE}\r\n\r\n{body}\r\n"));
-}
-
 fn new_boundary() -> String {
     format!("probe_{}", uuid::Uuid::new_v4().simple())
 }
@@ -195,16 +183,6 @@ fn new_boundary() -> String {
 fn describe(part: &PartResponse) -> (String, String) {
     let e = parse_error_body(part.body.as_bytes());
     (e.code, e.message)
-}
-
-/// The `Content-ID` of the first top-level part of a batch answer (which operation a failed change set's
-/// answer belongs to).
-fn first_part_content_id(content_type: &str, body: &[u8]) -> Option<String> {
-    let boundary = multipart_boundary(content_type)?;
-    let text = std::str::from_utf8(body).ok()?;
-    let parts = split_multipart(text, &boundary).ok()?;
-    let first = parts.first()?;
-    first.headers.iter().find(|(n, _)| n == "content-id").map(|(_, v)| v.clone())
 }
 
 /// `$batch` missing: the statuses a server without the route gives.
@@ -318,9 +296,9 @@ impl IfsClient {
         let changeset = format!("{boundary}_cs");
         let mut text = format!("--{boundary}\r\nContent-Type: multipart/mixed;boundary={changeset}\r\n\r\n");
         text.push_str(&format!("--{changeset}\r\n"));
-        operation(&mut text, 1, &api.voucher_entry_set, None, &header.to_string());
+        write_operation(&mut text, 1, &api.voucher_entry_set, None, &header.to_string());
         text.push_str(&format!("--{changeset}\r\n"));
-        operation(&mut text, 2, &format!("$1/{}", api.remove_voucher_action), Some("$1"), "{}");
+        write_operation(&mut text, 2, &format!("$1/{}", api.remove_voucher_action), Some(1), "{}");
         text.push_str(&format!("--{changeset}--\r\n--{boundary}--\r\n"));
         let req = Request {
             method: Method::POST,
@@ -355,11 +333,10 @@ impl IfsClient {
             }
             [ChangeSetAnswer::Failed(part)] => {
                 let (code, message) = describe(part);
-                let failed_op = first_part_content_id(content_type, &resp.body);
+                let failed_op = part.content_id.as_deref();
                 // The header (part 1) failing says nothing about references; a business refusal
                 // (DATABASE_ERROR) without a Content-ID is taken for it too.
-                let header_failed =
-                    failed_op.as_deref() == Some("1") || (failed_op.is_none() && code == DATABASE_ERROR);
+                let header_failed = failed_op == Some("1") || (failed_op.is_none() && code == DATABASE_ERROR);
                 match part.status {
                     _ if header_failed => inconclusive(format!(
                         "creating the probe's virtual voucher was refused: {} {code}: {message}",
@@ -404,19 +381,12 @@ impl IfsClient {
         }
         let mut out = Vec::with_capacity(targets.len());
         for (what, settings, path) in targets {
-            let result = match self.url(&format!("{path}?$top=1")) {
-                Ok(url) => {
-                    let req =
-                        Request { method: Method::GET, url, body: Body::None, if_match: None, resend: Resend::Always };
-                    self.execute(&req).await.map(|_| ())
-                }
-                Err(e) => Err(e),
-            };
-            let (status, error) = match result {
+            let (status, error) = match self.read_first(&path).await {
                 Ok(()) => (None, None),
                 Err(e) => {
                     let status = match &e {
                         IfsError::Rejected { status, .. }
+                        | IfsError::Unsupported { status, .. }
                         | IfsError::Auth { status, .. }
                         | IfsError::Unavailable { status, .. }
                         | IfsError::MissingPrecondition { status, .. } => Some(*status),

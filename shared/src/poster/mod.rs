@@ -427,9 +427,7 @@ impl Poster {
         for c in candidates {
             if let Some(e) = dedup_failed.get(&c.proposal.company) {
                 // Never post without knowing what is there; and never blame the record for the query.
-                let disposition = if e.is_held() { Disposition::Hold } else { Disposition::Retryable };
-                let reason = format!("IFS dedup query failed: {e}");
-                self.route(&[c.subject], disposition, held_from(&reason, e), batch).await;
+                self.not_posted(&[c.subject], &format!("IFS dedup query failed: {e}"), e, batch).await;
                 continue;
             }
             let found = std::iter::once(&c.proposal.reference_number)
@@ -481,8 +479,8 @@ impl Poster {
         }
     }
 
-    /// A failure of an outside system before anything about the record is known: held when the deployment
-    /// is at fault, else retried — a fetch or query failing is never the record's fault.
+    /// A failure of an outside system before anything about the record is known (the Brex fetch, the IFS
+    /// dedup query): held when the deployment is at fault, else retried — it is never the record's fault.
     async fn not_posted(&self, subjects: &[Subject], reason: &str, e: &crate::ports::ExternalError, batch: &mut Batch) {
         let disposition = if e.is_held() || e.disposition == Disposition::Permanent {
             Disposition::Hold
