@@ -219,6 +219,60 @@ async fn doctor_passes_then_finds_an_unmappable_record_and_a_broken_ifs_secret()
     assert!(shapeless.out.contains(&p.stack.ifs_secret_id), "{}", shapeless.out);
 }
 
+#[tokio::test]
+async fn doctor_says_which_voucher_flow_each_tenant_gets_and_which_name_is_wrong() {
+    let p = world("cli-doctor-flow").await;
+    let line = |out: &str, check: &str| -> String {
+        out.lines().find(|l| l.contains(check)).unwrap_or_else(|| panic!("{check} missing:\n{out}")).to_owned()
+    };
+    let full = cli(&p, &["doctor", "--probe-writes"]).await;
+    assert!(line(&full.out, "IFS projection names").starts_with("✓"), "{}", full.out);
+    assert!(line(&full.out, "IFS $batch").starts_with("✓"), "{}", full.out);
+    assert!(line(&full.out, "IFS ETag references").contains("If-Match: $1 resolved"), "{}", full.out);
+    let flow = line(&full.out, "IFS voucher flow");
+    assert!(flow.starts_with("✓") && flow.contains("batch = auto; flow: $batch"), "{flow}");
+    assert!(flow.contains("If-Match: $1 resolves"), "{flow}");
+    assert_eq!(p.ifs.voucher_count(), 0, "the write probe commits nothing");
+    assert_eq!(p.ifs.pending_virtual_count(), 0, "… and leaves no virtual voucher");
+    assert_eq!(p.ifs.counters().count_label("CreateVoucher.POST"), 0);
+
+    // Without --probe-writes nothing is written: the reference probe is skipped and says how to run it.
+    let before = p.ifs.counters().mutations_with_if_match + p.ifs.counters().mutations_without_if_match;
+    let reads_only = cli(&p, &["doctor"]).await;
+    assert!(line(&reads_only.out, "IFS ETag references").contains("--probe-writes"), "{}", reads_only.out);
+    let after = p.ifs.counters().mutations_with_if_match + p.ifs.counters().mutations_without_if_match;
+    assert_eq!(before, after, "doctor without --probe-writes sends no mutation");
+
+    p.ifs.set_batch_support(sims::ifs::BatchSupport::NoEtagReferences);
+    let no_refs = cli(&p, &["doctor", "--probe-writes"]).await;
+    let flow = line(&no_refs.out, "IFS voucher flow");
+    assert!(flow.starts_with("✓") && flow.contains("flow: step by step"), "{flow}");
+    assert!(flow.contains("does not resolve If-Match: $1 (412"), "{flow}");
+    assert_eq!(p.ifs.pending_virtual_count(), 0, "the refused change set rolled back");
+
+    p.ifs.set_batch_support(sims::ifs::BatchSupport::Absent);
+    let absent = cli(&p, &["doctor"]).await;
+    let flow = line(&absent.out, "IFS voucher flow");
+    assert!(flow.contains("flow: step by step — $batch answered 404 ODP_RESOURCE_NOTFOUND"), "{flow}");
+    assert!(line(&absent.out, "IFS $batch").contains("not served here (404"), "{}", absent.out);
+
+    // A mapping whose [ifs.api] names a set this tenant does not serve.
+    let wrong =
+        EXAMPLE_MAPPING.replacen("[passthrough]", "[ifs.api]\nvoucher_rows_set = \"VoucherRows\"\n\n[passthrough]", 1);
+    let file = std::env::temp_dir().join(format!("doctor-flow-{}.toml", uuid::Uuid::new_v4().simple()));
+    std::fs::write(&file, wrong).unwrap();
+    assert_eq!(cli(&p, &["mapping", "push", file.to_str().unwrap()]).await.code, 0);
+    let named = cli(&p, &["doctor"]).await;
+    assert_eq!(named.code, 1);
+    assert!(line(&named.out, "IFS projection names").starts_with("✗ IFS projection names"), "{}", named.out);
+    assert!(named.out.contains("voucher rows (VoucherRowsAnalysis.svc/VoucherRows)"), "{}", named.out);
+    assert!(
+        named.out.contains("set [ifs.api] voucher_rows_projection (and voucher_rows_set) to your release's names"),
+        "{}",
+        named.out
+    );
+}
+
 trait PutSecret {
     async fn stack_put_secret(&self, id: &str, value: &str);
 }
