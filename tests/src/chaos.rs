@@ -167,6 +167,10 @@ pub struct ChaosReport {
     pub duplicates: BTreeMap<String, usize>,
     /// Postable records with no voucher.
     pub lost: Vec<String>,
+    /// Virtual vouchers left in IFS at the end (rows or `CreateVoucher` failed and nothing removed them).
+    pub abandoned_virtual_vouchers: usize,
+    /// Virtual vouchers the posters removed after such a failure.
+    pub virtual_vouchers_removed: u64,
     /// Unmappable records that got a voucher anyway, or vouchers for ids we never created.
     pub unexpected_vouchers: Vec<String>,
     /// Records reported to Brex as failed: id → message.
@@ -187,12 +191,13 @@ impl ChaosReport {
         self.duplicates.values().map(|n| n - 1).sum()
     }
 
-    /// Exactly one voucher per postable record, none lost, nothing unexpected, only the unmappable ones
+    /// Exactly one voucher per postable record, none lost, no virtual voucher left behind, nothing unexpected, only the unmappable ones
     /// failed (and each was reported), every DLQ entry explained.
     pub fn is_clean(&self) -> bool {
         !self.timed_out
             && self.duplicates.is_empty()
             && self.lost.is_empty()
+            && self.abandoned_virtual_vouchers == 0
             && self.unexpected_vouchers.is_empty()
             && self.posted_once == self.n - self.unmappable.len()
             && self.failures.keys().eq(self.unmappable.iter())
@@ -221,6 +226,14 @@ impl ChaosReport {
         row(&mut t, "  postable records with exactly one voucher", self.posted_once.to_string());
         row(&mut t, "duplicates", self.duplicate_count().to_string());
         row(&mut t, "lost", self.lost.len().to_string());
+        row(
+            &mut t,
+            "abandoned virtual vouchers in IFS",
+            format!(
+                "{} (goal 0; {} removed after a failure)",
+                self.abandoned_virtual_vouchers, self.virtual_vouchers_removed
+            ),
+        );
         row(&mut t, "unexpected vouchers", self.unexpected_vouchers.len().to_string());
         let unmappable_reported = self.unmappable.iter().filter(|id| self.failures.contains_key(*id)).count();
         row(
@@ -913,6 +926,8 @@ async fn tally(
     let all: BTreeSet<&String> = ids.iter().collect();
     let vouchers = ifs.vouchers();
     report.vouchers = vouchers.len();
+    report.abandoned_virtual_vouchers = ifs.pending_virtual_count();
+    report.virtual_vouchers_removed = ifs.counters().virtual_vouchers_removed;
     let mut by_ref: BTreeMap<String, usize> = BTreeMap::new();
     for v in &vouchers {
         let reference = v.rows.first().and_then(|r| r.reference_number.clone()).unwrap_or_default();

@@ -1,6 +1,6 @@
 //! The chaos run at N = 1 000 with a fixed seed (issue 6): webhooks (1–3 deliveries each, out of order) and
 //! the poller at once, four poster loops on one queue, faults at every boundary, two posters killed mid-batch.
-//! Exactly one voucher per postable record, nothing lost, only the deliberately unmappable records failed and
+//! Exactly one voucher per postable record, nothing lost, no virtual voucher left in IFS, only the deliberately unmappable records failed and
 //! were reported to Brex. The time limit inside the run is a safety bound, not a timing assertion.
 
 use sims::chaos::{ChaosOptions, run};
@@ -17,6 +17,7 @@ async fn a_thousand_records_through_chaos_post_exactly_once() {
     assert!(report.unexpected_vouchers.is_empty(), "unexpected vouchers: {:?}", report.unexpected_vouchers);
     assert_eq!(report.posted_once, expected, "one voucher per postable record");
     assert_eq!(report.vouchers, expected, "and no other voucher");
+    assert_eq!(report.abandoned_virtual_vouchers, 0, "no virtual voucher left behind in IFS");
 
     // Only the unmappable records failed, each reported to Brex with the reason.
     assert!(report.failures.keys().eq(report.unmappable.iter()), "failures: {:?}", report.failures.keys());
