@@ -4,12 +4,12 @@ use std::time::Duration;
 
 use aws_config::SdkConfig;
 use aws_sdk_sqs::types::QueueAttributeName;
+use shared::aws::CachedMapping;
 use shared::aws::{DynamoStore, SqsQueue};
 use shared::brex::BrexClient;
 use shared::config::{CommonConfig, ConfigError, IfsConfig, Lookup};
 use shared::ifs::IfsClient;
 use shared::lambda::build;
-use shared::poster::CachedMapping;
 
 use crate::args::Invocation;
 use crate::error::CliError;

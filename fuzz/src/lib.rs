@@ -18,7 +18,8 @@ use shared::domain::{AccountingRecordId, Secret, WebhookId, WorkItem};
 use shared::error::{AwsError, Classify, Disposition};
 use shared::ifs::error::{MI_MODIFIED_ERROR, ODP_MISSING_PRECONDITION, classify_status, parse_error_body};
 use shared::mapping::MappingDocument;
-use shared::ports::{Begin, Clock, ExternalError, IdempotencyStore, WebhookSecretSource, WorkQueue};
+use shared::ports::{Begin, Clock, IdempotencyStore, WebhookSecretSource, WorkQueue};
+use shared::error::ExternalError;
 use shared::webhook::{WebhookOptions, WebhookService, WebhookVerifier};
 
 /// The fixed "now" of every target (signatures are judged against it).

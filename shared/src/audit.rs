@@ -3,12 +3,10 @@
 //!
 //! Writing it never decides an outcome: a failed audit write is logged and the posting stands.
 
-use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{Origin, Subject};
-use crate::error::AwsError;
+use crate::domain::Origin;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -62,12 +60,4 @@ impl AuditEntry {
             reported_to_brex: None,
         }
     }
-}
-
-#[async_trait]
-pub trait AuditTrail: Send + Sync {
-    /// Appends entries; kept until `retain_until`.
-    async fn append(&self, entries: &[(Subject, AuditEntry)], retain_until: DateTime<Utc>) -> Result<(), AwsError>;
-    /// Every entry of `subject`, oldest first.
-    async fn read(&self, subject: &Subject) -> Result<Vec<AuditEntry>, AwsError>;
 }

@@ -90,3 +90,27 @@ impl AwsError {
         Self { service, operation, code, message, disposition }
     }
 }
+
+/// A failure of an outside HTTP system (Brex, IFS) as the ports report it.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{system}: {message}")]
+pub struct ExternalError {
+    pub system: &'static str,
+    pub message: String,
+    pub disposition: Disposition,
+    /// For a held failure: what the operator should change (see [`crate::fault`]).
+    pub fix: Option<String>,
+}
+
+impl ExternalError {
+    /// A failure with no operator fix attached (passing faults, the record's own).
+    pub fn new(system: &'static str, message: impl Into<String>, disposition: Disposition) -> Self {
+        Self { system, message: message.into(), disposition, fix: None }
+    }
+}
+
+impl Classify for ExternalError {
+    fn disposition(&self) -> Disposition {
+        self.disposition
+    }
+}

@@ -99,8 +99,8 @@ pub fn brex_fix(error: &BrexError) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ExternalError;
     use crate::ifs::error::{ErrorBody, MI_MODIFIED_ERROR, ODP_MISSING_PRECONDITION, classify_status};
-    use crate::ports::ExternalError;
     use Disposition::{Hold, Permanent, Retryable};
 
     /// Every IFS error answer the simulator can give (and a real tenant was seen to give), with its class.

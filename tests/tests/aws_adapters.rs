@@ -177,8 +177,9 @@ async fn spend_claims_keep_every_holder_so_a_crashed_post_is_still_found() {
 
 #[tokio::test]
 async fn the_audit_trail_reads_back_in_order() {
-    use shared::audit::{AuditEntry, AuditOutcome, AuditTrail};
+    use shared::audit::{AuditEntry, AuditOutcome};
     use shared::domain::Subject;
+    use shared::ports::AuditTrail;
     let stack = stack("audit").await;
     let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&stack.sdk), &stack.table_name);
     let subject = Subject::parse("accr_9").unwrap();

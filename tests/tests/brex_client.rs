@@ -11,7 +11,7 @@ use shared::aws::{DynamoStore, SecretsManagerStore};
 use shared::brex::model::{ReviewStatus, SourceType};
 use shared::brex::retry::RetryPolicy;
 use shared::brex::{
-    AuthOptions, BrexAuth, BrexClient, BrexConfig, BrexError, ExportOutcome, ExportResult, OAuthContext, RecordQuery,
+    AuthOptions, BrexAuth, BrexClient, BrexConfig, BrexError, ExportResult, ExportStatus, OAuthContext, RecordQuery,
 };
 use shared::domain::{AccountingRecordId, BrexCredentials, Secret};
 use shared::error::Classify;
@@ -125,7 +125,7 @@ async fn query_records_pages_through_the_filter() {
 fn success(id: &str) -> ExportResult {
     ExportResult {
         accounting_record_id: rid(id),
-        outcome: ExportOutcome::Success { reference_id: Some(format!("IFS-{id}")), deep_link_url: None },
+        outcome: ExportStatus::Success { reference_id: Some(format!("IFS-{id}")), deep_link_url: None },
     }
 }
 
@@ -141,7 +141,7 @@ async fn export_results_are_idempotent_and_not_ready_counts_as_done() {
         success(&ids[1]),
         ExportResult {
             accounting_record_id: rid(&ids[2]),
-            outcome: ExportOutcome::Failure { error_message: "Account 9999 does not exist in company 10".into() },
+            outcome: ExportStatus::Failure { error_message: "Account 9999 does not exist in company 10".into() },
         },
     ];
     let report = client.report_export_results(&first).await.expect("report");

@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use chrono::Utc;
 use rust_decimal::Decimal;
-use shared::audit::{AuditOutcome, AuditTrail};
+use shared::audit::AuditOutcome;
 use shared::aws::DynamoStore;
 use shared::domain::Subject;
 use shared::poller::{PollReport, Poller};
+use shared::ports::AuditTrail;
 use sims::brex::ExportOutcome;
 use sims::brex::generator::{GeneratorOptions, RecordGenerator};
 use sims::brex::model::{AccountingRecord, Expense, ReviewStatus};

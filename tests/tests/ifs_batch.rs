@@ -302,7 +302,7 @@ async fn redelivery_holds(batch: bool) {
         store.begin(&format!("record#{id}"), past, past - chrono::Duration::minutes(1)).await.unwrap();
     }
     let doc = shared::mapping::MappingDocument::parse(&mapping(batch)).unwrap();
-    let fetched = shared::poster::RecordSource::fetch_records(
+    let fetched = shared::ports::RecordSource::fetch_records(
         w.poster.records.as_ref(),
         &more.iter().map(|i| AccountingRecordId::parse(i).unwrap()).collect::<Vec<_>>(),
     )

@@ -331,7 +331,7 @@ async fn unbalanced_and_closed_period_are_permanent_with_ifs_message() {
         other => panic!("expected Rejected, got {other:?}"),
     }
     assert!(!err.is_retryable());
-    assert!(shared::ports::ExternalError::from(err).message.contains("not balanced"));
+    assert!(shared::error::ExternalError::from(err).message.contains("not balanced"));
 
     let period = client.accounting_period(&co(), date(9, 10)).await.unwrap().unwrap();
     assert!(!period.open);

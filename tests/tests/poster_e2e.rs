@@ -230,7 +230,7 @@ async fn redelivery_posts_nothing_new_and_a_crash_after_commit_is_completed_with
         store.begin(&format!("record#{id}"), past, past - chrono::Duration::minutes(1)).await.unwrap();
     }
     let mapping = shared::mapping::MappingDocument::parse(MAPPING).unwrap();
-    let fetched = shared::poster::RecordSource::fetch_records(
+    let fetched = shared::ports::RecordSource::fetch_records(
         w.poster.records.as_ref(),
         &more.iter().map(|i| AccountingRecordId::parse(i).unwrap()).collect::<Vec<_>>(),
     )
@@ -346,30 +346,30 @@ async fn dry_run_posts_nothing(tenant: BatchSupport) {
 /// Brex as the poster sees it, except that the first export-results call fails (a Brex outage right after
 /// the vouchers were created).
 struct ReportFailsOnce {
-    inner: std::sync::Arc<dyn shared::poster::RecordSource>,
+    inner: std::sync::Arc<dyn shared::ports::RecordSource>,
     calls: std::sync::atomic::AtomicUsize,
 }
 
 #[async_trait::async_trait]
-impl shared::poster::RecordSource for ReportFailsOnce {
+impl shared::ports::RecordSource for ReportFailsOnce {
     async fn fetch_records(
         &self,
         ids: &[AccountingRecordId],
-    ) -> Result<shared::poster::FetchedRecords, shared::ports::ExternalError> {
+    ) -> Result<shared::ports::FetchedRecords, shared::error::ExternalError> {
         self.inner.fetch_records(ids).await
     }
     async fn fetch_expenses(
         &self,
         ids: &[shared::domain::ExpenseId],
-    ) -> Result<shared::poster::FetchedExpenses, shared::ports::ExternalError> {
+    ) -> Result<shared::ports::FetchedExpenses, shared::error::ExternalError> {
         self.inner.fetch_expenses(ids).await
     }
     async fn report_export_results(
         &self,
-        results: &[shared::poster::ExportOutcome],
-    ) -> Result<(), shared::ports::ExternalError> {
+        results: &[shared::ports::ExportOutcome],
+    ) -> Result<(), shared::error::ExternalError> {
         if self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
-            return Err(shared::ports::ExternalError::new(
+            return Err(shared::error::ExternalError::new(
                 "Brex",
                 "503 after every retry",
                 shared::error::Disposition::Retryable,
@@ -380,7 +380,8 @@ impl shared::poster::RecordSource for ReportFailsOnce {
 }
 
 async fn an_export_result_brex_did_not_take_is_reported_on_redelivery_without_posting_again(tenant: BatchSupport) {
-    use shared::audit::{AuditOutcome, AuditTrail};
+    use shared::audit::AuditOutcome;
+    use shared::ports::AuditTrail;
     let mut w = world("post-unreported", tenant, IfsSimConfig::default(), &[]).await;
     let failing = std::sync::Arc::new(ReportFailsOnce { inner: w.poster.records.clone(), calls: Default::default() });
     w.poster.records = failing.clone();

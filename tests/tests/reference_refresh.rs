@@ -11,7 +11,8 @@ use shared::aws::report::{DynamoReportStore, LATEST_SK, REPORT_PK};
 use shared::domain::{IfsCredentials, Secret};
 use shared::ifs::{IfsClient, IfsClientConfig, RetryPolicy};
 use shared::mapping::LoadedMapping;
-use shared::reference::{FindingKind, ReferenceRefresh, ReportStore, Severity, ValidationReport};
+use shared::ports::ReportStore;
+use shared::reference::{FindingKind, ReferenceRefresh, Severity, ValidationReport};
 use sims::aws::{Moto, Stack, StackSpec};
 use sims::ifs::{IfsSim, IfsSimConfig, PeriodStatus, ReferenceData};
 

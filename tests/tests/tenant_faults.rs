@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use connector::Env;
+use shared::aws::CachedMapping;
 use shared::aws::DynamoStore;
 use shared::domain::{Origin, WebhookId};
-use shared::poster::CachedMapping;
 use sims::brex::ExportOutcome;
 use sims::brex::generator::{GeneratorOptions, RecordGenerator};
 use sims::brex::model::{AccountingRecord, ReviewStatus};

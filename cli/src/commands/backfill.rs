@@ -9,7 +9,8 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 use shared::aws::poll_state::DynamoPollState;
 use shared::domain::{Origin, Subject, WorkItem};
-use shared::poller::{EnqueueLedger, PollerOptions};
+use shared::poller::PollerOptions;
+use shared::ports::EnqueueLedger;
 use shared::ports::WorkQueue;
 
 use crate::context::Ctx;

@@ -11,8 +11,8 @@ use shared::aws::poll_state::DynamoPollState;
 use shared::brex::model::{AccountingRecord, ReviewStatus};
 use shared::domain::Subject;
 use shared::mapping::LoadedMapping;
-use shared::poller::EnqueueLedger;
 use shared::ports::ChartOfAccounts;
+use shared::ports::EnqueueLedger;
 use shared::proposal::{Proposal, ProposalRow, Side};
 
 use crate::context::Ctx;

@@ -5,8 +5,9 @@
 use std::io::Write;
 
 use serde_json::json;
-use shared::audit::{AuditOutcome, AuditTrail};
+use shared::audit::AuditOutcome;
 use shared::domain::Subject;
+use shared::ports::AuditTrail;
 
 use crate::context::Ctx;
 use crate::error::CliError;

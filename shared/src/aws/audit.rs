@@ -8,9 +8,10 @@ use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
 use chrono::{DateTime, SecondsFormat, Utc};
 
 use super::dynamodb::{DynamoStore, get_s, n, s};
-use crate::audit::{AuditEntry, AuditTrail};
+use crate::audit::AuditEntry;
 use crate::domain::Subject;
 use crate::error::{AwsError, Disposition};
+use crate::ports::AuditTrail;
 
 /// BatchWriteItem's limit.
 const BATCH: usize = 25;

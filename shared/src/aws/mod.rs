@@ -6,6 +6,7 @@ pub mod audit;
 pub mod budget;
 pub mod capability;
 pub mod dynamodb;
+mod mapping;
 pub mod operator;
 pub mod poll_state;
 pub mod report;
@@ -14,5 +15,6 @@ pub mod spend;
 pub mod sqs;
 
 pub use dynamodb::DynamoStore;
+pub use mapping::CachedMapping;
 pub use secrets::SecretsManagerStore;
 pub use sqs::SqsQueue;

@@ -16,7 +16,7 @@ use futures::{StreamExt, TryStreamExt};
 use super::dynamodb::{n, s};
 use crate::domain::Subject;
 use crate::error::{AwsError, Disposition};
-use crate::poller::{EnqueueLedger, Feed, Paging, PollState, PollStateStore};
+use crate::ports::{EnqueueLedger, Feed, Paging, PollState, PollStateStore};
 
 const CURSOR_SK: &str = "cursor";
 const QUEUED_SK: &str = "queued";

@@ -12,7 +12,8 @@ use chrono::{SecondsFormat, Utc};
 
 use super::dynamodb::{get_s, n, s};
 use crate::error::{AwsError, Disposition};
-use crate::reference::{ReportStore, ValidationReport};
+use crate::ports::ReportStore;
+use crate::reference::ValidationReport;
 
 pub const REPORT_PK: &str = "report#mapping";
 pub const LATEST_SK: &str = "latest";

@@ -7,7 +7,6 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -18,7 +17,6 @@ use super::error::{BrexError, status_is_retryable};
 use super::model::{AccountingRecord, RecordPage, ReviewStatus, SourceType};
 use super::retry::{RateLimiter, RetryPolicy, parse_retry_after};
 use crate::domain::{AccountingRecordId, Secret};
-use crate::ports::{ExternalError, WebhookSecretSource};
 
 /// Brex's documented maximum of `ids` per query, reused as the export-results batch size.
 pub const MAX_IDS_PER_CALL: usize = 500;
@@ -103,12 +101,12 @@ pub struct RecordQueryPage {
 pub struct ExportResult {
     pub accounting_record_id: AccountingRecordId,
     #[serde(flatten)]
-    pub outcome: ExportOutcome,
+    pub outcome: ExportStatus,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum ExportOutcome {
+pub enum ExportStatus {
     Success {
         reference_id: Option<String>,
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -557,13 +555,6 @@ impl BrexClient {
     }
 }
 
-#[async_trait]
-impl WebhookSecretSource for BrexClient {
-    async fn webhook_secrets(&self) -> Result<Vec<Secret>, ExternalError> {
-        Ok(self.list_webhook_secrets().await?.into_iter().map(|entry| entry.secret).collect())
-    }
-}
-
 struct ParsedPage {
     items: Vec<Result<AccountingRecord, MalformedRecord>>,
     next_cursor: Option<String>,
@@ -733,11 +724,11 @@ mod tests {
         let results = [
             ExportResult {
                 accounting_record_id: id("accr_abc123"),
-                outcome: ExportOutcome::Success { reference_id: Some("10-M-42".into()), deep_link_url: None },
+                outcome: ExportStatus::Success { reference_id: Some("10-M-42".into()), deep_link_url: None },
             },
             ExportResult {
                 accounting_record_id: id("accr_def456"),
-                outcome: ExportOutcome::Failure { error_message: "Invalid GL account".into() },
+                outcome: ExportStatus::Failure { error_message: "Invalid GL account".into() },
             },
         ];
         let refs: Vec<&ExportResult> = results.iter().collect();

@@ -1,7 +1,7 @@
 //! Brex client errors and their retry classification.
 
+use crate::error::ExternalError;
 use crate::error::{AwsError, Classify};
-use crate::ports::ExternalError;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum BrexError {

@@ -1,5 +1,6 @@
 //! Brex: the record model, authentication and the HTTP client.
 
+mod adapter;
 pub mod auth;
 pub mod client;
 pub mod error;
@@ -10,7 +11,7 @@ pub mod retry;
 
 pub use auth::{AuthOptions, BrexAuth, OAuthContext};
 pub use client::{
-    BrexClient, BrexConfig, ExportOutcome, ExportReport, ExportResult, MalformedRecord, RecordFetch, RecordQuery,
+    BrexClient, BrexConfig, ExportReport, ExportResult, ExportStatus, MalformedRecord, RecordFetch, RecordQuery,
     RecordQueryPage, WebhookSecretEntry, WebhookSubscription,
 };
 pub use error::BrexError;

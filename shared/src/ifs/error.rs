@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::error::Classify;
-use crate::ports::ExternalError;
+use crate::error::ExternalError;
 
 /// Longest piece of a non-JSON error body kept in a message (a proxy's HTML page should not flood logs).
 const MAX_RAW_MESSAGE: usize = 300;

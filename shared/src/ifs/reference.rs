@@ -14,9 +14,10 @@ use super::client::{IfsClient, ListQuery, key_literal};
 use super::error::IfsError;
 use super::filter::Filter;
 use crate::domain::{AccountCode, CodePartValue, CompanyCode};
-use crate::ports::{AccountInfo, ChartOfAccounts, Demand, ExternalError};
+use crate::error::ExternalError;
+use crate::ports::ReferenceSource;
+use crate::ports::{AccountInfo, ChartOfAccounts, Demand};
 use crate::proposal::CodePart;
-use crate::reference::ReferenceSource;
 
 /// How long a reference answer is trusted.
 pub const REFERENCE_TTL: Duration = Duration::from_secs(300);

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use aws_config::SdkConfig;
 
+use crate::aws::CachedMapping;
 use crate::aws::budget::DynamoBudget;
 use crate::aws::{DynamoStore, SecretsManagerStore, SqsQueue};
 use crate::brex::{AuthOptions, BrexAuth, BrexClient, BrexConfig, BrexError, OAuthContext};
@@ -14,8 +15,9 @@ use crate::config::{CommonConfig, ConfigError, IfsConfig, PosterConfig, WebhookC
 use crate::domain::IfsCredentials;
 use crate::error::AwsError;
 use crate::ifs::{IfsClient, IfsClientConfig, IfsError};
+use crate::ports::MappingSource;
 use crate::ports::{Clock, SecretStore, SystemClock};
-use crate::poster::{CachedMapping, MappingSource, Poster, PosterOptions};
+use crate::poster::{Poster, PosterOptions};
 use crate::webhook::{WebhookOptions, WebhookService};
 
 /// How long a warm poster keeps a mapping document before re-reading it.

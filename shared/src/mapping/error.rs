@@ -8,8 +8,8 @@ use rust_decimal::Decimal;
 
 use crate::brex::model::{LineItem, LineSide};
 use crate::domain::{AccountCode, CompanyCode, CurrencyCode, Money, ReferenceNumber};
+use crate::error::ExternalError;
 use crate::error::{Classify, Disposition};
-use crate::ports::ExternalError;
 use crate::proposal::CodePart;
 
 /// A Brex line as messages show it: `line 1 (accrli_9, DEBIT 42.00 USD)`; `index` is 1-based.

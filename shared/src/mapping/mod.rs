@@ -64,3 +64,40 @@ pub use engine::{
 pub use error::{Conflict, LineRef, LineSides, MappingError};
 pub use template::{Placeholder, Template, TemplateError};
 pub use validate::validate_proposal;
+
+use crate::error::{Classify, Disposition};
+
+/// Why the mapping document in force could not be had.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum MappingLoadError {
+    #[error("no mapping document in the table (pk=config, sk=mapping); push one with the operator CLI")]
+    Missing,
+    #[error("the stored mapping document (version {version}) is invalid: {error}")]
+    Invalid { version: i64, error: DocumentError },
+    #[error("reading the mapping document: {0}")]
+    Store(#[from] crate::error::AwsError),
+}
+
+impl Classify for MappingLoadError {
+    fn disposition(&self) -> Disposition {
+        match self {
+            // A missing or broken document is the deployment's fault, fixed by the operator, after which the
+            // same records must post: held, never failed.
+            Self::Missing | Self::Invalid { .. } => Disposition::Hold,
+            Self::Store(e) => e.disposition(),
+        }
+    }
+}
+
+impl MappingLoadError {
+    pub fn fix(&self) -> String {
+        match self {
+            Self::Missing | Self::Invalid { .. } => {
+                "push a valid mapping document (`connector mapping validate FILE`, then `mapping push FILE`), then \
+                 `connector replay`"
+                    .into()
+            }
+            Self::Store(_) => "check that the functions can read the table (TABLE_NAME, IAM)".into(),
+        }
+    }
+}

@@ -91,8 +91,8 @@ mod tests {
 
     use super::*;
     use crate::domain::{CodePartValue, CompanyCode, CurrencyCode};
+    use crate::error::ExternalError;
     use crate::error::{Classify, Disposition};
-    use crate::ports::ExternalError;
     use crate::proposal::{ProposalRow, Side, VoucherStatus};
 
     /// The simulator's demo chart, for company 10 only, counting lookups.

@@ -5,12 +5,12 @@ use std::sync::Arc;
 use aws_config::SdkConfig;
 
 use super::{Poller, PollerOptions, ReferenceCheck};
+use crate::aws::CachedMapping;
 use crate::aws::poll_state::DynamoPollState;
 use crate::aws::{DynamoStore, SqsQueue};
 use crate::config::PollerConfig;
 use crate::lambda::build::{MAPPING_TTL, StartupError, brex_client, ifs_client};
 use crate::ports::{Clock, SystemClock};
-use crate::poster::CachedMapping;
 use crate::reference::ReferenceRefresh;
 use crate::sync::FieldSync;
 

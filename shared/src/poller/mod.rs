@@ -14,98 +14,21 @@ mod build;
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 
 use crate::brex::expense::{MAX_EXPENSE_PAGE, POSTABLE_STATUSES};
 use crate::brex::model::{ReviewStatus, SourceType};
-use crate::brex::{BrexClient, BrexError, ExpenseQuery, ExpenseQueryPage, RecordQuery, RecordQueryPage};
+use crate::brex::{BrexError, ExpenseQuery, RecordQuery};
 use crate::config::PollSource;
 use crate::domain::{Origin, Subject, WorkItem};
 use crate::error::{AwsError, Classify};
-use crate::ports::{Clock, WorkQueue};
-use crate::poster::MappingSource;
+use crate::ports::MappingSource;
+use crate::ports::{BrexPages, Clock, EnqueueLedger, Feed, Paging, PollState, PollStateStore, WorkQueue};
 use crate::reference::ReferenceRefresh;
 use crate::sync::{FieldSync, SyncReport};
 
 pub use build::build_poller;
-
-/// Pages of Brex's filtered queries (the Brex client; a fake in unit tests).
-#[async_trait]
-pub trait BrexPages: Send + Sync {
-    async fn record_page(&self, query: &RecordQuery) -> Result<RecordQueryPage, BrexError>;
-    async fn expense_page(&self, query: &ExpenseQuery) -> Result<ExpenseQueryPage, BrexError>;
-}
-
-#[async_trait]
-impl BrexPages for BrexClient {
-    async fn record_page(&self, query: &RecordQuery) -> Result<RecordQueryPage, BrexError> {
-        self.query_records(query).await
-    }
-    async fn expense_page(&self, query: &ExpenseQuery) -> Result<ExpenseQueryPage, BrexError> {
-        self.query_expenses(query).await
-    }
-}
-
-/// One polled stream with its own watermark.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Feed {
-    Records(SourceType),
-    Expenses,
-}
-
-impl Feed {
-    pub fn name(&self) -> String {
-        match self {
-            Self::Records(source) => format!("accounting_records:{}", source.as_str()),
-            Self::Expenses => "expenses".to_owned(),
-        }
-    }
-}
-
-/// Paging that is under way: where it started and where it got to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Paging {
-    /// The `updated_after` every page of this paging is asked with (the cursor belongs to that query).
-    pub query_from: DateTime<Utc>,
-    pub cursor: String,
-    /// Newest `updated_at` on the pages read so far; becomes the watermark when paging completes.
-    pub max_seen: Option<DateTime<Utc>>,
-}
-
-/// The saved position of one source.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PollState {
-    /// Newest `updated_at` seen by a completed paging.
-    pub watermark: Option<DateTime<Utc>>,
-    pub paging: Option<Paging>,
-    /// When a paging last completed: with a page budget, the source waiting longest goes first.
-    pub completed_at: Option<DateTime<Utc>>,
-}
-
-/// Where each source's position is kept (DynamoDB).
-#[async_trait]
-pub trait PollStateStore: Send + Sync {
-    async fn load(&self, feed: Feed) -> Result<PollState, AwsError>;
-    async fn save(&self, feed: Feed, state: &PollState) -> Result<(), AwsError>;
-}
-
-/// What the poller needs to know to enqueue each record or expense at most once while it is pending.
-#[async_trait]
-pub trait EnqueueLedger: Send + Sync {
-    /// Of `ids`, those the poster has completed or failed, or holds an unexpired claim on.
-    async fn settled(&self, ids: &[Subject], now: DateTime<Utc>) -> Result<HashSet<Subject>, AwsError>;
-    /// Marks `ids` queued until `until`; returns those this call marked (the rest are queued already).
-    async fn mark_queued(
-        &self,
-        ids: &[Subject],
-        until: DateTime<Utc>,
-        now: DateTime<Utc>,
-    ) -> Result<Vec<Subject>, AwsError>;
-    /// Drops queued marks (when the enqueue they were made for failed).
-    async fn unmark_queued(&self, ids: &[Subject]) -> Result<(), AwsError>;
-}
 
 #[derive(Debug, Clone)]
 pub struct PollerOptions {

@@ -1,9 +1,12 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use async_trait::async_trait;
+
 use super::*;
 use crate::brex::Expense;
 use crate::brex::model::AccountingRecord;
+use crate::brex::{ExpenseQueryPage, RecordQueryPage};
 use crate::domain::AccountingRecordId;
 
 fn t(s: &str) -> DateTime<Utc> {

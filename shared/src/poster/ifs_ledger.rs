@@ -4,10 +4,11 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 
-use super::ports::Ledger;
 use crate::domain::{CompanyCode, ReferenceNumber};
+use crate::error::ExternalError;
 use crate::ifs::IfsClient;
-use crate::ports::{ChartOfAccounts, ExternalError};
+use crate::ports::ChartOfAccounts;
+use crate::ports::Ledger;
 use crate::proposal::Proposal;
 
 #[async_trait]

@@ -12,27 +12,23 @@
 //! fault the subject is held — recorded with the operator's fix, never failed or reported to Brex — and its
 //! message comes back with backoff until the fix (or the DLQ and `connector replay`).
 
-mod brex_source;
 mod ifs_ledger;
-mod ports;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 
-use crate::audit::{AuditEntry, AuditOutcome, AuditTrail};
+use crate::audit::{AuditEntry, AuditOutcome};
 use crate::brex::model::{AccountingRecord, ReviewStatus};
 use crate::domain::{AccountingRecordId, CompanyCode, ExpenseId, Origin, ReferenceNumber, Subject, WorkItem};
 use crate::error::{Classify, Disposition};
 use crate::mapping::{LoadedMapping, map_record, validate_proposal};
-use crate::ports::{Begin, Clock, IdempotencyStore, SpendClaim, SpendClaims};
-use crate::proposal::Proposal;
-
-pub use ports::{
-    CachedMapping, ExportOutcome, FetchedExpenses, FetchedRecords, Ledger, MappingLoadError, MappingSource,
-    RecordSource,
+use crate::ports::{
+    AuditTrail, Begin, Clock, ExportOutcome, IdempotencyStore, Ledger, MappingSource, RecordSource, SpendClaim,
+    SpendClaims,
 };
+use crate::proposal::Proposal;
 
 #[derive(Debug, Clone)]
 pub struct PosterOptions {
@@ -410,7 +406,7 @@ impl Poster {
             refs.extend(c.other_holders.iter().cloned());
         }
         let mut existing = HashMap::new();
-        let mut dedup_failed: HashMap<CompanyCode, crate::ports::ExternalError> = HashMap::new();
+        let mut dedup_failed: HashMap<CompanyCode, crate::error::ExternalError> = HashMap::new();
         for ((company, serie), refs) in &mut by_company {
             refs.sort();
             refs.dedup();
@@ -446,7 +442,7 @@ impl Poster {
         let mut outcomes = outcomes.into_iter();
         for c in to_create {
             let outcome = outcomes.next().unwrap_or_else(|| {
-                Err(crate::ports::ExternalError::new(
+                Err(crate::error::ExternalError::new(
                     "IFS",
                     "the ledger returned no outcome for this voucher",
                     Disposition::Retryable,
@@ -481,7 +477,7 @@ impl Poster {
 
     /// A failure of an outside system before anything about the record is known (the Brex fetch, the IFS
     /// dedup query): held when the deployment is at fault, else retried — it is never the record's fault.
-    async fn not_posted(&self, subjects: &[Subject], reason: &str, e: &crate::ports::ExternalError, batch: &mut Batch) {
+    async fn not_posted(&self, subjects: &[Subject], reason: &str, e: &crate::error::ExternalError, batch: &mut Batch) {
         let disposition = if e.is_held() || e.disposition == Disposition::Permanent {
             Disposition::Hold
         } else {
@@ -681,10 +677,10 @@ impl Poster {
     }
 }
 
-fn fetch_error(e: &crate::ports::ExternalError) -> String {
+fn fetch_error(e: &crate::error::ExternalError) -> String {
     format!("fetching from Brex: {e}")
 }
 
-fn held_from(reason: &str, e: &crate::ports::ExternalError) -> Held {
+fn held_from(reason: &str, e: &crate::error::ExternalError) -> Held {
     Held { reason: reason.to_owned(), fix: e.fix.clone().unwrap_or_else(|| GENERIC_FIX.into()) }
 }

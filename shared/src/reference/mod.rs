@@ -13,7 +13,6 @@ mod validate;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use chrono::{Datelike, NaiveDate};
 
 pub use report::{CompanySummary, Finding, FindingKind, Severity, ValidationReport};
@@ -21,35 +20,12 @@ pub use snapshot::{CompanyReference, ReferenceSnapshot, mapping_accounts, mappin
 pub use validate::validate_mapping;
 
 use crate::domain::CompanyCode;
+use crate::error::ExternalError;
 use crate::error::{AwsError, Classify, Disposition};
-use crate::ifs::{AccountingPeriodInfo, CodePartInfo, IfsClient};
+use crate::ifs::IfsClient;
 use crate::mapping::{LoadedMapping, MappingDocument};
-use crate::ports::{AccountInfo, Clock, Demand, ExternalError, SystemClock};
+use crate::ports::{Clock, Demand, ReferenceSource, ReportStore, SystemClock};
 use crate::proposal::CodePart;
-
-/// Read access to IFS's reference data, whole lists at a time (the adapter pages with `$top` ≤ 5000 and
-/// follows `@odata.nextLink`).
-#[async_trait]
-pub trait ReferenceSource: Send + Sync {
-    /// The company's whole chart of accounts; empty when IFS does not know the company.
-    async fn accounts(&self, company: &CompanyCode) -> Result<Vec<AccountInfo>, ExternalError>;
-    async fn code_part_values(&self, company: &CompanyCode, part: CodePart)
-    -> Result<Vec<CodePartInfo>, ExternalError>;
-    /// The company's name for a code part (`Cost Center`), if it has one.
-    async fn code_part_name(&self, company: &CompanyCode, part: CodePart) -> Result<Option<String>, ExternalError>;
-    async fn accounting_periods(
-        &self,
-        company: &CompanyCode,
-        year: i32,
-    ) -> Result<Vec<AccountingPeriodInfo>, ExternalError>;
-}
-
-/// Where validation reports are kept (DynamoDB: `crate::aws::report`).
-#[async_trait]
-pub trait ReportStore: Send + Sync {
-    async fn save(&self, report: &ValidationReport) -> Result<(), AwsError>;
-    async fn load_latest(&self) -> Result<Option<ValidationReport>, AwsError>;
-}
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum RefreshError {
@@ -189,7 +165,11 @@ mod tests {
     use std::sync::Mutex;
 
     use super::*;
+    use async_trait::async_trait;
+
     use crate::domain::AccountCode;
+    use crate::ifs::{AccountingPeriodInfo, CodePartInfo};
+    use crate::ports::AccountInfo;
 
     struct FakeIfs {
         fail_names: Option<Disposition>,

@@ -30,11 +30,13 @@ use crate::brex::{
 };
 use crate::config::{ConfigError, Lookup};
 use crate::domain::CompanyCode;
+use crate::error::ExternalError;
 use crate::error::{Classify, Disposition};
 use crate::ifs::IfsClient;
 use crate::mapping::{LoadedMapping, MappingDocument};
-use crate::ports::{Clock, ExternalError, SystemClock};
-use crate::reference::{ReferenceSource, mapping_companies};
+use crate::ports::ReferenceSource;
+use crate::ports::{Clock, SystemClock};
+use crate::reference::mapping_companies;
 
 /// Default Brex request budget of one run: a tenth of Brex's per-minute limit, leaving the rest to polling
 /// and posting. Enough for 40 000 values unchanged (reads) or 90 000 new ones.

@@ -344,8 +344,8 @@ mod tests {
 
     use super::*;
     use crate::domain::Secret;
+    use crate::error::ExternalError;
     use crate::error::{AwsError, Disposition};
-    use crate::ports::ExternalError;
     use crate::webhook::verify::sign;
 
     fn aws_down(operation: &'static str) -> AwsError {

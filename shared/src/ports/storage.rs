@@ -1,18 +1,20 @@
-//! Ports: the small capabilities the business logic needs from the outside world. Real adapters live in
-//! `crate::aws` (SQS, DynamoDB, Secrets Manager), `crate::brex` and `crate::ifs`; tests run the same logic
-//! against moto and the simulators.
+//! What the connector keeps in its table: idempotency records, spend claims, leases, learned capabilities,
+//! the poller's positions and queued marks, validation reports, the audit trail and the mapping document.
+//! `crate::aws` implements them on DynamoDB; `crate::memory` in memory for unit tests, and one contract suite
+//! holds both to the same behaviour.
+
+use std::collections::HashSet;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::domain::{Secret, WorkItem};
-use crate::error::{AwsError, Classify, Disposition};
-
-/// Puts work on the queue. Returns only once every item is durably accepted.
-#[async_trait]
-pub trait WorkQueue: Send + Sync {
-    async fn enqueue(&self, items: &[WorkItem]) -> Result<(), AwsError>;
-}
+use crate::audit::AuditEntry;
+use crate::brex::model::SourceType;
+use crate::domain::{ExpenseId, ReferenceNumber, Subject};
+use crate::error::AwsError;
+use crate::mapping::{LoadedMapping, MappingLoadError};
+use crate::reference::ValidationReport;
 
 /// What a conditional "begin" found (Powertools idempotency semantics).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,11 +60,11 @@ pub trait IdempotencyStore: Send + Sync {
 pub enum SpendClaim {
     /// Ours until the lease ends. `holders`: every Brex id that ever claimed this spend, us included. One of
     /// them may have committed a voucher and crashed before recording it, so the IFS dedup asks for them all.
-    Claimed { holders: Vec<crate::domain::ReferenceNumber> },
+    Claimed { holders: Vec<ReferenceNumber> },
     /// Posted as `voucher` by the Brex id `by`.
-    Posted { by: crate::domain::ReferenceNumber, voucher: String },
+    Posted { by: ReferenceNumber, voucher: String },
     /// Another invocation is posting it under `by`.
-    Busy { by: crate::domain::ReferenceNumber, until: DateTime<Utc> },
+    Busy { by: ReferenceNumber, until: DateTime<Utc> },
 }
 
 /// Spend claims keyed by the expense id, shared by both sources (DynamoDB conditional writes).
@@ -70,76 +72,21 @@ pub enum SpendClaim {
 pub trait SpendClaims: Send + Sync {
     async fn claim(
         &self,
-        spend: &crate::domain::ExpenseId,
-        holder: &crate::domain::ReferenceNumber,
+        spend: &ExpenseId,
+        holder: &ReferenceNumber,
         lease_until: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<SpendClaim, AwsError>;
     /// Records the voucher; kept until `retain_until`.
     async fn posted(
         &self,
-        spend: &crate::domain::ExpenseId,
-        holder: &crate::domain::ReferenceNumber,
+        spend: &ExpenseId,
+        holder: &ReferenceNumber,
         voucher: &str,
         retain_until: DateTime<Utc>,
     ) -> Result<(), AwsError>;
     /// Gives the claim back when nothing was posted, keeping the holder history.
-    async fn release(
-        &self,
-        spend: &crate::domain::ExpenseId,
-        holder: &crate::domain::ReferenceNumber,
-    ) -> Result<(), AwsError>;
-}
-
-/// Reads and writes secret strings (Secrets Manager).
-#[async_trait]
-pub trait SecretStore: Send + Sync {
-    async fn get_secret(&self, id: &str) -> Result<Secret, AwsError>;
-    async fn put_secret(&self, id: &str, value: &Secret) -> Result<(), AwsError>;
-}
-
-/// A failure of an outside HTTP system (Brex, IFS) as the ports report it.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{system}: {message}")]
-pub struct ExternalError {
-    pub system: &'static str,
-    pub message: String,
-    pub disposition: Disposition,
-    /// For a held failure: what the operator should change (see [`crate::fault`]).
-    pub fix: Option<String>,
-}
-
-impl ExternalError {
-    /// A failure with no operator fix attached (passing faults, the record's own).
-    pub fn new(system: &'static str, message: impl Into<String>, disposition: Disposition) -> Self {
-        Self { system, message: message.into(), disposition, fix: None }
-    }
-}
-
-impl Classify for ExternalError {
-    fn disposition(&self) -> Disposition {
-        self.disposition
-    }
-}
-
-/// Brex's webhook signing secrets (`GET /v1/webhooks/secrets`), every one currently valid.
-#[async_trait]
-pub trait WebhookSecretSource: Send + Sync {
-    async fn webhook_secrets(&self) -> Result<Vec<Secret>, ExternalError>;
-}
-
-/// Wall-clock time, injectable so tests can move it.
-pub trait Clock: Send + Sync {
-    fn now(&self) -> DateTime<Utc>;
-}
-
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> DateTime<Utc> {
-        Utc::now()
-    }
+    async fn release(&self, spend: &ExpenseId, holder: &ReferenceNumber) -> Result<(), AwsError>;
 }
 
 /// A named, time-bounded lock shared by all instances (DynamoDB conditional writes). Used so that only one
@@ -156,41 +103,6 @@ pub trait LeaseStore: Send + Sync {
     ) -> Result<bool, AwsError>;
     /// Gives the lease back if `holder` still has it.
     async fn release(&self, name: &str, holder: &str) -> Result<(), AwsError>;
-}
-
-/// What IFS demands of a code part on an account (`ReqCodeB` …): the simulator and IFS say `M`, `O`, `N`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum Demand {
-    Mandatory,
-    Optional,
-    Blocked,
-}
-
-/// An IFS GL account as far as validation needs it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct AccountInfo {
-    pub company: crate::domain::CompanyCode,
-    pub account: crate::domain::AccountCode,
-    pub description: String,
-    pub valid_from: Option<chrono::NaiveDate>,
-    pub valid_until: Option<chrono::NaiveDate>,
-    pub demands: std::collections::BTreeMap<crate::proposal::CodePart, Demand>,
-}
-
-impl AccountInfo {
-    pub fn is_valid_on(&self, date: chrono::NaiveDate) -> bool {
-        self.valid_from.is_none_or(|from| from <= date) && self.valid_until.is_none_or(|until| date <= until)
-    }
-}
-
-/// Read access to IFS's chart of accounts (cached by the adapter).
-#[async_trait]
-pub trait ChartOfAccounts: Send + Sync {
-    async fn account(
-        &self,
-        company: &crate::domain::CompanyCode,
-        account: &crate::domain::AccountCode,
-    ) -> Result<Option<AccountInfo>, ExternalError>;
 }
 
 /// Something learned about an outside system that every instance should know for a while (e.g. that the
@@ -210,9 +122,81 @@ pub trait CapabilityStore: Send + Sync {
     async fn remember(&self, name: &str, capability: &Capability) -> Result<(), AwsError>;
 }
 
-/// Delays the redelivery of a message the poster hands back (SQS `ChangeMessageVisibility`), so a record
-/// held for a deployment fault comes back with backoff rather than every visibility timeout.
+/// One polled stream with its own watermark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Feed {
+    Records(SourceType),
+    Expenses,
+}
+
+impl Feed {
+    pub fn name(&self) -> String {
+        match self {
+            Self::Records(source) => format!("accounting_records:{}", source.as_str()),
+            Self::Expenses => "expenses".to_owned(),
+        }
+    }
+}
+
+/// Paging that is under way: where it started and where it got to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Paging {
+    /// The `updated_after` every page of this paging is asked with (the cursor belongs to that query).
+    pub query_from: DateTime<Utc>,
+    pub cursor: String,
+    /// Newest `updated_at` on the pages read so far; becomes the watermark when paging completes.
+    pub max_seen: Option<DateTime<Utc>>,
+}
+
+/// The saved position of one source.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PollState {
+    /// Newest `updated_at` seen by a completed paging.
+    pub watermark: Option<DateTime<Utc>>,
+    pub paging: Option<Paging>,
+    /// When a paging last completed: with a page budget, the source waiting longest goes first.
+    pub completed_at: Option<DateTime<Utc>>,
+}
+
+/// Where each source's position is kept (DynamoDB).
 #[async_trait]
-pub trait Redelivery: Send + Sync {
-    async fn delay(&self, receipt_handle: &str, delay: std::time::Duration) -> Result<(), AwsError>;
+pub trait PollStateStore: Send + Sync {
+    async fn load(&self, feed: Feed) -> Result<PollState, AwsError>;
+    async fn save(&self, feed: Feed, state: &PollState) -> Result<(), AwsError>;
+}
+
+/// What the poller needs to know to enqueue each record or expense at most once while it is pending.
+#[async_trait]
+pub trait EnqueueLedger: Send + Sync {
+    /// Of `ids`, those the poster has completed or failed, or holds an unexpired claim on.
+    async fn settled(&self, ids: &[Subject], now: DateTime<Utc>) -> Result<HashSet<Subject>, AwsError>;
+    /// Marks `ids` queued until `until`; returns those this call marked (the rest are queued already).
+    async fn mark_queued(
+        &self,
+        ids: &[Subject],
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Subject>, AwsError>;
+    /// Drops queued marks (when the enqueue they were made for failed).
+    async fn unmark_queued(&self, ids: &[Subject]) -> Result<(), AwsError>;
+}
+
+/// Where validation reports are kept (DynamoDB: `crate::aws::report`).
+#[async_trait]
+pub trait ReportStore: Send + Sync {
+    async fn save(&self, report: &ValidationReport) -> Result<(), AwsError>;
+    async fn load_latest(&self) -> Result<Option<ValidationReport>, AwsError>;
+}
+
+#[async_trait]
+pub trait AuditTrail: Send + Sync {
+    /// Appends entries; kept until `retain_until`.
+    async fn append(&self, entries: &[(Subject, AuditEntry)], retain_until: DateTime<Utc>) -> Result<(), AwsError>;
+    /// Every entry of `subject`, oldest first.
+    async fn read(&self, subject: &Subject) -> Result<Vec<AuditEntry>, AwsError>;
+}
+
+#[async_trait]
+pub trait MappingSource: Send + Sync {
+    async fn mapping(&self) -> Result<Arc<LoadedMapping>, MappingLoadError>;
 }

@@ -1,12 +1,15 @@
-//! The Brex client as the poster's [`RecordSource`].
+//! The Brex client as the ports see it: the poster's [`RecordSource`], the poller's [`BrexPages`] and the
+//! webhook's [`WebhookSecretSource`].
 
 use async_trait::async_trait;
 
-use super::ports::{ExportOutcome, FetchedExpenses, FetchedRecords, RecordSource};
-use crate::brex::BrexClient;
-use crate::brex::client::{ExportOutcome as WireOutcome, ExportResult};
-use crate::domain::{AccountingRecordId, ExpenseId};
-use crate::ports::ExternalError;
+use super::client::{BrexClient, ExportResult, ExportStatus};
+use super::client::{RecordQuery, RecordQueryPage};
+use super::error::BrexError;
+use super::expense::{ExpenseQuery, ExpenseQueryPage};
+use crate::domain::{AccountingRecordId, ExpenseId, Secret};
+use crate::error::ExternalError;
+use crate::ports::{BrexPages, ExportOutcome, FetchedExpenses, FetchedRecords, RecordSource, WebhookSecretSource};
 
 #[async_trait]
 impl RecordSource for BrexClient {
@@ -45,11 +48,11 @@ impl RecordSource for BrexClient {
             .map(|r| match r {
                 ExportOutcome::Success { id, reference_id } => ExportResult {
                     accounting_record_id: id.clone(),
-                    outcome: WireOutcome::Success { reference_id: Some(reference_id.clone()), deep_link_url: None },
+                    outcome: ExportStatus::Success { reference_id: Some(reference_id.clone()), deep_link_url: None },
                 },
                 ExportOutcome::Failure { id, message } => ExportResult {
                     accounting_record_id: id.clone(),
-                    outcome: WireOutcome::Failure { error_message: message.clone() },
+                    outcome: ExportStatus::Failure { error_message: message.clone() },
                 },
             })
             .collect();
@@ -58,5 +61,22 @@ impl RecordSource for BrexClient {
             tracing::warn!(ids = ?report.not_found, "Brex does not know some reported records");
         }
         Ok(())
+    }
+}
+
+#[async_trait]
+impl BrexPages for BrexClient {
+    async fn record_page(&self, query: &RecordQuery) -> Result<RecordQueryPage, BrexError> {
+        self.query_records(query).await
+    }
+    async fn expense_page(&self, query: &ExpenseQuery) -> Result<ExpenseQueryPage, BrexError> {
+        self.query_expenses(query).await
+    }
+}
+
+#[async_trait]
+impl WebhookSecretSource for BrexClient {
+    async fn webhook_secrets(&self) -> Result<Vec<Secret>, ExternalError> {
+        Ok(self.list_webhook_secrets().await?.into_iter().map(|entry| entry.secret).collect())
     }
 }

@@ -1,0 +1,57 @@
+//! What the connector needs from Brex: the records and expenses to post, the export results it reports, the
+//! poller's filtered pages and the webhook signing secrets. The Brex client implements them in
+//! `crate::brex::adapter`.
+
+use async_trait::async_trait;
+
+use crate::brex::model::AccountingRecord;
+use crate::brex::{BrexError, Expense, ExpenseQuery, ExpenseQueryPage, RecordQuery, RecordQueryPage};
+use crate::domain::{AccountingRecordId, ExpenseId, Secret};
+use crate::error::ExternalError;
+
+/// The result of fetching records by id: one bad record never spoils the rest.
+#[derive(Debug, Clone, Default)]
+pub struct FetchedRecords {
+    pub records: Vec<AccountingRecord>,
+    /// Returned by Brex but unreadable: id and why.
+    pub malformed: Vec<(AccountingRecordId, String)>,
+    /// Asked for, not returned.
+    pub missing: Vec<AccountingRecordId>,
+}
+
+/// The result of fetching expenses by id.
+#[derive(Debug, Clone, Default)]
+pub struct FetchedExpenses {
+    pub expenses: Vec<Expense>,
+    /// Returned by Brex but unreadable: id and why.
+    pub malformed: Vec<(ExpenseId, String)>,
+    /// Asked for, not returned.
+    pub missing: Vec<ExpenseId>,
+}
+
+/// One export result for Brex (`POST /v3/accounting/records/export-results`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExportOutcome {
+    Success { id: AccountingRecordId, reference_id: String },
+    Failure { id: AccountingRecordId, message: String },
+}
+
+#[async_trait]
+pub trait RecordSource: Send + Sync {
+    async fn fetch_records(&self, ids: &[AccountingRecordId]) -> Result<FetchedRecords, ExternalError>;
+    async fn fetch_expenses(&self, ids: &[ExpenseId]) -> Result<FetchedExpenses, ExternalError>;
+    async fn report_export_results(&self, results: &[ExportOutcome]) -> Result<(), ExternalError>;
+}
+
+/// Pages of Brex's filtered queries (the Brex client; a fake in unit tests).
+#[async_trait]
+pub trait BrexPages: Send + Sync {
+    async fn record_page(&self, query: &RecordQuery) -> Result<RecordQueryPage, BrexError>;
+    async fn expense_page(&self, query: &ExpenseQuery) -> Result<ExpenseQueryPage, BrexError>;
+}
+
+/// Brex's webhook signing secrets (`GET /v1/webhooks/secrets`), every one currently valid.
+#[async_trait]
+pub trait WebhookSecretSource: Send + Sync {
+    async fn webhook_secrets(&self) -> Result<Vec<Secret>, ExternalError>;
+}

@@ -1,0 +1,90 @@
+//! What the connector needs from IFS: the ledger the poster writes to, the chart of accounts it validates
+//! against, and the reference lists the refresh reads. The IFS client implements them in `crate::ifs`.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+
+use crate::domain::{CompanyCode, ReferenceNumber};
+use crate::error::ExternalError;
+use crate::ifs::{AccountingPeriodInfo, CodePartInfo};
+use crate::proposal::{CodePart, Proposal};
+
+/// IFS as the poster uses it.
+#[async_trait]
+pub trait Ledger: Send + Sync {
+    fn as_chart(&self) -> &dyn ChartOfAccounts;
+    /// Takes the tenant's names and flow switches from the mapping document in force (`[ifs.api]`), so a
+    /// fix pushed by the operator applies to warm instances too.
+    fn use_api(&self, api: &crate::ifs::IfsApiNames);
+    /// Which of `refs` already have a voucher in `company` (ReferenceSerie `serie`): ref → voucher key.
+    async fn find_posted(
+        &self,
+        company: &CompanyCode,
+        serie: &str,
+        refs: &[ReferenceNumber],
+    ) -> Result<HashMap<ReferenceNumber, String>, ExternalError>;
+    /// Creates the voucher; returns its key. Resolves an uncertain commit itself (dedup re-check).
+    async fn create_voucher(&self, proposal: &Proposal) -> Result<String, ExternalError>;
+    /// Creates a voucher per proposal (one result each, in order), in as few requests as the ledger can.
+    /// Each voucher stands or falls alone; the default creates them one after the other.
+    async fn create_vouchers(&self, proposals: &[Proposal]) -> Vec<Result<String, ExternalError>> {
+        let mut out = Vec::with_capacity(proposals.len());
+        for proposal in proposals {
+            out.push(self.create_voucher(proposal).await);
+        }
+        out
+    }
+}
+
+/// What IFS demands of a code part on an account (`ReqCodeB` …): the simulator and IFS say `M`, `O`, `N`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Demand {
+    Mandatory,
+    Optional,
+    Blocked,
+}
+
+/// An IFS GL account as far as validation needs it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AccountInfo {
+    pub company: crate::domain::CompanyCode,
+    pub account: crate::domain::AccountCode,
+    pub description: String,
+    pub valid_from: Option<chrono::NaiveDate>,
+    pub valid_until: Option<chrono::NaiveDate>,
+    pub demands: std::collections::BTreeMap<CodePart, Demand>,
+}
+
+impl AccountInfo {
+    pub fn is_valid_on(&self, date: chrono::NaiveDate) -> bool {
+        self.valid_from.is_none_or(|from| from <= date) && self.valid_until.is_none_or(|until| date <= until)
+    }
+}
+
+/// Read access to IFS's chart of accounts (cached by the adapter).
+#[async_trait]
+pub trait ChartOfAccounts: Send + Sync {
+    async fn account(
+        &self,
+        company: &crate::domain::CompanyCode,
+        account: &crate::domain::AccountCode,
+    ) -> Result<Option<AccountInfo>, ExternalError>;
+}
+
+/// Read access to IFS's reference data, whole lists at a time (the adapter pages with `$top` ≤ 5000 and
+/// follows `@odata.nextLink`).
+#[async_trait]
+pub trait ReferenceSource: Send + Sync {
+    /// The company's whole chart of accounts; empty when IFS does not know the company.
+    async fn accounts(&self, company: &CompanyCode) -> Result<Vec<AccountInfo>, ExternalError>;
+    async fn code_part_values(&self, company: &CompanyCode, part: CodePart)
+    -> Result<Vec<CodePartInfo>, ExternalError>;
+    /// The company's name for a code part (`Cost Center`), if it has one.
+    async fn code_part_name(&self, company: &CompanyCode, part: CodePart) -> Result<Option<String>, ExternalError>;
+    async fn accounting_periods(
+        &self,
+        company: &CompanyCode,
+        year: i32,
+    ) -> Result<Vec<AccountingPeriodInfo>, ExternalError>;
+}

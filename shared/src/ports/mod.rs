@@ -1,0 +1,20 @@
+//! Ports: every capability the business logic needs from the outside world, grouped by what it is for, and
+//! nothing else. Adapters live beside their clients: `crate::aws` (SQS, DynamoDB, Secrets Manager),
+//! `crate::brex`, `crate::ifs`, and `crate::memory` for tests.
+
+mod brex;
+mod clock;
+mod ifs;
+mod queue;
+mod secrets;
+mod storage;
+
+pub use brex::{BrexPages, ExportOutcome, FetchedExpenses, FetchedRecords, RecordSource, WebhookSecretSource};
+pub use clock::{Clock, SystemClock};
+pub use ifs::{AccountInfo, ChartOfAccounts, Demand, Ledger, ReferenceSource};
+pub use queue::{Redelivery, WorkQueue};
+pub use secrets::SecretStore;
+pub use storage::{
+    AuditTrail, Begin, Capability, CapabilityStore, EnqueueLedger, Feed, IdempotencyStore, LeaseStore, MappingSource,
+    Paging, PollState, PollStateStore, ReportStore, SpendClaim, SpendClaims,
+};
