@@ -2,9 +2,13 @@
 
 use chrono::{Duration, Utc};
 use shared::aws::{DynamoStore, SecretsManagerStore, SqsQueue};
-use shared::domain::{AccountingRecordId, Origin, Secret, WorkItem};
-use shared::ports::{Begin, IdempotencyStore, LeaseStore, SecretStore, WorkQueue};
+use shared::domain::{AccountingRecordId, Origin, Secret, Subject, WebhookId, WorkItem};
+use shared::ports::{Begin, IdempotencyKey, IdempotencyStore, LeaseStore, SecretStore, WorkQueue};
 use sims::aws::{Moto, Stack, StackSpec};
+
+fn record_key(id: &str) -> IdempotencyKey {
+    IdempotencyKey::Posting(Subject::Record(AccountingRecordId::parse(id).unwrap()))
+}
 
 async fn stack(name: &str) -> Stack {
     Stack::create(&Moto::get(), StackSpec { name, ..StackSpec::default() }).await.expect("stack")
@@ -17,30 +21,34 @@ async fn idempotency_follows_powertools_semantics() {
     let now = Utc::now();
     let lease = now + Duration::seconds(60);
 
-    assert_eq!(store.begin("record#accr_1", lease, now).await.unwrap(), Begin::Started);
-    match store.begin("record#accr_1", lease, now).await.unwrap() {
+    assert_eq!(store.begin(&record_key("accr_1"), lease, now).await.unwrap(), Begin::Started);
+    match store.begin(&record_key("accr_1"), lease, now).await.unwrap() {
         Begin::InProgress { until } => assert_eq!(until.timestamp_millis(), lease.timestamp_millis()),
         other => panic!("expected in progress, got {other:?}"),
     }
     // An expired lease is taken over.
     let later = lease + Duration::seconds(1);
-    assert_eq!(store.begin("record#accr_1", later + Duration::seconds(60), later).await.unwrap(), Begin::Started);
+    assert_eq!(store.begin(&record_key("accr_1"), later + Duration::seconds(60), later).await.unwrap(), Begin::Started);
 
-    store.complete("record#accr_1", Some("10-2026-M-1"), now + Duration::days(30)).await.unwrap();
+    store.complete(&record_key("accr_1"), Some("10-2026-M-1"), now + Duration::days(30)).await.unwrap();
     assert_eq!(
-        store.begin("record#accr_1", lease, now).await.unwrap(),
+        store.begin(&record_key("accr_1"), lease, now).await.unwrap(),
         Begin::Completed { result: Some("10-2026-M-1".into()) }
     );
     // Release never removes a completed record.
-    IdempotencyStore::release(&store, "record#accr_1").await.unwrap();
-    assert!(matches!(store.begin("record#accr_1", lease, now).await.unwrap(), Begin::Completed { .. }));
+    IdempotencyStore::release(&store, &record_key("accr_1")).await.unwrap();
+    assert!(matches!(store.begin(&record_key("accr_1"), lease, now).await.unwrap(), Begin::Completed { .. }));
 
-    assert_eq!(store.begin("record#accr_2", lease, now).await.unwrap(), Begin::Started);
-    IdempotencyStore::release(&store, "record#accr_2").await.unwrap();
-    assert_eq!(store.begin("record#accr_2", lease, now).await.unwrap(), Begin::Started, "released claims restart");
-    store.fail("record#accr_2", "no GL account", now + Duration::days(30)).await.unwrap();
+    assert_eq!(store.begin(&record_key("accr_2"), lease, now).await.unwrap(), Begin::Started);
+    IdempotencyStore::release(&store, &record_key("accr_2")).await.unwrap();
     assert_eq!(
-        store.begin("record#accr_2", lease, now).await.unwrap(),
+        store.begin(&record_key("accr_2"), lease, now).await.unwrap(),
+        Begin::Started,
+        "released claims restart"
+    );
+    store.fail(&record_key("accr_2"), "no GL account", now + Duration::days(30)).await.unwrap();
+    assert_eq!(
+        store.begin(&record_key("accr_2"), lease, now).await.unwrap(),
         Begin::Failed { reason: "no GL account".into() }
     );
 }
@@ -52,7 +60,12 @@ async fn concurrent_begins_have_exactly_one_winner() {
     let now = Utc::now();
     let attempts = (0..8).map(|_| {
         let store = store.clone();
-        async move { store.begin("webhook#msg_1", now + Duration::seconds(30), now).await.unwrap() }
+        async move {
+            store
+                .begin(&IdempotencyKey::Delivery(WebhookId::parse("msg_1").unwrap()), now + Duration::seconds(30), now)
+                .await
+                .unwrap()
+        }
     });
     let results = futures::future::join_all(attempts).await;
     assert_eq!(results.iter().filter(|r| **r == Begin::Started).count(), 1, "{results:?}");

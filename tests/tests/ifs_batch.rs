@@ -299,7 +299,7 @@ async fn redelivery_holds(batch: bool) {
     let past = Utc::now() - chrono::Duration::minutes(10);
     for id in &more {
         use shared::ports::IdempotencyStore;
-        store.begin(&format!("record#{id}"), past, past - chrono::Duration::minutes(1)).await.unwrap();
+        store.begin(&record_key(id), past, past - chrono::Duration::minutes(1)).await.unwrap();
     }
     let doc = shared::mapping::MappingDocument::parse(&mapping(batch)).unwrap();
     let fetched = shared::ports::RecordSource::fetch_records(
@@ -321,7 +321,7 @@ async fn redelivery_holds(batch: bool) {
     assert!(by_ref.values().all(|v| v.len() == 1), "no duplicates");
     for id in &more {
         use shared::ports::{Begin, IdempotencyStore};
-        let state = store.begin(&format!("record#{id}"), Utc::now(), Utc::now()).await.unwrap();
+        let state = store.begin(&record_key(id), Utc::now(), Utc::now()).await.unwrap();
         assert!(matches!(state, Begin::Completed { result: Some(_) }), "{id} completed: {state:?}");
     }
 }
@@ -334,4 +334,9 @@ async fn poster_with_batch_posts_once_and_dedup_holds_on_redelivery() {
 #[tokio::test]
 async fn poster_step_by_step_posts_once_and_dedup_holds_on_redelivery() {
     redelivery_holds(false).await;
+}
+
+/// The idempotency key the poster claims for the record `id`.
+fn record_key(id: &str) -> shared::ports::IdempotencyKey {
+    shared::ports::IdempotencyKey::Posting(shared::domain::Subject::Record(AccountingRecordId::parse(id).unwrap()))
 }

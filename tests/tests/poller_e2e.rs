@@ -129,16 +129,16 @@ async fn the_dynamodb_ledger_reads_the_posters_claims_and_expires_marks() {
     let now = Utc::now();
     let id = |s: &str| Subject::Record(AccountingRecordId::parse(s).unwrap());
     let lease = now + chrono::Duration::seconds(60);
-    idem.begin("record#accr_done", lease, now).await.unwrap();
-    idem.complete("record#accr_done", Some("v1"), now + chrono::Duration::days(30)).await.unwrap();
-    idem.begin("record#accr_bad", lease, now).await.unwrap();
-    idem.fail("record#accr_bad", "no GL", now + chrono::Duration::days(30)).await.unwrap();
-    idem.begin("record#accr_busy", lease, now).await.unwrap();
-    idem.begin("record#accr_stale", now - chrono::Duration::seconds(1), now - chrono::Duration::seconds(61))
+    idem.begin(&posting("record#accr_done"), lease, now).await.unwrap();
+    idem.complete(&posting("record#accr_done"), Some("v1"), now + chrono::Duration::days(30)).await.unwrap();
+    idem.begin(&posting("record#accr_bad"), lease, now).await.unwrap();
+    idem.fail(&posting("record#accr_bad"), "no GL", now + chrono::Duration::days(30)).await.unwrap();
+    idem.begin(&posting("record#accr_busy"), lease, now).await.unwrap();
+    idem.begin(&posting("record#accr_stale"), now - chrono::Duration::seconds(1), now - chrono::Duration::seconds(61))
         .await
         .unwrap();
-    idem.begin("expense#expense_done", lease, now).await.unwrap();
-    idem.complete("expense#expense_done", Some("v2"), now + chrono::Duration::days(30)).await.unwrap();
+    idem.begin(&posting("expense#expense_done"), lease, now).await.unwrap();
+    idem.complete(&posting("expense#expense_done"), Some("v2"), now + chrono::Duration::days(30)).await.unwrap();
     // 150 unknown ids on top: more than one BatchGetItem.
     let mut ids: Vec<_> = ["accr_done", "accr_bad", "accr_busy", "accr_stale", "accr_new"].map(id).to_vec();
     ids.push(Subject::parse("expense_done").unwrap());
@@ -174,4 +174,9 @@ async fn the_dynamodb_ledger_reads_the_posters_claims_and_expires_marks() {
     let loaded = ledger.load(source).await.unwrap();
     assert_eq!(loaded.paging.as_ref().map(|p| p.cursor.as_str()), Some("c/1+"));
     assert_eq!(loaded.watermark.map(|t| t.timestamp_micros()), Some(now.timestamp_micros()));
+}
+
+/// The idempotency key of a posting, from its table form (`record#…`, `expense#…`).
+fn posting(key: &str) -> shared::ports::IdempotencyKey {
+    shared::ports::IdempotencyKey::Posting(shared::domain::Subject::parse(key).unwrap())
 }

@@ -227,7 +227,7 @@ async fn redelivery_posts_nothing_new_and_a_crash_after_commit_is_completed_with
     let past = Utc::now() - chrono::Duration::minutes(10);
     for id in &more {
         use shared::ports::IdempotencyStore;
-        store.begin(&format!("record#{id}"), past, past - chrono::Duration::minutes(1)).await.unwrap();
+        store.begin(&record_key(id), past, past - chrono::Duration::minutes(1)).await.unwrap();
     }
     let mapping = shared::mapping::MappingDocument::parse(MAPPING).unwrap();
     let fetched = shared::ports::RecordSource::fetch_records(
@@ -246,7 +246,7 @@ async fn redelivery_posts_nothing_new_and_a_crash_after_commit_is_completed_with
     assert_eq!(w.ifs.voucher_count(), 15, "the redelivery created nothing");
     for id in &more {
         use shared::ports::{Begin, IdempotencyStore};
-        let state = store.begin(&format!("record#{id}"), Utc::now(), Utc::now()).await.unwrap();
+        let state = store.begin(&record_key(id), Utc::now(), Utc::now()).await.unwrap();
         assert!(matches!(state, Begin::Completed { result: Some(_) }), "{id} completed: {state:?}");
         assert_eq!(w.brex.record(id).unwrap().review_status, ReviewStatus::Exported);
     }
@@ -400,4 +400,9 @@ async fn an_export_result_brex_did_not_take_is_reported_on_redelivery_without_po
         assert_eq!(steps, [(AuditOutcome::Posted, Some(false)), (AuditOutcome::AlreadyPosted, Some(true))], "{id}");
     }
     assert_tenant_invariants(&w, &ids, &[]);
+}
+
+/// The idempotency key the poster claims for the record `id`.
+fn record_key(id: &str) -> shared::ports::IdempotencyKey {
+    shared::ports::IdempotencyKey::Posting(shared::domain::Subject::Record(AccountingRecordId::parse(id).unwrap()))
 }

@@ -196,7 +196,7 @@ fn write_held(out: &mut dyn Write, held: &[SubjectState]) -> std::io::Result<()>
 
 fn held_json((subject, state): &SubjectState) -> serde_json::Value {
     json!({
-        "subject": subject, "key": subject.key(), "held_since": state.held_since, "held_times": state.held_times,
+        "subject": subject, "key": shared::aws::table::subject_pk(subject), "held_since": state.held_since, "held_times": state.held_times,
         "updated_at": state.updated_at, "reason": state.reason, "fix": state.fix,
     })
 }
@@ -216,7 +216,7 @@ pub async fn list(ctx: &Ctx<'_>, out: &mut dyn Write) -> Result<i32, CliError> {
             .iter()
             .map(|(subject, state)| {
                 json!({
-                    "subject": subject, "key": subject.key(), "failed_at": state.updated_at, "reason": state.reason,
+                    "subject": subject, "key": shared::aws::table::subject_pk(subject), "failed_at": state.updated_at, "reason": state.reason,
                 })
             })
             .collect();

@@ -52,7 +52,7 @@ pub async fn run(ctx: &Ctx<'_>, raw: &str, out: &mut dyn Write) -> Result<i32, C
         json_line(
             out,
             &json!({
-                "subject": subject, "key": subject.key(), "state": state, "queued_until": queued_until,
+                "subject": subject, "key": shared::aws::table::subject_pk(&subject), "state": state, "queued_until": queued_until,
                 "brex": brex_view, "attempts": attempts,
             }),
         )?;

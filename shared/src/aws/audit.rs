@@ -7,7 +7,8 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
 use chrono::{DateTime, SecondsFormat, Utc};
 
-use super::dynamodb::{DynamoStore, get_s, n, s};
+use super::DynamoStore;
+use super::table::{get_s, n, s, subject_pk};
 use crate::audit::AuditEntry;
 use crate::domain::Subject;
 use crate::error::{AwsError, Disposition};
@@ -30,26 +31,21 @@ impl AuditTrail for DynamoStore {
         for chunk in entries.chunks(BATCH) {
             let mut requests = Vec::with_capacity(chunk.len());
             for (subject, entry) in chunk {
-                let json = serde_json::to_string(entry).map_err(|e| AwsError {
-                    service: "dynamodb",
-                    operation: "BatchWriteItem",
-                    code: None,
-                    message: format!("audit entry does not serialise: {e}"),
-                    disposition: Disposition::Permanent,
+                let json = serde_json::to_string(entry).map_err(|e| {
+                    AwsError::new(
+                        "dynamodb",
+                        "BatchWriteItem",
+                        format!("audit entry does not serialise: {e}"),
+                        Disposition::Permanent,
+                    )
                 })?;
                 let put = PutRequest::builder()
-                    .item("pk", s(subject.key()))
+                    .item("pk", s(subject_pk(subject)))
                     .item("sk", s(sort_key(entry.at)))
                     .item("entry", s(json))
                     .item("expires_at", n(retain_until.timestamp()))
                     .build()
-                    .map_err(|e| AwsError {
-                        service: "dynamodb",
-                        operation: "BatchWriteItem",
-                        code: None,
-                        message: e.to_string(),
-                        disposition: Disposition::Permanent,
-                    })?;
+                    .map_err(|e| AwsError::new("dynamodb", "BatchWriteItem", e.to_string(), Disposition::Permanent))?;
                 requests.push(WriteRequest::builder().put_request(put).build());
             }
             let mut pending = requests;
@@ -69,13 +65,12 @@ impl AuditTrail for DynamoStore {
                 tokio::time::sleep(std::time::Duration::from_millis(50 << attempt)).await;
             }
             if !pending.is_empty() {
-                return Err(AwsError {
-                    service: "dynamodb",
-                    operation: "BatchWriteItem",
-                    code: None,
-                    message: format!("{} audit entries left unprocessed", pending.len()),
-                    disposition: Disposition::Retryable,
-                });
+                return Err(AwsError::new(
+                    "dynamodb",
+                    "BatchWriteItem",
+                    format!("{} audit entries left unprocessed", pending.len()),
+                    Disposition::Retryable,
+                ));
             }
         }
         Ok(())
@@ -90,7 +85,7 @@ impl AuditTrail for DynamoStore {
                 .query()
                 .table_name(self.table())
                 .key_condition_expression("pk = :pk AND begins_with(sk, :audit)")
-                .expression_attribute_values(":pk", s(subject.key()))
+                .expression_attribute_values(":pk", s(subject_pk(subject)))
                 .expression_attribute_values(":audit", s("audit#"))
                 .consistent_read(true)
                 .set_exclusive_start_key(start)

@@ -22,7 +22,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 
-use super::dynamodb::{DynamoStore, conditional_failed, n, s};
+use super::DynamoStore;
+use super::table::{conditional_failed, n, s};
 use crate::error::AwsError;
 use crate::ifs::{RequestBudget, TokenBucket};
 

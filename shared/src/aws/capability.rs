@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use chrono::{TimeZone, Utc};
 
 use super::DynamoStore;
-use super::dynamodb::{get_n, get_s, n, s};
+use super::table::{get_n, get_s, n, s};
 use crate::error::AwsError;
 use crate::ports::{Capability, CapabilityStore};
 

@@ -1,11 +1,4 @@
-//! The one DynamoDB table (`pk`/`sk`, TTL `expires_at`): idempotency records, leases and the mapping document.
-//!
-//! Item layout (ours, except the mapping document which contract §2 fixes):
-//! - idempotency: `pk = <key>`, `sk = "idem"`, `status` IN_PROGRESS | COMPLETED | FAILED | HELD, `lease_until`
-//!   (N, epoch ms), `result`/`reason` (S), `expires_at` (N, epoch s), `updated_at` (S); a HELD item also has
-//!   `fix` (S), `held_since` (S, RFC 3339, the first hold) and `held_times` (N)
-//! - lease: `pk = "lease#<name>"`, `sk = "lease"`, `holder` (S), `lease_until` (N, epoch ms)
-//! - mapping: `pk = "config"`, `sk = "mapping"`, `document` (S), `version` (N), `updated_at` (S)
+//! The table's idempotency records, leases and mapping document on DynamoDB (layout: [`super::table`]).
 
 use std::collections::HashMap;
 
@@ -13,45 +6,17 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, TimeZone, Utc};
 
+use super::table::status::{COMPLETED, FAILED, HELD, IN_PROGRESS};
+use super::table::{
+    IDEM_SK, LEASE_SK, conditional_failed, corrupt, get_n, get_s, idempotency_pk, lease_pk, n, s, table_error,
+};
 use crate::error::{AwsError, Disposition};
-use crate::ports::{Begin, IdempotencyStore, LeaseStore};
-
-const IDEM_SK: &str = "idem";
-const IN_PROGRESS: &str = "IN_PROGRESS";
-const COMPLETED: &str = "COMPLETED";
-const FAILED: &str = "FAILED";
-const HELD: &str = "HELD";
+use crate::ports::{Begin, IdempotencyKey, IdempotencyStore, LeaseStore};
 
 #[derive(Debug, Clone)]
 pub struct DynamoStore {
     client: aws_sdk_dynamodb::Client,
     table: String,
-}
-
-pub(crate) fn s(v: impl Into<String>) -> AttributeValue {
-    AttributeValue::S(v.into())
-}
-
-pub(crate) fn n(v: i64) -> AttributeValue {
-    AttributeValue::N(v.to_string())
-}
-
-pub(crate) fn get_s<'a>(item: &'a HashMap<String, AttributeValue>, key: &str) -> Option<&'a str> {
-    item.get(key).and_then(|v| v.as_s().ok()).map(String::as_str)
-}
-
-pub(crate) fn get_n(item: &HashMap<String, AttributeValue>, key: &str) -> Option<i64> {
-    item.get(key).and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok())
-}
-
-pub(crate) fn conditional_failed<E: aws_sdk_dynamodb::error::ProvideErrorMetadata>(
-    err: &aws_sdk_dynamodb::error::SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>,
-) -> bool {
-    err.as_service_error().and_then(|e| e.code()) == Some("ConditionalCheckFailedException")
-}
-
-fn corrupt(operation: &'static str, message: String) -> AwsError {
-    AwsError { service: "dynamodb", operation, code: None, message, disposition: Disposition::Permanent }
 }
 
 /// The stored mapping document (contract §2).
@@ -102,9 +67,8 @@ impl DynamoStore {
             .await
             .map_err(|e| AwsError::from_sdk("dynamodb", "GetItem", &e))?;
         let Some(item) = out.item else { return Ok(None) };
-        let document = get_s(&item, "document")
-            .ok_or_else(|| corrupt("GetItem", "mapping item has no `document`".into()))?
-            .to_owned();
+        let document =
+            get_s(&item, "document").ok_or_else(|| corrupt("GetItem", "mapping item has no `document`"))?.to_owned();
         Ok(Some(StoredMapping {
             document,
             version: get_n(&item, "version").unwrap_or(0),
@@ -233,7 +197,13 @@ fn begin_from_item(item: &HashMap<String, AttributeValue>) -> Result<Begin, AwsE
 
 #[async_trait]
 impl IdempotencyStore for DynamoStore {
-    async fn begin(&self, key: &str, lease_until: DateTime<Utc>, now: DateTime<Utc>) -> Result<Begin, AwsError> {
+    async fn begin(
+        &self,
+        key: &IdempotencyKey,
+        lease_until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Begin, AwsError> {
+        let key = &idempotency_pk(key);
         // A claim can vanish (released) between our failed put and the read; try again a few times.
         for _ in 0..3 {
             let put = self
@@ -269,31 +239,33 @@ impl IdempotencyStore for DynamoStore {
                 Err(e) => return Err(AwsError::from_sdk("dynamodb", "PutItem", &e)),
             }
         }
-        Err(AwsError {
-            service: "dynamodb",
-            operation: "PutItem",
-            code: None,
-            message: format!("idempotency key {key} keeps changing under us"),
-            disposition: Disposition::Retryable,
-        })
+        Err(table_error("PutItem", format!("idempotency key {key} keeps changing under us"), Disposition::Retryable))
     }
 
-    async fn complete(&self, key: &str, result: Option<&str>, retain_until: DateTime<Utc>) -> Result<(), AwsError> {
+    async fn complete(
+        &self,
+        key: &IdempotencyKey,
+        result: Option<&str>,
+        retain_until: DateTime<Utc>,
+    ) -> Result<(), AwsError> {
+        let key = &idempotency_pk(key);
         self.finish(key, COMPLETED, result.map(|r| ("result", r)), retain_until).await
     }
 
-    async fn fail(&self, key: &str, reason: &str, retain_until: DateTime<Utc>) -> Result<(), AwsError> {
+    async fn fail(&self, key: &IdempotencyKey, reason: &str, retain_until: DateTime<Utc>) -> Result<(), AwsError> {
+        let key = &idempotency_pk(key);
         self.finish(key, FAILED, Some(("reason", reason)), retain_until).await
     }
 
     async fn hold(
         &self,
-        key: &str,
+        key: &IdempotencyKey,
         reason: &str,
         fix: &str,
         now: DateTime<Utc>,
         retain_until: DateTime<Utc>,
     ) -> Result<(), AwsError> {
+        let key = &idempotency_pk(key);
         // Replaces our own claim; keeps when the record was first held and counts the holds, so the operator
         // sees how long and how often. Never overwrites a COMPLETED or FAILED outcome.
         let update = self
@@ -326,7 +298,8 @@ impl IdempotencyStore for DynamoStore {
         }
     }
 
-    async fn release(&self, key: &str) -> Result<(), AwsError> {
+    async fn release(&self, key: &IdempotencyKey) -> Result<(), AwsError> {
+        let key = &idempotency_pk(key);
         // Already completed/failed/gone: nothing to give back.
         self.delete_if(key, IDEM_SK, "#st = :v", Some(("#st", "status")), IN_PROGRESS).await
     }
@@ -345,8 +318,8 @@ impl LeaseStore for DynamoStore {
             .client
             .put_item()
             .table_name(&self.table)
-            .item("pk", s(format!("lease#{name}")))
-            .item("sk", s("lease"))
+            .item("pk", s(lease_pk(name)))
+            .item("sk", s(LEASE_SK))
             .item("holder", s(holder))
             .item("lease_until", n(until.timestamp_millis()))
             .item("expires_at", n(until.timestamp() + 3600))
@@ -364,6 +337,6 @@ impl LeaseStore for DynamoStore {
 
     async fn release(&self, name: &str, holder: &str) -> Result<(), AwsError> {
         // Taken over by someone else after expiry: theirs now, leave it.
-        self.delete_if(&format!("lease#{name}"), "lease", "holder = :v", None, holder).await
+        self.delete_if(&lease_pk(name), LEASE_SK, "holder = :v", None, holder).await
     }
 }

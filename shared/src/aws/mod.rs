@@ -3,6 +3,7 @@
 //! points them at an emulator without any custom variable.
 
 pub mod audit;
+mod aws_error;
 pub mod budget;
 pub mod capability;
 pub mod dynamodb;
@@ -13,6 +14,7 @@ pub mod report;
 pub mod secrets;
 pub mod spend;
 pub mod sqs;
+pub mod table;
 
 pub use dynamodb::DynamoStore;
 pub use mapping::CachedMapping;

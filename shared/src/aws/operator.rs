@@ -6,16 +6,11 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, TimeZone, Utc};
 
-use super::dynamodb::{DynamoStore, conditional_failed, get_n, get_s, s};
+use super::DynamoStore;
+use super::table::status::{FAILED, HELD};
+use super::table::{IDEM_SK, conditional_failed, get_n, get_s, queued_pk, s, subject_pk};
 use crate::domain::Subject;
 use crate::error::AwsError;
-
-const IDEM_SK: &str = "idem";
-const FAILED: &str = "FAILED";
-/// Defined here, not taken from `dynamodb.rs`, which does not name it yet: a record whose fault lies with the
-/// deployment or tenant (IFS/Brex auth, a missing IFS path, …). Never reported to Brex; `replay` re-enqueues it
-/// and the poster takes the item over.
-const HELD: &str = "HELD";
 
 /// A subject's idempotency item as the poster left it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -124,7 +119,7 @@ impl DynamoStore {
             .client()
             .get_item()
             .table_name(self.table())
-            .key("pk", s(subject.key()))
+            .key("pk", s(subject_pk(subject)))
             .key("sk", s(IDEM_SK))
             .consistent_read(true)
             .send()
@@ -140,7 +135,7 @@ impl DynamoStore {
             .client()
             .delete_item()
             .table_name(self.table())
-            .key("pk", s(subject.key()))
+            .key("pk", s(subject_pk(subject)))
             .key("sk", s(IDEM_SK))
             .condition_expression("#st = :failed")
             .expression_attribute_names("#st", "status")
@@ -161,7 +156,7 @@ impl DynamoStore {
             .client()
             .get_item()
             .table_name(self.table())
-            .key("pk", s(format!("queued#{}", subject.key())))
+            .key("pk", s(queued_pk(subject)))
             .key("sk", s("queued"))
             .consistent_read(true)
             .send()

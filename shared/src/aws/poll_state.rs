@@ -13,14 +13,13 @@ use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
 use chrono::{DateTime, SecondsFormat, Utc};
 use futures::{StreamExt, TryStreamExt};
 
-use super::dynamodb::{n, s};
+use super::table::status;
+use super::table::{IDEM_SK, QUEUED_SK, n, poll_pk, queued_pk, s, subject_pk, table_error};
 use crate::domain::Subject;
 use crate::error::{AwsError, Disposition};
 use crate::ports::{EnqueueLedger, Feed, Paging, PollState, PollStateStore};
 
 const CURSOR_SK: &str = "cursor";
-const QUEUED_SK: &str = "queued";
-const IDEM_SK: &str = "idem";
 /// BatchGetItem takes at most 100 keys.
 const BATCH_GET: usize = 100;
 /// Conditional puts in flight at once when marking a page queued.
@@ -38,28 +37,13 @@ fn time(t: DateTime<Utc>) -> AttributeValue {
     s(t.to_rfc3339_opts(SecondsFormat::Micros, true))
 }
 
-fn error(operation: &'static str, message: String, disposition: Disposition) -> AwsError {
-    AwsError { service: "dynamodb", operation, code: None, message, disposition }
-}
-
 fn get_time(item: &HashMap<String, AttributeValue>, key: &str) -> Result<Option<DateTime<Utc>>, AwsError> {
     match item.get(key).and_then(|v| v.as_s().ok()) {
         None => Ok(None),
         Some(raw) => DateTime::parse_from_rfc3339(raw).map(|t| Some(t.with_timezone(&Utc))).map_err(|e| {
-            error("GetItem", format!("poll position `{key}` is not RFC 3339: {e}"), Disposition::Permanent)
+            table_error("GetItem", format!("poll position `{key}` is not RFC 3339: {e}"), Disposition::Permanent)
         }),
     }
-}
-
-fn position_key(feed: Feed) -> String {
-    match feed {
-        Feed::Records(source) => format!("poll#accounting_records#{}", source.as_str()),
-        Feed::Expenses => "poll#expenses".to_owned(),
-    }
-}
-
-fn queued_key(subject: &Subject) -> String {
-    format!("queued#{}", subject.key())
 }
 
 impl DynamoPollState {
@@ -82,7 +66,7 @@ impl DynamoPollState {
                 .projection_expression("pk, #st, lease_until")
                 .expression_attribute_names("#st", "status")
                 .build()
-                .map_err(|e| error("BatchGetItem", e.to_string(), Disposition::Permanent))?;
+                .map_err(|e| table_error("BatchGetItem", e.to_string(), Disposition::Permanent))?;
             let out = self
                 .client
                 .batch_get_item()
@@ -98,7 +82,7 @@ impl DynamoPollState {
         if pending.is_empty() {
             Ok(items)
         } else {
-            Err(error("BatchGetItem", format!("{} keys left unprocessed", pending.len()), Disposition::Retryable))
+            Err(table_error("BatchGetItem", format!("{} keys left unprocessed", pending.len()), Disposition::Retryable))
         }
     }
 
@@ -106,7 +90,7 @@ impl DynamoPollState {
         self.client
             .delete_item()
             .table_name(&self.table)
-            .key("pk", s(queued_key(id)))
+            .key("pk", s(queued_pk(id)))
             .key("sk", s(QUEUED_SK))
             .send()
             .await
@@ -120,7 +104,7 @@ impl DynamoPollState {
             .client
             .put_item()
             .table_name(&self.table)
-            .item("pk", s(queued_key(id)))
+            .item("pk", s(queued_pk(id)))
             .item("sk", s(QUEUED_SK))
             .item("queued_until", n(until.timestamp_millis()))
             .item("expires_at", n(until.timestamp()))
@@ -143,7 +127,7 @@ impl PollStateStore for DynamoPollState {
             .client
             .get_item()
             .table_name(&self.table)
-            .key("pk", s(position_key(source)))
+            .key("pk", s(poll_pk(source)))
             .key("sk", s(CURSOR_SK))
             .consistent_read(true)
             .send()
@@ -170,7 +154,7 @@ impl PollStateStore for DynamoPollState {
             .client
             .put_item()
             .table_name(&self.table)
-            .item("pk", s(position_key(source)))
+            .item("pk", s(poll_pk(source)))
             .item("sk", s(CURSOR_SK))
             .item("updated_at", time(Utc::now()));
         if let Some(watermark) = state.watermark {
@@ -193,7 +177,7 @@ impl PollStateStore for DynamoPollState {
 #[async_trait]
 impl EnqueueLedger for DynamoPollState {
     async fn settled(&self, ids: &[Subject], now: DateTime<Utc>) -> Result<HashSet<Subject>, AwsError> {
-        let by_key: HashMap<String, &Subject> = ids.iter().map(|id| (id.key(), id)).collect();
+        let by_key: HashMap<String, &Subject> = ids.iter().map(|id| (subject_pk(id), id)).collect();
         let keys: Vec<String> = by_key.keys().cloned().collect();
         let mut settled = HashSet::new();
         for chunk in keys.chunks(BATCH_GET) {
@@ -205,7 +189,7 @@ impl EnqueueLedger for DynamoPollState {
                 let lease_until =
                     item.get("lease_until").and_then(|v| v.as_n().ok()).and_then(|v| v.parse::<i64>().ok());
                 let done = match status {
-                    Some("COMPLETED" | "FAILED") => true,
+                    Some(status::COMPLETED | status::FAILED) => true,
                     // An expired claim was abandoned: the record needs work again.
                     Some("IN_PROGRESS") => lease_until.is_some_and(|ms| ms > now.timestamp_millis()),
                     _ => false,

@@ -10,7 +10,7 @@
 use async_trait::async_trait;
 use chrono::{SecondsFormat, Utc};
 
-use super::dynamodb::{get_s, n, s};
+use super::table::{get_s, n, s};
 use crate::error::{AwsError, Disposition};
 use crate::ports::ReportStore;
 use crate::reference::ValidationReport;
@@ -69,12 +69,13 @@ fn count(c: usize) -> i64 {
 impl ReportStore for DynamoReportStore {
     /// The per-run copy first: if the second write fails, "latest" still names a report that exists.
     async fn save(&self, report: &ValidationReport) -> Result<(), AwsError> {
-        let json = serde_json::to_string(report).map_err(|e| AwsError {
-            service: "dynamodb",
-            operation: "PutItem",
-            code: None,
-            message: format!("validation report does not serialise: {e}"),
-            disposition: Disposition::Permanent,
+        let json = serde_json::to_string(report).map_err(|e| {
+            AwsError::new(
+                "dynamodb",
+                "PutItem",
+                format!("validation report does not serialise: {e}"),
+                Disposition::Permanent,
+            )
         })?;
         let checked_at = report.checked_at.unwrap_or_else(Utc::now);
         let run_sk = format!("run#{}", checked_at.to_rfc3339_opts(SecondsFormat::Micros, true));
@@ -96,13 +97,7 @@ impl ReportStore for DynamoReportStore {
             .await
             .map_err(|e| AwsError::from_sdk("dynamodb", "GetItem", &e))?;
         let Some(item) = out.item else { return Ok(None) };
-        let corrupt = |message: String| AwsError {
-            service: "dynamodb",
-            operation: "GetItem",
-            code: None,
-            message,
-            disposition: Disposition::Permanent,
-        };
+        let corrupt = |message: String| AwsError::new("dynamodb", "GetItem", message, Disposition::Permanent);
         let json = get_s(&item, "report").ok_or_else(|| corrupt("validation report item has no `report`".into()))?;
         serde_json::from_str(json)
             .map(Some)

@@ -27,12 +27,13 @@ impl SecretStore for SecretsManagerStore {
             .send()
             .await
             .map_err(|e| AwsError::from_sdk("secretsmanager", "GetSecretValue", &e))?;
-        out.secret_string.map(Secret::new).ok_or_else(|| AwsError {
-            service: "secretsmanager",
-            operation: "GetSecretValue",
-            code: None,
-            message: format!("secret {id} has no string value"),
-            disposition: Disposition::Permanent,
+        out.secret_string.map(Secret::new).ok_or_else(|| {
+            AwsError::new(
+                "secretsmanager",
+                "GetSecretValue",
+                format!("secret {id} has no string value"),
+                Disposition::Permanent,
+            )
         })
     }
 

@@ -11,7 +11,8 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use chrono::{DateTime, TimeZone, Utc};
 
-use super::dynamodb::{DynamoStore, conditional_failed, get_n, get_s, n, s};
+use super::DynamoStore;
+use super::table::{conditional_failed, corrupt, get_n, get_s, n, s, spend_pk};
 use crate::domain::{ExpenseId, ReferenceNumber};
 use crate::error::{AwsError, Disposition};
 use crate::ports::{SpendClaim, SpendClaims};
@@ -23,18 +24,10 @@ const RELEASED: &str = "RELEASED";
 /// Claims outlive any lease by far: the holder history must survive until every redelivery is over.
 const CLAIM_RETENTION_SECS: i64 = 30 * 86_400;
 
-fn key(spend: &ExpenseId) -> String {
-    format!("spend#{spend}")
-}
-
-fn corrupt(message: String) -> AwsError {
-    AwsError { service: "dynamodb", operation: "GetItem", code: None, message, disposition: Disposition::Permanent }
-}
-
 fn reference(item: &HashMap<String, AttributeValue>, name: &str) -> Result<ReferenceNumber, AwsError> {
     get_s(item, name)
         .and_then(|v| ReferenceNumber::parse(v).ok())
-        .ok_or_else(|| corrupt(format!("spend claim has no valid `{name}`")))
+        .ok_or_else(|| corrupt("GetItem", format!("spend claim has no valid `{name}`")))
 }
 
 fn holders(item: &HashMap<String, AttributeValue>) -> Vec<ReferenceNumber> {
@@ -53,7 +46,7 @@ impl DynamoStore {
             .client()
             .get_item()
             .table_name(self.table())
-            .key("pk", s(key(spend)))
+            .key("pk", s(spend_pk(spend)))
             .key("sk", s(SK))
             .consistent_read(true)
             .send()
@@ -78,7 +71,7 @@ impl SpendClaims for DynamoStore {
                 .client()
                 .update_item()
                 .table_name(self.table())
-                .key("pk", s(key(spend)))
+                .key("pk", s(spend_pk(spend)))
                 .key("sk", s(SK))
                 .update_expression(
                     "SET #st = :inprog, holder = :me, lease_until = :until, expires_at = :exp ADD holders :meset",
@@ -127,13 +120,12 @@ impl SpendClaims for DynamoStore {
                 Err(e) => return Err(AwsError::from_sdk("dynamodb", "UpdateItem", &e)),
             }
         }
-        Err(AwsError {
-            service: "dynamodb",
-            operation: "UpdateItem",
-            code: None,
-            message: format!("spend claim {spend} keeps changing under us"),
-            disposition: Disposition::Retryable,
-        })
+        Err(AwsError::new(
+            "dynamodb",
+            "UpdateItem",
+            format!("spend claim {spend} keeps changing under us"),
+            Disposition::Retryable,
+        ))
     }
 
     async fn posted(
@@ -147,7 +139,7 @@ impl SpendClaims for DynamoStore {
         self.client()
             .update_item()
             .table_name(self.table())
-            .key("pk", s(key(spend)))
+            .key("pk", s(spend_pk(spend)))
             .key("sk", s(SK))
             .update_expression("SET #st = :posted, holder = :me, voucher = :v, expires_at = :exp ADD holders :meset")
             .expression_attribute_names("#st", "status")
@@ -167,7 +159,7 @@ impl SpendClaims for DynamoStore {
             .client()
             .update_item()
             .table_name(self.table())
-            .key("pk", s(key(spend)))
+            .key("pk", s(spend_pk(spend)))
             .key("sk", s(SK))
             .update_expression("SET #st = :released REMOVE lease_until")
             .condition_expression("#st = :inprog AND holder = :me")

@@ -29,13 +29,7 @@ impl SqsQueue {
             .iter()
             .map(|(id, body)| SendMessageBatchRequestEntry::builder().id(id).message_body(body).build())
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| AwsError {
-                service: "sqs",
-                operation: "SendMessageBatch",
-                code: None,
-                message: e.to_string(),
-                disposition: Disposition::Permanent,
-            })?;
+            .map_err(|e| AwsError::new("sqs", "SendMessageBatch", e.to_string(), Disposition::Permanent))?;
         let out = self
             .client
             .send_message_batch()
@@ -56,12 +50,13 @@ impl WorkQueue for SqsQueue {
             .iter()
             .enumerate()
             .map(|(i, item)| {
-                serde_json::to_string(item).map(|body| (i.to_string(), body)).map_err(|e| AwsError {
-                    service: "sqs",
-                    operation: "SendMessageBatch",
-                    code: None,
-                    message: format!("cannot encode work item: {e}"),
-                    disposition: Disposition::Permanent,
+                serde_json::to_string(item).map(|body| (i.to_string(), body)).map_err(|e| {
+                    AwsError::new(
+                        "sqs",
+                        "SendMessageBatch",
+                        format!("cannot encode work item: {e}"),
+                        Disposition::Permanent,
+                    )
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;

@@ -15,14 +15,6 @@ pub enum Subject {
 }
 
 impl Subject {
-    /// The DynamoDB partition key of its idempotency record and audit trail.
-    pub fn key(&self) -> String {
-        match self {
-            Self::Record(id) => format!("record#{id}"),
-            Self::Expense(id) => format!("expense#{id}"),
-        }
-    }
-
     /// The IFS `ReferenceNumber` its voucher rows carry.
     pub fn reference(&self) -> ReferenceNumber {
         match self {
@@ -32,7 +24,7 @@ impl Subject {
     }
 
     /// Parses what an operator types: an `accr_…` id is a record, anything else an expense; `record#…` and
-    /// `expense#…` keys are accepted too.
+    /// `expense#…` (as the table and `connector failures --json` show them) are accepted too.
     pub fn parse(input: &str) -> Result<Self, super::ids::InvalidId> {
         let input = input.trim();
         if let Some(id) = input.strip_prefix("record#") {
@@ -72,10 +64,10 @@ mod tests {
     #[test]
     fn keys_and_parsing_round_trip() {
         let record = Subject::parse("accr_1").unwrap();
-        assert_eq!(record.key(), "record#accr_1");
-        assert_eq!(Subject::parse(&record.key()).unwrap(), record);
+        assert_eq!(record, Subject::Record(AccountingRecordId::parse("accr_1").unwrap()));
+        assert_eq!(Subject::parse("record#accr_1").unwrap(), record);
         let expense = Subject::parse("expense_9").unwrap();
-        assert_eq!(expense.key(), "expense#expense_9");
+        assert_eq!(expense, Subject::Expense(ExpenseId::parse("expense_9").unwrap()));
         assert_eq!(expense.reference().as_str(), "expense_9");
         assert_eq!(Subject::parse("expense#expense_9").unwrap(), expense);
         assert!(Subject::parse("record#bad id").is_err());

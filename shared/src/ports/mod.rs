@@ -15,6 +15,6 @@ pub use ifs::{AccountInfo, ChartOfAccounts, Demand, Ledger, ReferenceSource};
 pub use queue::{Redelivery, WorkQueue};
 pub use secrets::SecretStore;
 pub use storage::{
-    AuditTrail, Begin, Capability, CapabilityStore, EnqueueLedger, Feed, IdempotencyStore, LeaseStore, MappingSource,
-    Paging, PollState, PollStateStore, ReportStore, SpendClaim, SpendClaims,
+    AuditTrail, Begin, Capability, CapabilityStore, EnqueueLedger, Feed, IdempotencyKey, IdempotencyStore, LeaseStore,
+    MappingSource, Paging, PollState, PollStateStore, ReportStore, SpendClaim, SpendClaims,
 };

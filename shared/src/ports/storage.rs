@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 
 use crate::audit::AuditEntry;
 use crate::brex::model::SourceType;
-use crate::domain::{ExpenseId, ReferenceNumber, Subject};
+use crate::domain::{ExpenseId, ReferenceNumber, Subject, WebhookId};
 use crate::error::AwsError;
 use crate::mapping::{LoadedMapping, MappingLoadError};
 use crate::reference::ValidationReport;
@@ -29,29 +29,62 @@ pub enum Begin {
     Failed { reason: String },
 }
 
-/// Idempotency records keyed by a string (webhook ids, record ids …), stored in the one DynamoDB table.
+/// What an idempotency record guards: the posting of one Brex record or expense, or the acceptance of one
+/// webhook delivery (its `webhook-id`). The adapter turns it into its own storage key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum IdempotencyKey {
+    Posting(Subject),
+    Delivery(WebhookId),
+}
+
+impl From<&Subject> for IdempotencyKey {
+    fn from(subject: &Subject) -> Self {
+        Self::Posting(subject.clone())
+    }
+}
+
+impl std::fmt::Display for IdempotencyKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Posting(subject) => write!(f, "posting of {subject}"),
+            Self::Delivery(id) => write!(f, "webhook delivery {id}"),
+        }
+    }
+}
+
+/// Idempotency records, one per [`IdempotencyKey`] (Powertools idempotency semantics).
 #[async_trait]
 pub trait IdempotencyStore: Send + Sync {
     /// Claims `key` unless it is completed, failed, or in progress with an unexpired lease. An expired
     /// in-progress claim is taken over.
-    async fn begin(&self, key: &str, lease_until: DateTime<Utc>, now: DateTime<Utc>) -> Result<Begin, AwsError>;
+    async fn begin(
+        &self,
+        key: &IdempotencyKey,
+        lease_until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Begin, AwsError>;
     /// Marks `key` completed with an optional result; kept for `retain_until`.
-    async fn complete(&self, key: &str, result: Option<&str>, retain_until: DateTime<Utc>) -> Result<(), AwsError>;
+    async fn complete(
+        &self,
+        key: &IdempotencyKey,
+        result: Option<&str>,
+        retain_until: DateTime<Utc>,
+    ) -> Result<(), AwsError>;
     /// Marks `key` failed permanently with a reason.
-    async fn fail(&self, key: &str, reason: &str, retain_until: DateTime<Utc>) -> Result<(), AwsError>;
+    async fn fail(&self, key: &IdempotencyKey, reason: &str, retain_until: DateTime<Utc>) -> Result<(), AwsError>;
     /// Marks `key` held (the deployment or tenant is at fault) with the reason and the operator's fix. A
     /// held key can be claimed again at once (`begin` takes it like a released one), so a redelivery or a
     /// replay after the fix posts it; posting replaces the hold.
     async fn hold(
         &self,
-        key: &str,
+        key: &IdempotencyKey,
         reason: &str,
         fix: &str,
         now: DateTime<Utc>,
         retain_until: DateTime<Utc>,
     ) -> Result<(), AwsError>;
     /// Drops an in-progress claim so a retry can start over at once (used when the work could not be done).
-    async fn release(&self, key: &str) -> Result<(), AwsError>;
+    async fn release(&self, key: &IdempotencyKey) -> Result<(), AwsError>;
 }
 
 /// Who posted (or is posting) one piece of spend. With both poll sources on, a card expense reaches us twice:

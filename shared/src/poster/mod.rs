@@ -25,8 +25,8 @@ use crate::domain::{AccountingRecordId, CompanyCode, ExpenseId, Origin, Referenc
 use crate::error::{Classify, Disposition};
 use crate::mapping::{LoadedMapping, map_record, validate_proposal};
 use crate::ports::{
-    AuditTrail, Begin, Clock, ExportOutcome, IdempotencyStore, Ledger, MappingSource, RecordSource, SpendClaim,
-    SpendClaims,
+    AuditTrail, Begin, Clock, ExportOutcome, IdempotencyKey, IdempotencyStore, Ledger, MappingSource, RecordSource,
+    SpendClaim, SpendClaims,
 };
 use crate::proposal::Proposal;
 
@@ -184,7 +184,7 @@ impl Poster {
         } else {
             let mut mine = Vec::new();
             for subject in carriers.keys() {
-                match self.idempotency.begin(&subject.key(), batch.lease_until, now).await {
+                match self.idempotency.begin(&IdempotencyKey::from(subject), batch.lease_until, now).await {
                     Ok(Begin::Started) => mine.push(subject.clone()),
                     Ok(Begin::Completed { result }) => {
                         batch.report.already_posted.insert(subject.clone(), result.unwrap_or_default());
@@ -497,10 +497,12 @@ impl Poster {
                 self.release_spend(subject, batch).await;
                 let now = self.clock.now();
                 let retain = now + self.options.retention;
-                if let Err(e) = self.idempotency.hold(&subject.key(), &held.reason, &held.fix, now, retain).await {
+                if let Err(e) =
+                    self.idempotency.hold(&IdempotencyKey::from(subject), &held.reason, &held.fix, now, retain).await
+                {
                     // Not recorded as held: give the claim back so the redelivery is not kept waiting.
                     tracing::warn!(%subject, error = %e, "could not record the hold");
-                    let _ = self.idempotency.release(&subject.key()).await;
+                    let _ = self.idempotency.release(&IdempotencyKey::from(subject)).await;
                 }
             }
             batch.report.held.insert(subject.clone(), held.clone());
@@ -545,7 +547,7 @@ impl Poster {
 
     async fn complete(&self, subject: &Subject, key: &str, batch: &mut Batch, new: bool) {
         let retain = self.clock.now() + self.options.retention;
-        if let Err(e) = self.idempotency.complete(&subject.key(), Some(key), retain).await {
+        if let Err(e) = self.idempotency.complete(&IdempotencyKey::from(subject), Some(key), retain).await {
             // The voucher exists; a redelivery finds it with the dedup query and completes the subject then.
             tracing::warn!(%subject, voucher = key, error = %e, "posted but could not record it");
             batch.report.retry.insert(subject.clone(), format!("recording the voucher: {e}"));
@@ -563,7 +565,7 @@ impl Poster {
         tracing::warn!(%subject, reason, "failed permanently");
         self.release_spend(subject, batch).await;
         let retain = self.clock.now() + self.options.retention;
-        if let Err(e) = self.idempotency.fail(&subject.key(), reason, retain).await {
+        if let Err(e) = self.idempotency.fail(&IdempotencyKey::from(subject), reason, retain).await {
             batch.report.retry.insert(subject.clone(), format!("recording the failure: {e}"));
             return;
         }
@@ -572,7 +574,7 @@ impl Poster {
 
     async fn skip(&self, subject: &Subject, reason: &str, batch: &mut Batch) {
         if !self.options.dry_run {
-            let _ = self.idempotency.release(&subject.key()).await;
+            let _ = self.idempotency.release(&IdempotencyKey::from(subject)).await;
         }
         batch.report.skipped.insert(subject.clone(), reason.to_owned());
     }
@@ -583,7 +585,7 @@ impl Poster {
             if !self.options.dry_run {
                 tracing::warn!(%subject, reason, "will retry");
                 self.release_spend(subject, batch).await;
-                if let Err(e) = self.idempotency.release(&subject.key()).await {
+                if let Err(e) = self.idempotency.release(&IdempotencyKey::from(subject)).await {
                     // The lease expires by itself; the retry only waits longer.
                     tracing::warn!(%subject, error = %e, "could not release claim");
                 }

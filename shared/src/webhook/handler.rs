@@ -19,7 +19,7 @@ use tokio::sync::Mutex;
 
 use super::verify::{SignedHeaders, VerifyError, WebhookVerifier};
 use crate::domain::{AccountingRecordId, Origin, WebhookId, WorkItem};
-use crate::ports::{Begin, Clock, IdempotencyStore, WebhookSecretSource, WorkQueue};
+use crate::ports::{Begin, Clock, IdempotencyKey, IdempotencyStore, WebhookSecretSource, WorkQueue};
 
 pub const READY_FOR_EXPORT: &str = "ACCOUNTING_RECORD_READY_FOR_EXPORT";
 
@@ -210,7 +210,7 @@ impl WebhookService {
         company_id: Option<&str>,
         now: DateTime<Utc>,
     ) -> WebhookResponse {
-        let key = format!("webhook#{webhook_id}");
+        let key = IdempotencyKey::Delivery(webhook_id.clone());
         match self.idempotency.begin(&key, now + self.options.lease, now).await {
             Ok(Begin::Started) => {}
             Ok(Begin::Completed { .. } | Begin::Failed { .. }) => {
@@ -369,6 +369,10 @@ mod tests {
         }
     }
 
+    fn delivery(id: &str) -> IdempotencyKey {
+        IdempotencyKey::Delivery(WebhookId::parse(id).unwrap())
+    }
+
     #[derive(Debug, Clone, PartialEq)]
     enum Entry {
         InProgress(DateTime<Utc>),
@@ -377,14 +381,19 @@ mod tests {
 
     #[derive(Default)]
     struct FakeStore {
-        entries: StdMutex<HashMap<String, Entry>>,
+        entries: StdMutex<HashMap<IdempotencyKey, Entry>>,
         fail: AtomicBool,
         releases: AtomicUsize,
     }
 
     #[async_trait]
     impl IdempotencyStore for FakeStore {
-        async fn begin(&self, key: &str, lease_until: DateTime<Utc>, now: DateTime<Utc>) -> Result<Begin, AwsError> {
+        async fn begin(
+            &self,
+            key: &IdempotencyKey,
+            lease_until: DateTime<Utc>,
+            now: DateTime<Utc>,
+        ) -> Result<Begin, AwsError> {
             if self.fail.load(Ordering::SeqCst) {
                 return Err(aws_down("PutItem"));
             }
@@ -394,20 +403,27 @@ mod tests {
                 Some(Entry::InProgress(until)) if *until > now => return Ok(Begin::InProgress { until: *until }),
                 _ => {}
             }
-            entries.insert(key.to_owned(), Entry::InProgress(lease_until));
+            entries.insert(key.clone(), Entry::InProgress(lease_until));
             Ok(Begin::Started)
         }
-        async fn complete(&self, key: &str, result: Option<&str>, _: DateTime<Utc>) -> Result<(), AwsError> {
-            self.entries.lock().unwrap().insert(key.to_owned(), Entry::Completed(result.map(str::to_owned)));
+        async fn complete(&self, key: &IdempotencyKey, result: Option<&str>, _: DateTime<Utc>) -> Result<(), AwsError> {
+            self.entries.lock().unwrap().insert(key.clone(), Entry::Completed(result.map(str::to_owned)));
             Ok(())
         }
-        async fn fail(&self, _: &str, _: &str, _: DateTime<Utc>) -> Result<(), AwsError> {
+        async fn fail(&self, _: &IdempotencyKey, _: &str, _: DateTime<Utc>) -> Result<(), AwsError> {
             unreachable!("the webhook never fails a key permanently")
         }
-        async fn hold(&self, _: &str, _: &str, _: &str, _: DateTime<Utc>, _: DateTime<Utc>) -> Result<(), AwsError> {
+        async fn hold(
+            &self,
+            _: &IdempotencyKey,
+            _: &str,
+            _: &str,
+            _: DateTime<Utc>,
+            _: DateTime<Utc>,
+        ) -> Result<(), AwsError> {
             unreachable!("the webhook never holds a key")
         }
-        async fn release(&self, key: &str) -> Result<(), AwsError> {
+        async fn release(&self, key: &IdempotencyKey) -> Result<(), AwsError> {
             self.releases.fetch_add(1, Ordering::SeqCst);
             self.entries.lock().unwrap().remove(key);
             Ok(())
@@ -520,7 +536,7 @@ mod tests {
         let items = rig.queue.items.lock().unwrap().clone();
         assert_eq!(items[0].origin(), &Origin::Webhook { webhook_id: WebhookId::parse("msg_1").unwrap() });
         assert_eq!(
-            rig.store.entries.lock().unwrap().get("webhook#msg_1"),
+            rig.store.entries.lock().unwrap().get(&delivery("msg_1")),
             Some(&Entry::Completed(Some("enqueued=2".into())))
         );
 
@@ -635,7 +651,7 @@ mod tests {
         rig.store.fail.store(false, Ordering::SeqCst);
 
         let until = rig.clock.now() + Duration::seconds(30);
-        rig.store.entries.lock().unwrap().insert("webhook#msg_7".into(), Entry::InProgress(until));
+        rig.store.entries.lock().unwrap().insert(delivery("msg_7"), Entry::InProgress(until));
         assert_eq!(rig.send("msg_7", &body).await.status, 409);
         assert!(rig.queued_ids().is_empty());
         // An expired claim (crashed invocation) is taken over.

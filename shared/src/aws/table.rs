@@ -1,0 +1,106 @@
+//! The one DynamoDB table's schema (`pk`/`sk`, TTL `expires_at`): every key the connector writes, the status
+//! names of an idempotency item, and the helpers that read and write attribute values. The adapters in this
+//! folder build keys only through here, so the layout below is the whole truth.
+//!
+//! - idempotency: `pk = record#<id> | expense#<id> | webhook#<webhook-id>`, `sk = "idem"`, `status`
+//!   IN_PROGRESS | COMPLETED | FAILED | HELD, `lease_until` (N, epoch ms), `result`/`reason` (S), `expires_at`
+//!   (N, epoch s), `updated_at` (S); a HELD item also has `fix` (S), `held_since` (S, RFC 3339, the first
+//!   hold) and `held_times` (N)
+//! - audit trail: `pk = record#<id> | expense#<id>`, `sk = audit#<at>#<seq>`
+//! - poll position: `pk = poll#accounting_records#<source> | poll#expenses`, `sk = "cursor"`
+//! - queued mark: `pk = queued#record#<id> | queued#expense#<id>`, `sk = "queued"`
+//! - spend claim: `pk = spend#<expense id>`
+//! - lease: `pk = "lease#<name>"`, `sk = "lease"`, `holder` (S), `lease_until` (N, epoch ms)
+//! - mapping: `pk = "config"`, `sk = "mapping"`, `document` (S), `version` (N), `updated_at` (S) — the
+//!   operator CLI and the functions share this item, see `docs/contract.md`
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+
+use crate::domain::{ExpenseId, Subject};
+use crate::error::{AwsError, Disposition};
+use crate::ports::{Feed, IdempotencyKey};
+
+pub const IDEM_SK: &str = "idem";
+pub const QUEUED_SK: &str = "queued";
+pub const LEASE_SK: &str = "lease";
+
+/// The `status` of an idempotency item.
+pub mod status {
+    pub const IN_PROGRESS: &str = "IN_PROGRESS";
+    pub const COMPLETED: &str = "COMPLETED";
+    pub const FAILED: &str = "FAILED";
+    /// The deployment or tenant is at fault (IFS/Brex auth, a missing IFS path, …): never reported to Brex;
+    /// `replay` re-enqueues it and the poster takes the item over.
+    pub const HELD: &str = "HELD";
+}
+
+/// The partition of a subject's idempotency item and audit trail.
+pub fn subject_pk(subject: &Subject) -> String {
+    match subject {
+        Subject::Record(id) => format!("record#{id}"),
+        Subject::Expense(id) => format!("expense#{id}"),
+    }
+}
+
+pub fn idempotency_pk(key: &IdempotencyKey) -> String {
+    match key {
+        IdempotencyKey::Posting(subject) => subject_pk(subject),
+        IdempotencyKey::Delivery(webhook_id) => format!("webhook#{webhook_id}"),
+    }
+}
+
+/// The poller's "queued recently" mark of a subject.
+pub fn queued_pk(subject: &Subject) -> String {
+    format!("queued#{}", subject_pk(subject))
+}
+
+/// Where a poll feed's position (watermark, paging) is kept.
+pub fn poll_pk(feed: Feed) -> String {
+    match feed {
+        Feed::Records(source) => format!("poll#accounting_records#{}", source.as_str()),
+        Feed::Expenses => "poll#expenses".to_owned(),
+    }
+}
+
+pub fn lease_pk(name: &str) -> String {
+    format!("lease#{name}")
+}
+
+pub fn spend_pk(spend: &ExpenseId) -> String {
+    format!("spend#{spend}")
+}
+
+pub(crate) fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+pub(crate) fn n(v: i64) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+pub(crate) fn get_s<'a>(item: &'a HashMap<String, AttributeValue>, key: &str) -> Option<&'a str> {
+    item.get(key).and_then(|v| v.as_s().ok()).map(String::as_str)
+}
+
+pub(crate) fn get_n(item: &HashMap<String, AttributeValue>, key: &str) -> Option<i64> {
+    item.get(key).and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok())
+}
+
+pub(crate) fn conditional_failed<E: aws_sdk_dynamodb::error::ProvideErrorMetadata>(
+    err: &aws_sdk_dynamodb::error::SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>,
+) -> bool {
+    err.as_service_error().and_then(|e| e.code()) == Some("ConditionalCheckFailedException")
+}
+
+/// A DynamoDB failure that is not the SDK's: an item we cannot read, an entry we cannot write, work left
+/// unprocessed.
+pub(crate) fn table_error(operation: &'static str, message: impl Into<String>, disposition: Disposition) -> AwsError {
+    AwsError::new("dynamodb", operation, message, disposition)
+}
+
+/// An item that is not what this module writes: retrying reads it again, so it is permanent.
+pub(crate) fn corrupt(operation: &'static str, message: impl Into<String>) -> AwsError {
+    table_error(operation, message, Disposition::Permanent)
+}
