@@ -25,10 +25,10 @@ use super::capability::VoucherFlow;
 use super::client::{Body, IfsClient, JSON_MEDIA_TYPE, MAX_STALE_ETAG_RETRIES, Request, Resend};
 use super::error::{IfsError, classify_status, parse_error_body};
 use super::reference::AccountingPeriodInfo;
-use super::retry::{Backoff, parse_retry_after};
 use super::voucher::{VoucherKey, header_body, row_body, voucher_no};
 use crate::domain::CompanyCode;
 use crate::proposal::Proposal;
+use crate::retry::parse_retry_after;
 
 /// A proposal ready to go: the header and rows as they go on the wire.
 struct Prepared<'a> {
@@ -579,8 +579,8 @@ impl IfsClient {
                 }
                 next.extend(unresolved);
             } else if wait {
-                let backoff = policy.backoff(again.values().copied().max().unwrap_or(1), wait_hint, &mut rand::rng());
-                if let Backoff::Wait(delay) = backoff {
+                let delay = policy.next_delay(again.values().copied().max().unwrap_or(1), wait_hint, &mut rand::rng());
+                if let Some(delay) = delay {
                     self.count_retry();
                     tokio::time::sleep(delay).await;
                 }
@@ -645,8 +645,8 @@ impl IfsClient {
         self.count_uncertain_check();
         tracing::warn!(vouchers = uncertain.len(), error = %uncertain[0].1, "$batch outcome unknown; re-checking IFS");
         // Give a commit still in flight time to land before looking. The RNG is dropped before the await.
-        let backoff = policy.backoff(round, None, &mut rand::rng());
-        if let Backoff::Wait(delay) = backoff {
+        let delay = policy.next_delay(round, None, &mut rand::rng());
+        if let Some(delay) = delay {
             tokio::time::sleep(delay).await;
         }
         let mut by_company: BTreeMap<(CompanyCode, String), Vec<_>> = BTreeMap::new();

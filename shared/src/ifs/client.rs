@@ -14,13 +14,13 @@ use serde_json::Value;
 use url::Url;
 
 use super::api_names::IfsApiNames;
-use super::budget::{RequestBudget, TokenBucket};
+use super::budget::RequestBudget;
 use super::error::{IfsError, MI_MODIFIED_ERROR, classify_status, parse_error_body};
 use super::filter::{Filter, encode_component, quote};
 use super::reference::ReferenceCache;
-use super::retry::{Backoff, RetryPolicy, parse_retry_after};
 use super::token::{FetchedToken, TokenCache};
 use crate::domain::{ETag, IfsCredentials, Secret};
+use crate::retry::{RetryPolicy, TokenBucket, parse_retry_after};
 
 /// Media type of every JSON request and of `Accept`. `IEEE754Compatible=true` is what lets amounts travel as
 /// decimal strings, exactly (see `voucher::amount_json`).
@@ -75,7 +75,7 @@ impl IfsClientConfig {
             requests_per_minute: Self::DEFAULT_REQUESTS_PER_MINUTE,
             api: IfsApiNames::default(),
             request_timeout: Self::DEFAULT_REQUEST_TIMEOUT,
-            retry: RetryPolicy::default(),
+            retry: RetryPolicy::ifs(),
         }
     }
 }
@@ -268,7 +268,7 @@ impl std::fmt::Debug for IfsClient {
 impl IfsClient {
     /// A client with the per-instance token bucket fed by `requests_per_minute`.
     pub fn new(config: IfsClientConfig, http: reqwest::Client) -> Result<Self, IfsError> {
-        let budget = Arc::new(TokenBucket::per_minute(config.requests_per_minute));
+        let budget = Arc::new(TokenBucket::ifs(config.requests_per_minute));
         Self::with_budget(config, http, budget)
     }
 
@@ -616,15 +616,12 @@ impl IfsClient {
             if !resend {
                 return Err(failure.error);
             }
-            let backoff = self.inner.retry.backoff(failed, failure.retry_after, &mut rand::rng());
-            match backoff {
-                Backoff::Wait(delay) => {
-                    tracing::debug!(error = %failure.error, attempt = failed, ?delay, "IFS request failed, retrying");
-                    bump(&self.inner.counters.retries);
-                    tokio::time::sleep(delay).await;
-                }
-                Backoff::GiveUp => return Err(failure.error),
-            }
+            // The thread-local RNG must not live across the await below (it is not Send).
+            let delay = self.inner.retry.next_delay(failed, failure.retry_after, &mut rand::rng());
+            let Some(delay) = delay else { return Err(failure.error) };
+            tracing::debug!(error = %failure.error, attempt = failed, ?delay, "IFS request failed, retrying");
+            bump(&self.inner.counters.retries);
+            tokio::time::sleep(delay).await;
         }
     }
 

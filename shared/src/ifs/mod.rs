@@ -11,16 +11,14 @@ pub mod error;
 pub mod filter;
 pub mod probe;
 pub mod reference;
-pub mod retry;
 pub mod token;
 pub mod voucher;
 
 pub use api_names::{BatchMode, IfsApiNames};
-pub use budget::{RequestBudget, TokenBucket};
+pub use budget::RequestBudget;
 pub use capability::{FlowMemory, VoucherFlow};
 pub use client::{IfsClient, IfsClientConfig, IfsStats, ListQuery, Resend};
 pub use error::IfsError;
 pub use filter::Filter;
 pub use reference::{AccountingPeriodInfo, CodePartInfo};
-pub use retry::RetryPolicy;
 pub use voucher::VoucherKey;

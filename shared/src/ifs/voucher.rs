@@ -330,8 +330,8 @@ impl IfsClient {
             tracing::warn!(reference = %proposal.reference_number, error = %why, "CreateVoucher outcome unknown; re-checking IFS");
             // Give a commit that is still in flight time to land before looking.
             // The RNG must be dropped before the await: it is not Send.
-            let backoff = self.inner.retry.backoff(uncertain, None, &mut rand::rng());
-            if let super::retry::Backoff::Wait(delay) = backoff {
+            let delay = self.inner.retry.next_delay(uncertain, None, &mut rand::rng());
+            if let Some(delay) = delay {
                 tokio::time::sleep(delay).await;
             }
             let refs = std::slice::from_ref(&proposal.reference_number);
