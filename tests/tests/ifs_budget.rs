@@ -46,6 +46,7 @@ async fn four_clients_sharing_the_dynamodb_budget_never_see_a_429() {
         while start.elapsed() < run_for {
             // An uncached read: every call is one request.
             client
+                .transport()
                 .get_entity::<serde_json::Value>("AccountsHandling.svc/AccountSet(Company='10',Account='6500')")
                 .await
                 .expect("no request is refused");

@@ -308,7 +308,7 @@ async fn reference_reads_map_demands_and_are_cached() {
     assert!(!old.is_valid_on(date(1, 1)));
     assert!(client.account(&co(), &AccountCode::parse("4242").unwrap()).await.unwrap().is_none());
     // Through the port, from the cache.
-    let chart: &dyn ChartOfAccounts = &client;
+    let chart: &dyn ChartOfAccounts = client.reference();
     assert_eq!(chart.account(&co(), &software).await.unwrap(), Some(info));
     // The first miss read the company's chart (one page); only the unknown 4242 was asked for alone.
     assert_eq!(sim.counters().count_label("AccountSet.LIST"), 1);

@@ -13,7 +13,6 @@
 //! message comes back with backoff until the fix (or the DLQ and `connector replay`).
 
 mod brex_source;
-mod ifs_ledger;
 mod ports;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
