@@ -16,6 +16,7 @@ pub mod ports;
 pub mod poster;
 pub mod proposal;
 pub mod reference;
+pub mod retry;
 pub mod sync;
 pub mod telemetry;
 pub mod webhook;

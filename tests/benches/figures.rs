@@ -25,7 +25,8 @@ use chrono::{Datelike, NaiveDate, Utc};
 use shared::aws::DynamoStore;
 use shared::aws::budget::DynamoBudget;
 use shared::domain::{IfsCredentials, Origin, Secret};
-use shared::ifs::{IfsClient, IfsClientConfig, RetryPolicy};
+use shared::ifs::{IfsClient, IfsClientConfig};
+use shared::retry::RetryPolicy;
 use sims::aws::{Moto, Stack, StackSpec};
 use sims::brex::generator::{GeneratorOptions, RecordGenerator};
 use sims::brex::webhook::{HeaderFamily, WebhookDelivery};
@@ -216,7 +217,13 @@ async fn shared_budget(rows: &mut Vec<Row>, quick: bool) {
             IfsCredentials { client_id, client_secret: Secret::new(secret) },
         );
         config.api.batch = shared::ifs::BatchMode::Off;
-        config.retry = RetryPolicy { max_attempts: 3, base: Duration::from_millis(50), cap: Duration::from_secs(5) };
+        config.retry = RetryPolicy {
+            max_attempts: 3,
+            base: Duration::from_millis(50),
+            cap: Duration::from_secs(5),
+            max_retry_after: Duration::from_secs(5),
+            retry_after_jitter: true,
+        };
         let budget = DynamoBudget::new(store.clone(), "ifs", limit, window, window / 60, 4);
         let client = IfsClient::with_budget(config, reqwest::Client::new(), Arc::new(budget)).expect("client");
         async move {

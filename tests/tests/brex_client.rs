@@ -9,13 +9,13 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use shared::aws::{DynamoStore, SecretsManagerStore};
 use shared::brex::model::{ReviewStatus, SourceType};
-use shared::brex::retry::RetryPolicy;
 use shared::brex::{
     AuthOptions, BrexAuth, BrexClient, BrexConfig, BrexError, ExportResult, ExportStatus, OAuthContext, RecordQuery,
 };
 use shared::domain::{AccountingRecordId, BrexCredentials, Secret};
 use shared::error::Classify;
 use shared::ports::{Clock, LeaseStore, SecretStore, SystemClock, WebhookSecretSource};
+use shared::retry::RetryPolicy;
 use shared::webhook::WebhookVerifier;
 use sims::aws::{Moto, Stack, StackSpec};
 use sims::brex::generator::RecordGenerator;
@@ -24,9 +24,10 @@ use sims::brex::{BrexSim, BrexSimConfig, Faults, OAuthClient};
 fn fast_retry(max_attempts: u32) -> RetryPolicy {
     RetryPolicy {
         max_attempts,
-        base_delay: Duration::from_millis(5),
-        max_delay: Duration::from_millis(20),
+        base: Duration::from_millis(5),
+        cap: Duration::from_millis(20),
         max_retry_after: Duration::from_secs(2),
+        ..RetryPolicy::brex()
     }
 }
 

@@ -10,8 +10,9 @@ use chrono::{TimeDelta, Utc};
 use connector::Env;
 use shared::brex::{BrexAuth, BrexClient, BrexConfig};
 use shared::domain::{IfsCredentials, Origin, Secret};
-use shared::ifs::{IfsClient, IfsClientConfig, RetryPolicy};
+use shared::ifs::{IfsClient, IfsClientConfig};
 use shared::mapping::LoadedMapping;
+use shared::retry::RetryPolicy;
 use shared::sync::{FieldSync, FieldSyncOptions, SyncReport};
 use sims::brex::{BrexCounters, SimFieldValue};
 use sims::ifs::{IfsSimConfig, ReferenceData};
@@ -38,7 +39,13 @@ fn ifs_client(p: &Pipeline) -> IfsClient {
     let creds = IfsCredentials { client_id, client_secret: Secret::new(secret) };
     let mut config = IfsClientConfig::new(p.ifs.base_url(), p.ifs.realm(), creds);
     config.request_timeout = Duration::from_secs(20);
-    config.retry = RetryPolicy { max_attempts: 4, base: Duration::from_millis(20), cap: Duration::from_secs(1) };
+    config.retry = RetryPolicy {
+        max_attempts: 4,
+        base: Duration::from_millis(20),
+        cap: Duration::from_secs(1),
+        max_retry_after: Duration::from_secs(1),
+        retry_after_jitter: true,
+    };
     IfsClient::new(config, reqwest::Client::new()).unwrap()
 }
 

@@ -11,8 +11,9 @@ use chrono::{Datelike, NaiveDate, Utc};
 use rust_decimal::Decimal;
 use shared::domain::{AccountingRecordId, CompanyCode, IfsCredentials, Origin, ReferenceNumber, Secret, WebhookId};
 use shared::error::Classify;
-use shared::ifs::{IfsClient, IfsClientConfig, IfsError, RetryPolicy};
+use shared::ifs::{IfsClient, IfsClientConfig, IfsError};
 use shared::proposal::Proposal;
+use shared::retry::RetryPolicy;
 use sims::brex::generator::{GeneratorOptions, RecordGenerator};
 use sims::ifs::{IfsFaults, IfsSim, IfsSimConfig};
 use sims::pipeline::{EXAMPLE_MAPPING, Pipeline, PipelineOptions};
@@ -35,7 +36,13 @@ fn client(sim: &IfsSim, batch: bool) -> IfsClient {
     let mut config = IfsClientConfig::new(sim.base_url(), sim.realm(), creds);
     config.requests_per_minute = 600_000;
     config.request_timeout = Duration::from_secs(5);
-    config.retry = RetryPolicy { max_attempts: 8, base: Duration::from_millis(20), cap: Duration::from_secs(2) };
+    config.retry = RetryPolicy {
+        max_attempts: 8,
+        base: Duration::from_millis(20),
+        cap: Duration::from_secs(2),
+        max_retry_after: Duration::from_secs(2),
+        retry_after_jitter: true,
+    };
     config.api.batch = if batch { shared::ifs::BatchMode::On } else { shared::ifs::BatchMode::Off };
     IfsClient::new(config, reqwest::Client::new()).unwrap()
 }

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use shared::aws::DynamoStore;
 use shared::aws::budget::DynamoBudget;
 use shared::domain::{IfsCredentials, Secret};
-use shared::ifs::{IfsClient, IfsClientConfig, RetryPolicy};
+use shared::ifs::{IfsClient, IfsClientConfig};
+use shared::retry::RetryPolicy;
 use sims::aws::{Moto, Stack, StackSpec};
 use sims::ifs::{IfsSim, IfsSimConfig};
 
@@ -32,7 +33,7 @@ async fn four_clients_sharing_the_dynamodb_budget_never_see_a_429() {
                 IfsCredentials { client_id, client_secret: Secret::new(secret) },
             );
             // A 429 would be retried and so hidden from the caller: fail on the first instead.
-            config.retry = RetryPolicy { max_attempts: 1, ..RetryPolicy::default() };
+            config.retry = RetryPolicy { max_attempts: 1, ..RetryPolicy::ifs() };
             let budget = DynamoBudget::new(store.clone(), "ifs", LIMIT, window, window / 60, 4);
             IfsClient::with_budget(config, reqwest::Client::new(), Arc::new(budget)).unwrap()
         })
@@ -45,6 +46,7 @@ async fn four_clients_sharing_the_dynamodb_budget_never_see_a_429() {
         while start.elapsed() < run_for {
             // An uncached read: every call is one request.
             client
+                .transport()
                 .get_entity::<serde_json::Value>("AccountsHandling.svc/AccountSet(Company='10',Account='6500')")
                 .await
                 .expect("no request is refused");

@@ -9,9 +9,10 @@ use chrono::{Datelike, NaiveDate, Utc};
 use rust_decimal::Decimal;
 use shared::domain::{AccountCode, CompanyCode, IfsCredentials, ReferenceNumber, Secret};
 use shared::error::Classify;
-use shared::ifs::{IfsClient, IfsClientConfig, IfsError, RetryPolicy};
+use shared::ifs::{IfsClient, IfsClientConfig, IfsError};
 use shared::ports::{ChartOfAccounts, Demand};
 use shared::proposal::{CodePart, Proposal};
+use shared::retry::RetryPolicy;
 use sims::ifs::{IfsFaults, IfsSim, IfsSimConfig, ReferenceData};
 
 fn year() -> i32 {
@@ -36,7 +37,13 @@ fn client_with(sim: &IfsSim, tweak: impl FnOnce(&mut IfsClientConfig)) -> IfsCli
     let mut config = IfsClientConfig::new(sim.base_url(), sim.realm(), creds);
     config.requests_per_minute = 600_000;
     config.request_timeout = Duration::from_secs(5);
-    config.retry = RetryPolicy { max_attempts: 8, base: Duration::from_millis(20), cap: Duration::from_secs(2) };
+    config.retry = RetryPolicy {
+        max_attempts: 8,
+        base: Duration::from_millis(20),
+        cap: Duration::from_secs(2),
+        max_retry_after: Duration::from_secs(2),
+        retry_after_jitter: true,
+    };
     tweak(&mut config);
     IfsClient::new(config, reqwest::Client::new()).unwrap()
 }
@@ -301,7 +308,7 @@ async fn reference_reads_map_demands_and_are_cached() {
     assert!(!old.is_valid_on(date(1, 1)));
     assert!(client.account(&co(), &AccountCode::parse("4242").unwrap()).await.unwrap().is_none());
     // Through the port, from the cache.
-    let chart: &dyn ChartOfAccounts = &client;
+    let chart: &dyn ChartOfAccounts = client.reference();
     assert_eq!(chart.account(&co(), &software).await.unwrap(), Some(info));
     // The first miss read the company's chart (one page); only the unknown 4242 was asked for alone.
     assert_eq!(sim.counters().count_label("AccountSet.LIST"), 1);

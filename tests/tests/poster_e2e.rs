@@ -71,7 +71,7 @@ fn assert_tenant_invariants(w: &Pipeline, ids: &[String], at_fault: &[&str]) {
     assert_eq!(failed, at_fault, "reported to Brex as failed");
 }
 
-/// The flow the tenant should end up with (see `shared::ifs::capability`).
+/// The flow the tenant should end up with (see `shared::ifs::ledger::capability`).
 fn assert_flow(w: &Pipeline, tenant: BatchSupport) {
     let c = w.ifs.counters();
     match tenant {

@@ -9,10 +9,11 @@ use chrono::{Datelike, NaiveDate, Utc};
 use shared::aws::DynamoStore;
 use shared::aws::report::{DynamoReportStore, LATEST_SK, REPORT_PK};
 use shared::domain::{IfsCredentials, Secret};
-use shared::ifs::{IfsClient, IfsClientConfig, RetryPolicy};
+use shared::ifs::{IfsClient, IfsClientConfig};
 use shared::mapping::LoadedMapping;
 use shared::ports::ReportStore;
 use shared::reference::{FindingKind, ReferenceRefresh, Severity, ValidationReport};
+use shared::retry::RetryPolicy;
 use sims::aws::{Moto, Stack, StackSpec};
 use sims::ifs::{IfsSim, IfsSimConfig, PeriodStatus, ReferenceData};
 
@@ -22,7 +23,13 @@ fn client(sim: &IfsSim) -> IfsClient {
     let mut config = IfsClientConfig::new(sim.base_url(), sim.realm(), creds);
     config.requests_per_minute = 600_000;
     config.request_timeout = Duration::from_secs(10);
-    config.retry = RetryPolicy { max_attempts: 4, base: Duration::from_millis(20), cap: Duration::from_secs(1) };
+    config.retry = RetryPolicy {
+        max_attempts: 4,
+        base: Duration::from_millis(20),
+        cap: Duration::from_secs(1),
+        max_retry_after: Duration::from_secs(1),
+        retry_after_jitter: true,
+    };
     IfsClient::new(config, reqwest::Client::new()).unwrap()
 }
 

@@ -10,7 +10,7 @@ use shared::aws::DynamoStore;
 use shared::brex::BrexClient;
 use shared::brex::model::{ReviewStatus, SourceType};
 use shared::brex::{BrexError, RecordQuery};
-use shared::ifs::client::key_literal;
+use shared::ifs::filter::key_literal;
 use shared::ifs::probe::{BatchProbe, EtagReferenceProbe, Flow, decide_flow};
 use shared::ifs::{BatchMode, IfsClient, IfsError};
 use shared::lambda::build::StartupError;
@@ -357,7 +357,7 @@ async fn ifs_checks(
         key_literal(doc.company.as_str()),
         key_literal(doc.credit_account.as_str())
     );
-    let read = ifs.get_entity::<serde_json::Value>(&path).await;
+    let read = ifs.transport().get_entity::<serde_json::Value>(&path).await;
     let token_ok = ifs.stats().token_fetches > 0;
     match (&read, token_ok) {
         (Err(e @ IfsError::Auth { .. }), false) => {
@@ -547,7 +547,7 @@ pub async fn run(
                     ready.sort_by_key(|r| std::cmp::Reverse(r.updated_at));
                     ready.truncate(records);
                     let n = ready.len();
-                    let chart = ifs.as_ref().map(|c| c as &dyn ChartOfAccounts);
+                    let chart = ifs.as_ref().map(|c| c.reference() as &dyn ChartOfAccounts);
                     let failing: Vec<String> = evaluate(&m.document, ready, chart)
                         .await
                         .into_iter()

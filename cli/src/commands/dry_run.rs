@@ -100,7 +100,7 @@ pub async fn run(
         }
         ready
     };
-    let chart = ifs.as_ref().map(|c| c as &dyn ChartOfAccounts);
+    let chart = ifs.as_ref().map(|c| c.reference() as &dyn ChartOfAccounts);
     let mut proposals: Vec<(AccountingRecord, Proposal)> = Vec::new();
     for e in evaluate(&mapping.document, records, chart).await {
         match e.outcome {

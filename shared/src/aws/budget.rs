@@ -25,7 +25,8 @@ use async_trait::async_trait;
 use super::DynamoStore;
 use super::table::{conditional_failed, n, s};
 use crate::error::AwsError;
-use crate::ifs::{RequestBudget, TokenBucket};
+use crate::ifs::RequestBudget;
+use crate::retry::TokenBucket;
 
 /// How long a slice item is kept (TTL) after its slice ended.
 const SLICE_RETENTION_SECS: i64 = 600;
@@ -79,7 +80,7 @@ impl DynamoBudget {
             limit,
             slice,
             divisor: per_window + 2,
-            fallback: TokenBucket::per_minute(fallback_per_minute as u32),
+            fallback: TokenBucket::ifs(fallback_per_minute as u32),
         }
     }
 

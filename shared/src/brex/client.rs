@@ -15,8 +15,8 @@ use sha2::{Digest, Sha256};
 use super::auth::BrexAuth;
 use super::error::{BrexError, status_is_retryable};
 use super::model::{AccountingRecord, RecordPage, ReviewStatus, SourceType};
-use super::retry::{RateLimiter, RetryPolicy, parse_retry_after};
 use crate::domain::{AccountingRecordId, Secret};
+use crate::retry::{RetryPolicy, TokenBucket, parse_retry_after};
 
 /// Brex's documented maximum of `ids` per query, reused as the export-results batch size.
 pub const MAX_IDS_PER_CALL: usize = 500;
@@ -41,7 +41,7 @@ impl BrexConfig {
         Self {
             base_url: base_url.into(),
             requests_per_minute,
-            retry: RetryPolicy::default(),
+            retry: RetryPolicy::brex(),
             timeout: Duration::from_secs(20),
             connect_timeout: Duration::from_secs(5),
         }
@@ -53,7 +53,7 @@ pub struct BrexClient {
     http: reqwest::Client,
     base: String,
     auth: BrexAuth,
-    limiter: RateLimiter,
+    limiter: TokenBucket,
     retry: RetryPolicy,
 }
 
@@ -237,7 +237,7 @@ impl BrexClient {
             .user_agent(concat!("brex-ifs-connector/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| BrexError::InvalidRequest(format!("HTTP client: {e}")))?;
-        Ok(Self { http, base, auth, limiter: RateLimiter::per_minute(config.requests_per_minute), retry: config.retry })
+        Ok(Self { http, base, auth, limiter: TokenBucket::brex(config.requests_per_minute), retry: config.retry })
     }
 
     /// `GET /v3/accounting/records?ids=…` in chunks of ≤ 500 ids, following pages. Each item is parsed on

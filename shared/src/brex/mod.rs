@@ -7,7 +7,6 @@ pub mod error;
 pub mod expense;
 pub mod fields;
 pub mod model;
-pub mod retry;
 
 pub use auth::{AuthOptions, BrexAuth, OAuthContext};
 pub use client::{

@@ -1,5 +1,6 @@
 //! Projection, entity-set and action names. IFS releases differ and customers tailor projections, so these
-//! are the defaults of the mapping document's optional `[ifs.api]` table (contract §4).
+//! are the defaults of the mapping document's optional `[ifs.api]` table, where the operator names what
+//! their release serves.
 
 use serde::{Deserialize, Serialize};
 

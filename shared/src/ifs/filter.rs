@@ -1,11 +1,26 @@
-//! `$filter` building. IFS supports only part of OData's filter language (no `in`, no lambdas), so filters
-//! are built from `eq`, `and` and `or` alone, with every string literal escaped.
+//! OData literals in URLs: `$filter` building and entity keys. IFS supports only part of OData's filter
+//! language (no `in`, no lambdas), so filters are built from `eq`, `and` and `or` alone, with every string
+//! literal escaped.
 
 use std::fmt;
 
 /// An OData string literal: single quotes, inner quotes doubled (`O'Neil` → `'O''Neil'`).
 pub fn quote(value: &str) -> String {
     format!("'{}'", value.replace('\'', "''"))
+}
+
+/// An OData key value for a URL: a quoted string literal with the characters that would end a path
+/// segment percent-encoded.
+pub fn key_literal(value: &str) -> String {
+    let mut out = String::with_capacity(value.len() + 2);
+    for c in quote(value).chars() {
+        match c {
+            '%' | '/' | '?' | '#' | ' ' | '\\' => out.push_str(&format!("%{:02X}", c as u32)),
+            c if c.is_control() => {}
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// A filter expression built from `eq`, `and` and `or`.
@@ -128,6 +143,12 @@ mod tests {
         let g = Filter::eq_str("Company", "10").and(Filter::eq_num("AccountingYear", 2026));
         assert_eq!(g.to_string(), "Company eq '10' and AccountingYear eq 2026");
         assert!(!f.to_string().contains(" in "));
+    }
+
+    #[test]
+    fn key_literals_are_quoted_and_path_safe() {
+        assert_eq!(key_literal("VOU1"), "'VOU1'");
+        assert_eq!(key_literal("a'b/c?d#e"), "'a''b%2Fc%3Fd%23e'");
     }
 
     #[test]

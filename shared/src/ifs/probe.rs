@@ -2,8 +2,9 @@
 //! whether it resolves ETag references (`If-Match: $1`) inside a change set, whether every configured
 //! projection / entity-set name answers, and from that which flow the poster gets.
 //!
-//! Every probe reads, except [`IfsClient::probe_etag_references`], which creates one virtual voucher and
-//! removes it in the same change set; nothing is ever committed (no `CreateVoucher` is sent).
+//! Every probe reads, except [`probe_etag_references`], which creates one virtual voucher and removes it in
+//! the same change set; nothing is ever committed (no `CreateVoucher` is sent). They go through the
+//! transport like every other request (budget, token, retries).
 
 use chrono::NaiveDate;
 use reqwest::Method;
@@ -11,9 +12,10 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::api_names::{BatchMode, IfsApiNames};
-use super::batch::{ChangeSetAnswer, PartResponse, parse_batch_response, write_operation};
-use super::client::{Body, IfsClient, JSON_MEDIA_TYPE, Request, Resend};
 use super::error::{IfsError, parse_error_body};
+use super::multipart::{ChangeSetAnswer, PartResponse, parse_batch_response, write_operation};
+use super::reference::IfsReference;
+use super::transport::{Body, IfsTransport, JSON_MEDIA_TYPE, Request, Resend};
 use crate::domain::{CompanyCode, VoucherType};
 use crate::proposal::CodePart;
 
@@ -196,209 +198,202 @@ fn route_missing(e: &IfsError) -> Option<(u16, String, String)> {
     }
 }
 
-impl IfsClient {
-    /// Sends a `$batch` to the voucher-entry projection holding one read outside any change set.
-    pub async fn probe_batch(&self) -> BatchProbe {
-        let api = self.api();
-        let url = match self.url(&format!("{}/$batch", api.voucher_entry_projection)) {
-            Ok(u) => u,
-            Err(e) => return BatchProbe::Failed { error: e.to_string() },
-        };
-        let boundary = new_boundary();
-        // The assistant's own entity set (the virtual `VoucherEntry`, ifs-cloud-api.md §3.1): it exists
-        // wherever vouchers can be posted, and reading it lists the caller's own virtual vouchers (normally
-        // none), so the probe touches nothing. A read of another projection's set would test that one.
-        let text = format!(
-            "--{boundary}\r\nContent-Type: application/http\r\nContent-Transfer-Encoding: binary\r\n\r\n\
-             GET {}?$top=1 HTTP/1.1\r\nAccept: {JSON_MEDIA_TYPE}\r\n\r\n\r\n--{boundary}--\r\n",
-            api.voucher_entry_set
-        );
-        let req = Request {
-            method: Method::POST,
-            url,
-            body: Body::Batch { boundary: &boundary, text: &text },
-            if_match: None,
-            // One read: sending it again cannot change anything.
-            resend: Resend::Always,
-        };
-        let resp = match self.execute(&req).await {
-            Ok(resp) => resp,
-            Err(e) => {
-                return match (route_missing(&e), e) {
-                    (Some((status, code, message)), _) => BatchProbe::Absent { status, code, message },
-                    (None, IfsError::Rejected { status, code, message }) => {
-                        BatchProbe::Broken { problem: format!("a plain read was refused: {status} {code}: {message}") }
-                    }
-                    (None, e) => BatchProbe::Failed { error: e.to_string() },
-                };
-            }
-        };
-        let answers = match parse_batch_response(resp.content_type.as_deref().unwrap_or(""), &resp.body) {
-            Ok(a) => a,
-            Err(problem) => return BatchProbe::Broken { problem },
-        };
-        // A part outside a change set parses as `Failed` whatever its status; its status tells.
-        match answers.as_slice() {
-            [ChangeSetAnswer::Failed(part)] if (200..300).contains(&part.status) => {
-                let listed = serde_json::from_str::<Map<String, Value>>(&part.body)
-                    .ok()
-                    .is_some_and(|m| m.get("value").is_some_and(Value::is_array));
-                if listed {
-                    BatchProbe::Supported
-                } else {
-                    BatchProbe::Broken { problem: "the read's answer inside $batch has no value array".into() }
+/// Sends a `$batch` to the voucher-entry projection holding one read outside any change set.
+pub async fn probe_batch(transport: &IfsTransport) -> BatchProbe {
+    let api = transport.api();
+    let url = match transport.url(&format!("{}/$batch", api.voucher_entry_projection)) {
+        Ok(u) => u,
+        Err(e) => return BatchProbe::Failed { error: e.to_string() },
+    };
+    let boundary = new_boundary();
+    // The assistant's own entity set (the virtual `VoucherEntry`): it exists
+    // wherever vouchers can be posted, and reading it lists the caller's own virtual vouchers (normally
+    // none), so the probe touches nothing. A read of another projection's set would test that one.
+    let text = format!(
+        "--{boundary}\r\nContent-Type: application/http\r\nContent-Transfer-Encoding: binary\r\n\r\n\
+         GET {}?$top=1 HTTP/1.1\r\nAccept: {JSON_MEDIA_TYPE}\r\n\r\n\r\n--{boundary}--\r\n",
+        api.voucher_entry_set
+    );
+    let req = Request {
+        method: Method::POST,
+        url,
+        body: Body::Batch { boundary: &boundary, text: &text },
+        if_match: None,
+        // One read: sending it again cannot change anything.
+        resend: Resend::Always,
+    };
+    let resp = match transport.execute(&req).await {
+        Ok(resp) => resp,
+        Err(e) => {
+            return match (route_missing(&e), e) {
+                (Some((status, code, message)), _) => BatchProbe::Absent { status, code, message },
+                (None, IfsError::Rejected { status, code, message }) => {
+                    BatchProbe::Broken { problem: format!("a plain read was refused: {status} {code}: {message}") }
                 }
-            }
-            [ChangeSetAnswer::Failed(part)] => {
-                let (code, message) = describe(part);
-                BatchProbe::Broken {
-                    problem: format!("the read inside $batch answered {} {code}: {message}", part.status),
-                }
-            }
-            [] => BatchProbe::Broken { problem: "the $batch answer holds no answer for the read".into() },
-            other => BatchProbe::Broken { problem: format!("{} answers for one read", other.len()) },
-        }
-    }
-
-    /// One change set: `POST VoucherSet` (Content-ID 1; `company`, `voucher_type`, `date` and its accounting
-    /// year/period from the calendar), then `POST $1/<remove_voucher_action>` with `If-Match: $1`. Nothing is
-    /// committed either way: the virtual voucher is removed, or the change set rolls back.
-    pub async fn probe_etag_references(
-        &self,
-        company: &CompanyCode,
-        voucher_type: &VoucherType,
-        date: NaiveDate,
-    ) -> EtagReferenceProbe {
-        let api = self.api();
-        let inconclusive = |problem: String| EtagReferenceProbe::Inconclusive { problem };
-        if api.remove_voucher_action.trim().is_empty() {
-            return inconclusive("[ifs.api] remove_voucher_action is empty, so nothing would remove the probe".into());
-        }
-        let period = match self.accounting_period(company, date).await {
-            Ok(Some(p)) => p,
-            Ok(None) => return inconclusive(format!("company {company} has no accounting period for {date}")),
-            Err(e) => return inconclusive(format!("reading the calendar: {e}")),
-        };
-        let url = match self.url(&format!("{}/$batch", api.voucher_entry_projection)) {
-            Ok(u) => u,
-            Err(e) => return inconclusive(e.to_string()),
-        };
-        // The fields the poster's header carries (voucher::header_body), so the probe meets the same rules.
-        let header = serde_json::json!({
-            "Company": company.as_str(),
-            "VoucherType": voucher_type.as_str(),
-            "VoucherDate": date.format("%Y-%m-%d").to_string(),
-            "AccountingYear": period.accounting_year,
-            "AccountingPeriod": period.accounting_period,
-            "VoucherText2": PROBE_TEXT,
-        });
-        let boundary = new_boundary();
-        let changeset = format!("{boundary}_cs");
-        let mut text = format!("--{boundary}\r\nContent-Type: multipart/mixed;boundary={changeset}\r\n\r\n");
-        text.push_str(&format!("--{changeset}\r\n"));
-        write_operation(&mut text, 1, &api.voucher_entry_set, None, &header.to_string());
-        text.push_str(&format!("--{changeset}\r\n"));
-        write_operation(&mut text, 2, &format!("$1/{}", api.remove_voucher_action), Some(1), "{}");
-        text.push_str(&format!("--{changeset}--\r\n--{boundary}--\r\n"));
-        let req = Request {
-            method: Method::POST,
-            url,
-            body: Body::Batch { boundary: &boundary, text: &text },
-            if_match: None,
-            // A lost answer is not sent again blindly: each attempt makes a virtual voucher.
-            resend: Resend::Answered,
-        };
-        let resp = match self.execute(&req).await {
-            Ok(resp) => resp,
-            Err(e) => {
-                return match route_missing(&e) {
-                    Some((status, code, message)) => EtagReferenceProbe::BatchAbsent { status, code, message },
-                    None => inconclusive(e.to_string()),
-                };
-            }
-        };
-        let content_type = resp.content_type.as_deref().unwrap_or("");
-        let answers = match parse_batch_response(content_type, &resp.body) {
-            Ok(a) => a,
-            Err(e) => return inconclusive(format!("unreadable $batch answer: {e}")),
-        };
-        match answers.as_slice() {
-            [ChangeSetAnswer::Applied(ops)]
-                if ops.len() == 2 && ops.iter().all(|op| (200..300).contains(&op.status)) =>
-            {
-                EtagReferenceProbe::Supported
-            }
-            [ChangeSetAnswer::Applied(ops)] => {
-                inconclusive(format!("the change set applied with {} answers", ops.len()))
-            }
-            [ChangeSetAnswer::Failed(part)] => {
-                let (code, message) = describe(part);
-                let failed_op = part.content_id.as_deref();
-                // The header (part 1) failing says nothing about references; a business refusal
-                // (DATABASE_ERROR) without a Content-ID is taken for it too.
-                let header_failed = failed_op == Some("1") || (failed_op.is_none() && code == DATABASE_ERROR);
-                match part.status {
-                    _ if header_failed => inconclusive(format!(
-                        "creating the probe's virtual voucher was refused: {} {code}: {message}",
-                        part.status
-                    )),
-                    412 | 428 | 400 => EtagReferenceProbe::NotUnderstood { status: part.status, code, message },
-                    status => inconclusive(format!("the change set was refused: {status} {code}: {message}")),
-                }
-            }
-            other => inconclusive(format!("{} answers for one change set", other.len())),
-        }
-    }
-
-    /// Reads each configured projection / entity set (`$top=1`) and each code-part set in `code_parts`.
-    pub async fn probe_names(&self, code_parts: &[CodePart]) -> Vec<NameProbe> {
-        let api = self.api();
-        let mut targets: Vec<(String, Vec<&'static str>, String)> = vec![
-            (
-                "voucher entry".into(),
-                vec!["voucher_entry_projection", "voucher_entry_set"],
-                format!("{}/{}", api.voucher_entry_projection, api.voucher_entry_set),
-            ),
-            (
-                "voucher rows".into(),
-                vec!["voucher_rows_projection", "voucher_rows_set"],
-                format!("{}/{}", api.voucher_rows_projection, api.voucher_rows_set),
-            ),
-            (
-                "accounts".into(),
-                vec!["accounts_projection", "accounts_set"],
-                format!("{}/{}", api.accounts_projection, api.accounts_set),
-            ),
-            (
-                "periods".into(),
-                vec!["periods_projection", "periods_set"],
-                format!("{}/{}", api.periods_projection, api.periods_set),
-            ),
-        ];
-        for part in code_parts {
-            let (projection, set) = IfsApiNames::code_part_projection(*part);
-            targets.push((format!("code part {}", &part.property()[4..]), Vec::new(), format!("{projection}/{set}")));
-        }
-        let mut out = Vec::with_capacity(targets.len());
-        for (what, settings, path) in targets {
-            let (status, error) = match self.read_first(&path).await {
-                Ok(()) => (None, None),
-                Err(e) => {
-                    let status = match &e {
-                        IfsError::Rejected { status, .. }
-                        | IfsError::Unsupported { status, .. }
-                        | IfsError::Auth { status, .. }
-                        | IfsError::Unavailable { status, .. }
-                        | IfsError::MissingPrecondition { status, .. } => Some(*status),
-                        _ => None,
-                    };
-                    (status, Some(e.to_string()))
-                }
+                (None, e) => BatchProbe::Failed { error: e.to_string() },
             };
-            out.push(NameProbe { what, settings, path, status, error });
         }
-        out
+    };
+    let answers = match parse_batch_response(resp.content_type.as_deref().unwrap_or(""), &resp.body) {
+        Ok(a) => a,
+        Err(problem) => return BatchProbe::Broken { problem },
+    };
+    // A part outside a change set parses as `Failed` whatever its status; its status tells.
+    match answers.as_slice() {
+        [ChangeSetAnswer::Failed(part)] if (200..300).contains(&part.status) => {
+            let listed = serde_json::from_str::<Map<String, Value>>(&part.body)
+                .ok()
+                .is_some_and(|m| m.get("value").is_some_and(Value::is_array));
+            if listed {
+                BatchProbe::Supported
+            } else {
+                BatchProbe::Broken { problem: "the read's answer inside $batch has no value array".into() }
+            }
+        }
+        [ChangeSetAnswer::Failed(part)] => {
+            let (code, message) = describe(part);
+            BatchProbe::Broken { problem: format!("the read inside $batch answered {} {code}: {message}", part.status) }
+        }
+        [] => BatchProbe::Broken { problem: "the $batch answer holds no answer for the read".into() },
+        other => BatchProbe::Broken { problem: format!("{} answers for one read", other.len()) },
     }
+}
+
+/// One change set: `POST VoucherSet` (Content-ID 1; `company`, `voucher_type`, `date` and its accounting
+/// year/period from the calendar), then `POST $1/<remove_voucher_action>` with `If-Match: $1`. Nothing is
+/// committed either way: the virtual voucher is removed, or the change set rolls back.
+pub async fn probe_etag_references(
+    transport: &IfsTransport,
+    reference: &IfsReference,
+    company: &CompanyCode,
+    voucher_type: &VoucherType,
+    date: NaiveDate,
+) -> EtagReferenceProbe {
+    let api = transport.api();
+    let inconclusive = |problem: String| EtagReferenceProbe::Inconclusive { problem };
+    if api.remove_voucher_action.trim().is_empty() {
+        return inconclusive("[ifs.api] remove_voucher_action is empty, so nothing would remove the probe".into());
+    }
+    let period = match reference.accounting_period(company, date).await {
+        Ok(Some(p)) => p,
+        Ok(None) => return inconclusive(format!("company {company} has no accounting period for {date}")),
+        Err(e) => return inconclusive(format!("reading the calendar: {e}")),
+    };
+    let url = match transport.url(&format!("{}/$batch", api.voucher_entry_projection)) {
+        Ok(u) => u,
+        Err(e) => return inconclusive(e.to_string()),
+    };
+    // The fields the poster's header carries (voucher::header_body), so the probe meets the same rules.
+    let header = serde_json::json!({
+        "Company": company.as_str(),
+        "VoucherType": voucher_type.as_str(),
+        "VoucherDate": date.format("%Y-%m-%d").to_string(),
+        "AccountingYear": period.accounting_year,
+        "AccountingPeriod": period.accounting_period,
+        "VoucherText2": PROBE_TEXT,
+    });
+    let boundary = new_boundary();
+    let changeset = format!("{boundary}_cs");
+    let mut text = format!("--{boundary}\r\nContent-Type: multipart/mixed;boundary={changeset}\r\n\r\n");
+    text.push_str(&format!("--{changeset}\r\n"));
+    write_operation(&mut text, 1, &api.voucher_entry_set, None, &header.to_string());
+    text.push_str(&format!("--{changeset}\r\n"));
+    write_operation(&mut text, 2, &format!("$1/{}", api.remove_voucher_action), Some(1), "{}");
+    text.push_str(&format!("--{changeset}--\r\n--{boundary}--\r\n"));
+    let req = Request {
+        method: Method::POST,
+        url,
+        body: Body::Batch { boundary: &boundary, text: &text },
+        if_match: None,
+        // A lost answer is not sent again blindly: each attempt makes a virtual voucher.
+        resend: Resend::Answered,
+    };
+    let resp = match transport.execute(&req).await {
+        Ok(resp) => resp,
+        Err(e) => {
+            return match route_missing(&e) {
+                Some((status, code, message)) => EtagReferenceProbe::BatchAbsent { status, code, message },
+                None => inconclusive(e.to_string()),
+            };
+        }
+    };
+    let content_type = resp.content_type.as_deref().unwrap_or("");
+    let answers = match parse_batch_response(content_type, &resp.body) {
+        Ok(a) => a,
+        Err(e) => return inconclusive(format!("unreadable $batch answer: {e}")),
+    };
+    match answers.as_slice() {
+        [ChangeSetAnswer::Applied(ops)] if ops.len() == 2 && ops.iter().all(|op| (200..300).contains(&op.status)) => {
+            EtagReferenceProbe::Supported
+        }
+        [ChangeSetAnswer::Applied(ops)] => inconclusive(format!("the change set applied with {} answers", ops.len())),
+        [ChangeSetAnswer::Failed(part)] => {
+            let (code, message) = describe(part);
+            let failed_op = part.content_id.as_deref();
+            // The header (part 1) failing says nothing about references; a business refusal
+            // (DATABASE_ERROR) without a Content-ID is taken for it too.
+            let header_failed = failed_op == Some("1") || (failed_op.is_none() && code == DATABASE_ERROR);
+            match part.status {
+                _ if header_failed => inconclusive(format!(
+                    "creating the probe's virtual voucher was refused: {} {code}: {message}",
+                    part.status
+                )),
+                412 | 428 | 400 => EtagReferenceProbe::NotUnderstood { status: part.status, code, message },
+                status => inconclusive(format!("the change set was refused: {status} {code}: {message}")),
+            }
+        }
+        other => inconclusive(format!("{} answers for one change set", other.len())),
+    }
+}
+
+/// Reads each configured projection / entity set (`$top=1`) and each code-part set in `code_parts`.
+pub async fn probe_names(transport: &IfsTransport, code_parts: &[CodePart]) -> Vec<NameProbe> {
+    let api = transport.api();
+    let mut targets: Vec<(String, Vec<&'static str>, String)> = vec![
+        (
+            "voucher entry".into(),
+            vec!["voucher_entry_projection", "voucher_entry_set"],
+            format!("{}/{}", api.voucher_entry_projection, api.voucher_entry_set),
+        ),
+        (
+            "voucher rows".into(),
+            vec!["voucher_rows_projection", "voucher_rows_set"],
+            format!("{}/{}", api.voucher_rows_projection, api.voucher_rows_set),
+        ),
+        (
+            "accounts".into(),
+            vec!["accounts_projection", "accounts_set"],
+            format!("{}/{}", api.accounts_projection, api.accounts_set),
+        ),
+        (
+            "periods".into(),
+            vec!["periods_projection", "periods_set"],
+            format!("{}/{}", api.periods_projection, api.periods_set),
+        ),
+    ];
+    for part in code_parts {
+        let (projection, set) = IfsApiNames::code_part_projection(*part);
+        targets.push((format!("code part {}", &part.property()[4..]), Vec::new(), format!("{projection}/{set}")));
+    }
+    let mut out = Vec::with_capacity(targets.len());
+    for (what, settings, path) in targets {
+        let (status, error) = match transport.read_first(&path).await {
+            Ok(()) => (None, None),
+            Err(e) => {
+                let status = match &e {
+                    IfsError::Rejected { status, .. }
+                    | IfsError::Unsupported { status, .. }
+                    | IfsError::Auth { status, .. }
+                    | IfsError::Unavailable { status, .. }
+                    | IfsError::MissingPrecondition { status, .. } => Some(*status),
+                    _ => None,
+                };
+                (status, Some(e.to_string()))
+            }
+        };
+        out.push(NameProbe { what, settings, path, status, error });
+    }
+    out
 }
 
 #[cfg(test)]

@@ -1,18 +1,20 @@
-//! Reference reads: accounts (with their code-part demands), code-part values and the accounting
-//! calendar. Cached per client (per Lambda instance) for a few minutes: they change rarely, and a closed
-//! period or a new account should still be noticed within one cache lifetime.
+//! The reference reader: accounts (with their code-part demands), code-part values and the accounting
+//! calendar, read through the transport. It owns its cache, shared by its clones (one per Lambda instance),
+//! kept for a few minutes: reference data changes rarely, and a closed period or a new account should still
+//! be noticed within one cache lifetime.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use chrono::{Datelike, NaiveDate};
 use serde_json::{Map, Value};
 use tokio::time::{Duration, Instant};
 
-use super::client::{IfsClient, ListQuery, key_literal};
+use super::api_names::IfsApiNames;
 use super::error::IfsError;
-use super::filter::Filter;
+use super::filter::{Filter, key_literal};
+use super::transport::{IfsTransport, ListQuery};
 use crate::domain::{AccountCode, CodePartValue, CompanyCode};
 use crate::error::ExternalError;
 use crate::ports::ReferenceSource;
@@ -71,7 +73,7 @@ struct Entry<T> {
 type Cache<K, T> = Mutex<HashMap<K, Entry<T>>>;
 
 #[derive(Default)]
-pub(crate) struct ReferenceCache {
+struct ReferenceCache {
     accounts: Cache<(CompanyCode, AccountCode), Option<AccountInfo>>,
     /// Companies whose whole chart was read within the TTL.
     charts: Cache<CompanyCode, ()>,
@@ -163,22 +165,40 @@ pub fn period_for_date(periods: &[AccountingPeriodInfo], date: NaiveDate) -> Opt
     periods.iter().find(|p| p.contains(date) && p.is_ordinary()).or_else(|| periods.iter().find(|p| p.contains(date)))
 }
 
-impl IfsClient {
+/// Reads IFS's reference data through a transport, and caches it. Clones share the cache.
+#[derive(Clone)]
+pub struct IfsReference {
+    transport: IfsTransport,
+    cache: Arc<ReferenceCache>,
+}
+
+impl std::fmt::Debug for IfsReference {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IfsReference").field("transport", &self.transport).finish_non_exhaustive()
+    }
+}
+
+impl IfsReference {
+    /// A reader with an empty cache.
+    pub fn new(transport: IfsTransport) -> Self {
+        Self { transport, cache: Arc::default() }
+    }
+
     /// One account, or `None` when IFS does not know it. The first miss for a company reads its whole chart
     /// (one paged list, usually one request) instead of one GET per account: a cold instance posting a batch
     /// meets several accounts at once. A miss after that (an account created since) is one GET.
     pub async fn account(&self, company: &CompanyCode, account: &AccountCode) -> Result<Option<AccountInfo>, IfsError> {
         let key = (company.clone(), account.clone());
-        if let Some(hit) = fresh(&self.inner.reference.accounts, &key) {
+        if let Some(hit) = fresh(&self.cache.accounts, &key) {
             return Ok(hit);
         }
-        if fresh(&self.inner.reference.charts, company).is_none() {
+        if fresh(&self.cache.charts, company).is_none() {
             self.list_accounts(company).await?;
-            if let Some(hit) = fresh(&self.inner.reference.accounts, &key) {
+            if let Some(hit) = fresh(&self.cache.accounts, &key) {
                 return Ok(hit);
             }
         }
-        let api = self.api();
+        let api = self.transport.api();
         let path = format!(
             "{}/{}(Company={},Account={})",
             api.accounts_projection,
@@ -186,32 +206,32 @@ impl IfsClient {
             key_literal(company.as_str()),
             key_literal(account.as_str())
         );
-        let info = match self.get_entity::<Map<String, Value>>(&path).await? {
+        let info = match self.transport.get_entity::<Map<String, Value>>(&path).await? {
             Some((row, _)) => Some(account_from_row(&row)?),
             None => None,
         };
-        store(&self.inner.reference.accounts, key, info.clone());
+        store(&self.cache.accounts, key, info.clone());
         Ok(info)
     }
 
     /// The whole chart of accounts of a company (also fills the per-account cache).
     pub async fn list_accounts(&self, company: &CompanyCode) -> Result<Vec<AccountInfo>, IfsError> {
-        let api = self.api();
+        let api = self.transport.api();
         let query = ListQuery {
             filter: Some(Filter::eq_str("Company", company.as_str())),
             orderby: vec!["Company".into(), "Account".into()],
             ..ListQuery::default()
         };
         let rows: Vec<Map<String, Value>> =
-            self.list_all(&format!("{}/{}", api.accounts_projection, api.accounts_set), &query).await?;
+            self.transport.list_all(&format!("{}/{}", api.accounts_projection, api.accounts_set), &query).await?;
         let (accounts, skipped) = parse_all(&rows, account_from_row);
         if skipped > 0 {
             tracing::warn!(company = %company, skipped, "IFS accounts with codes outside the supported alphabet were skipped");
         }
         for info in &accounts {
-            store(&self.inner.reference.accounts, (info.company.clone(), info.account.clone()), Some(info.clone()));
+            store(&self.cache.accounts, (info.company.clone(), info.account.clone()), Some(info.clone()));
         }
-        store(&self.inner.reference.charts, company.clone(), ());
+        store(&self.cache.charts, company.clone(), ());
         Ok(accounts)
     }
 
@@ -221,13 +241,13 @@ impl IfsClient {
         company: &CompanyCode,
         part: CodePart,
     ) -> Result<Vec<CodePartInfo>, IfsError> {
-        let (projection, set) = super::api_names::IfsApiNames::code_part_projection(part);
+        let (projection, set) = IfsApiNames::code_part_projection(part);
         let query = ListQuery {
             filter: Some(Filter::eq_str("Company", company.as_str())),
             orderby: vec!["Company".into(), part.property().into()],
             ..ListQuery::default()
         };
-        let rows: Vec<Map<String, Value>> = self.list_all(&format!("{projection}/{set}"), &query).await?;
+        let rows: Vec<Map<String, Value>> = self.transport.list_all(&format!("{projection}/{set}"), &query).await?;
         let (values, skipped) = parse_all(&rows, |row| {
             Ok(CodePartInfo {
                 company: company.clone(),
@@ -251,7 +271,7 @@ impl IfsClient {
         company: &CompanyCode,
         year: i32,
     ) -> Result<Vec<AccountingPeriodInfo>, IfsError> {
-        if let Some(hit) = fresh(&self.inner.reference.periods, &(company.clone(), year)) {
+        if let Some(hit) = fresh(&self.cache.periods, &(company.clone(), year)) {
             return Ok(hit);
         }
         self.fetch_accounting_periods(company, year).await
@@ -265,7 +285,7 @@ impl IfsClient {
         year: i32,
     ) -> Result<Vec<AccountingPeriodInfo>, IfsError> {
         let key = (company.clone(), year);
-        let api = self.api();
+        let api = self.transport.api();
         let query = ListQuery {
             filter: Some(
                 Filter::eq_str("Company", company.as_str()).and(Filter::eq_num("AccountingYear", year.into())),
@@ -274,9 +294,9 @@ impl IfsClient {
             ..ListQuery::default()
         };
         let rows: Vec<Map<String, Value>> =
-            self.list_all(&format!("{}/{}", api.periods_projection, api.periods_set), &query).await?;
+            self.transport.list_all(&format!("{}/{}", api.periods_projection, api.periods_set), &query).await?;
         let periods = rows.iter().map(|row| period_from_row(company, row)).collect::<Result<Vec<_>, _>>()?;
-        store(&self.inner.reference.periods, key, periods.clone());
+        store(&self.cache.periods, key, periods.clone());
         Ok(periods)
     }
 
@@ -289,7 +309,7 @@ impl IfsClient {
             "CodePartValuesHandling.svc/CompanyFinanceSet(Company={})/AccountingCodePart{letter}Ref",
             key_literal(company.as_str())
         );
-        let row = self.get_entity::<Map<String, Value>>(&path).await?;
+        let row = self.transport.get_entity::<Map<String, Value>>(&path).await?;
         Ok(row.and_then(|(row, _)| text(&row, "CodeName")).filter(|name| !name.trim().is_empty()))
     }
 
@@ -332,19 +352,19 @@ fn parse_all<T>(
 }
 
 #[async_trait]
-impl ChartOfAccounts for IfsClient {
+impl ChartOfAccounts for IfsReference {
     async fn account(
         &self,
         company: &CompanyCode,
         account: &AccountCode,
     ) -> Result<Option<AccountInfo>, ExternalError> {
-        IfsClient::account(self, company, account).await.map_err(ExternalError::from)
+        IfsReference::account(self, company, account).await.map_err(ExternalError::from)
     }
 }
 
-/// The reference refresh reads through the same client (and its caches and request budget).
+/// The reference refresh reads through the same reader (and its cache and request budget).
 #[async_trait]
-impl ReferenceSource for IfsClient {
+impl ReferenceSource for IfsReference {
     async fn accounts(&self, company: &CompanyCode) -> Result<Vec<AccountInfo>, ExternalError> {
         self.list_accounts(company).await.map_err(ExternalError::from)
     }
@@ -358,7 +378,7 @@ impl ReferenceSource for IfsClient {
     }
 
     async fn code_part_name(&self, company: &CompanyCode, part: CodePart) -> Result<Option<String>, ExternalError> {
-        IfsClient::code_part_name(self, company, part).await.map_err(ExternalError::from)
+        IfsReference::code_part_name(self, company, part).await.map_err(ExternalError::from)
     }
 
     async fn accounting_periods(

@@ -116,7 +116,7 @@ pub async fn poster(config: &PosterConfig, sdk: &SdkConfig) -> Result<Poster, St
     ifs.remember_flow_in(Arc::new(store.clone()));
     Ok(Poster {
         records: Arc::new(brex),
-        ledger: Arc::new(ifs),
+        ledger: Arc::new(ifs.ledger().clone()),
         idempotency: Arc::new(store.clone()),
         spend: Arc::new(store.clone()),
         audit: Arc::new(store),

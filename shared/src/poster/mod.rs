@@ -12,8 +12,6 @@
 //! fault the subject is held — recorded with the operator's fix, never failed or reported to Brex — and its
 //! message comes back with backoff until the fix (or the DLQ and `connector replay`).
 
-mod ifs_ledger;
-
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 

@@ -63,7 +63,10 @@ impl ReferenceRefresh {
 
     /// The production wiring: reads through `ifs` (its request budget and caches), stores in the table.
     pub fn for_ifs(ifs: IfsClient, dynamodb: aws_sdk_dynamodb::Client, table: impl Into<String>) -> Self {
-        Self::new(Arc::new(ifs), Arc::new(crate::aws::report::DynamoReportStore::new(dynamodb, table)))
+        Self::new(
+            Arc::new(ifs.reference().clone()),
+            Arc::new(crate::aws::report::DynamoReportStore::new(dynamodb, table)),
+        )
     }
 
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {

@@ -149,7 +149,7 @@ impl FieldSync {
     /// Reads IFS through `ifs` (its request budget and paging), writes Brex through `brex` (its rate limiter
     /// and retries).
     pub fn new(ifs: IfsClient, brex: Arc<BrexClient>) -> Self {
-        Self::with_source(Arc::new(ifs), brex)
+        Self::with_source(Arc::new(ifs.reference().clone()), brex)
     }
 
     pub fn with_source(ifs: Arc<dyn ReferenceSource>, brex: Arc<BrexClient>) -> Self {

@@ -1,5 +1,5 @@
-//! Voucher creation through OData `$batch` (ifs-cloud-api.md §2.5): one multipart/mixed request carries
-//! several vouchers, each as its own atomic change set of the same three steps as the step-by-step flow:
+//! Voucher creation through OData `$batch`: one multipart/mixed request carries several vouchers, each as
+//! its own atomic change set of the same three steps as the step-by-step flow:
 //!
 //! 1. `POST VoucherSet` (Content-ID n) — the virtual voucher;
 //! 2. `POST $n/VoucherPostingArray` per row with `If-Match: $n` (the ETag part n created);
@@ -19,16 +19,18 @@ use std::fmt::Write as _;
 
 use serde_json::Value;
 
-use super::api_names::BatchMode;
-use super::api_names::IfsApiNames;
-use super::capability::VoucherFlow;
-use super::client::{Body, IfsClient, JSON_MEDIA_TYPE, MAX_STALE_ETAG_RETRIES, Request, Resend};
-use super::error::{IfsError, classify_status, parse_error_body};
-use super::reference::AccountingPeriodInfo;
-use super::retry::{Backoff, parse_retry_after};
+use super::capability::FlowMemory;
+use super::dedup::find_posted;
+use super::step::StepByStep;
 use super::voucher::{VoucherKey, header_body, row_body, voucher_no};
 use crate::domain::CompanyCode;
+use crate::ifs::api_names::{BatchMode, IfsApiNames};
+use crate::ifs::error::{IfsError, classify_status, parse_error_body};
+use crate::ifs::multipart::{ChangeSetAnswer, PartResponse, parse_batch_response, write_operation};
+use crate::ifs::reference::{AccountingPeriodInfo, IfsReference};
+use crate::ifs::transport::{Body, IfsTransport, MAX_STALE_ETAG_RETRIES, Request, Resend};
 use crate::proposal::Proposal;
+use crate::retry::parse_retry_after;
 
 /// A proposal ready to go: the header and rows as they go on the wire.
 struct Prepared<'a> {
@@ -40,146 +42,8 @@ struct Prepared<'a> {
     rows: Vec<Value>,
 }
 
-/// One MIME part: headers (names lower-cased) and content.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct MimePart {
-    pub headers: Vec<(String, String)>,
-    pub body: String,
-}
-
-impl MimePart {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
-    }
-}
-
-/// An `application/http` answer inside a batch response.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct PartResponse {
-    /// The `Content-ID` of the request it answers, when the server says.
-    pub content_id: Option<String>,
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-    pub body: String,
-}
-
-/// What the server answered for one change set.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) enum ChangeSetAnswer {
-    /// Applied: every operation's answer, in order.
-    Applied(Vec<PartResponse>),
-    /// Refused and rolled back: the failing operation's answer.
-    Failed(PartResponse),
-}
-
-/// The `boundary` parameter of a `multipart/mixed` content type.
-pub(crate) fn multipart_boundary(content_type: &str) -> Option<String> {
-    let mut params = content_type.split(';');
-    if !params.next()?.trim().eq_ignore_ascii_case("multipart/mixed") {
-        return None;
-    }
-    params.find_map(|p| {
-        let (k, v) = p.split_once('=')?;
-        k.trim().eq_ignore_ascii_case("boundary").then(|| v.trim().trim_matches('"').to_owned())
-    })
-}
-
-/// Splits a multipart body (CRLF or LF line ends) into parts; the line break before a delimiter belongs to
-/// the delimiter (RFC 2046).
-pub(crate) fn split_multipart(text: &str, boundary: &str) -> Result<Vec<MimePart>, String> {
-    let delimiter = format!("--{boundary}");
-    let close = format!("--{boundary}--");
-    let mut parts = Vec::new();
-    let mut current: Option<Vec<&str>> = None;
-    for line in text.split('\n') {
-        let line = line.strip_suffix('\r').unwrap_or(line);
-        let trimmed = line.trim_end();
-        if trimmed == close || trimmed == delimiter {
-            if let Some(lines) = current.take() {
-                parts.push(part_from_lines(&lines)?);
-            }
-            if trimmed == close {
-                return Ok(parts);
-            }
-            current = Some(Vec::new());
-        } else if let Some(lines) = current.as_mut() {
-            lines.push(line);
-        }
-    }
-    Err(format!("the multipart body does not end with --{boundary}--"))
-}
-
-fn part_from_lines(lines: &[&str]) -> Result<MimePart, String> {
-    let blank = lines.iter().position(|l| l.is_empty()).ok_or("a MIME part has no blank line after its headers")?;
-    Ok(MimePart { headers: parse_headers(&lines[..blank])?, body: lines[blank + 1..].join("\r\n") })
-}
-
-fn parse_headers(lines: &[&str]) -> Result<Vec<(String, String)>, String> {
-    lines
-        .iter()
-        .map(|l| {
-            l.split_once(':')
-                .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
-                .ok_or_else(|| format!("malformed header line {l:?}"))
-        })
-        .collect()
-}
-
-fn parse_part_response(part: &MimePart) -> Result<PartResponse, String> {
-    let mut lines = part.body.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l));
-    let status_line = lines.next().unwrap_or_default();
-    let status = status_line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse::<u16>().ok())
-        .ok_or_else(|| format!("malformed status line {status_line:?}"))?;
-    let mut header_lines = Vec::new();
-    for line in lines.by_ref() {
-        if line.is_empty() {
-            break;
-        }
-        header_lines.push(line);
-    }
-    let headers = parse_headers(&header_lines)?;
-    let content_id = part.header("content-id").map(str::to_owned);
-    Ok(PartResponse { content_id, status, headers, body: lines.collect::<Vec<_>>().join("\r\n") })
-}
-
-/// Reads a batch response: one answer per top-level part, in order.
-pub(crate) fn parse_batch_response(content_type: &str, body: &[u8]) -> Result<Vec<ChangeSetAnswer>, String> {
-    let boundary = multipart_boundary(content_type)
-        .ok_or_else(|| format!("a $batch answer must be multipart/mixed, got {content_type:?}"))?;
-    let text = std::str::from_utf8(body).map_err(|e| format!("the $batch answer is not UTF-8: {e}"))?;
-    let mut answers = Vec::new();
-    for part in split_multipart(text, &boundary)? {
-        match part.header("content-type").and_then(multipart_boundary) {
-            Some(inner) => {
-                let ops = split_multipart(&part.body, &inner)?;
-                answers.push(ChangeSetAnswer::Applied(ops.iter().map(parse_part_response).collect::<Result<_, _>>()?));
-            }
-            None => answers.push(ChangeSetAnswer::Failed(parse_part_response(&part)?)),
-        }
-    }
-    Ok(answers)
-}
-
-/// One operation of a change set; `if_match` names the Content-ID whose ETag it must match (`If-Match: $n`).
-pub(crate) fn write_operation(out: &mut String, content_id: usize, target: &str, if_match: Option<usize>, body: &str) {
-    // Writing to a String cannot fail.
-    let _ = write!(
-        out,
-        "Content-Type: application/http\r\nContent-Transfer-Encoding: binary\r\nContent-ID: {content_id}\r\n\r\n\
-         POST {target} HTTP/1.1\r\n"
-    );
-    if let Some(id) = if_match {
-        let _ = write!(out, "If-Match: ${id}\r\n");
-    }
-    let _ = write!(out, "Content-Type: {JSON_MEDIA_TYPE}\r\nAccept: {JSON_MEDIA_TYPE}\r\n\r\n{body}\r\n");
-}
-
 /// The multipart body for `vouchers`: one change set each, Content-IDs unique across the batch.
-fn render_batch(client: &IfsClient, boundary: &str, vouchers: &[&Prepared<'_>]) -> String {
-    let api = client.api();
+fn render_batch(api: &IfsApiNames, boundary: &str, vouchers: &[&Prepared<'_>]) -> String {
     let mut out = String::new();
     let mut next_id = 1;
     for (n, v) in vouchers.iter().enumerate() {
@@ -330,18 +194,25 @@ fn verdict_for_failure(part: &PartResponse, path: &str) -> Verdict {
     }
 }
 
-impl IfsClient {
-    /// Creates a voucher for each proposal; one result per proposal, in order. Under `[ifs.api] batch`
-    /// `auto` (the default) the vouchers travel in `$batch` requests of up to `batch_max_vouchers` change
-    /// sets until the tenant refuses `$batch` or its ETag references, then — and for the next hour, see
-    /// [`super::capability`] — one after the other through [`IfsClient::create_voucher`]; `true` and
-    /// `false` force one flow. As there, the caller runs the dedup query first, and an uncertain outcome is
-    /// resolved with it before anything is sent again.
-    pub async fn create_vouchers(&self, proposals: &[Proposal]) -> Vec<Result<VoucherKey, IfsError>> {
-        let mode = self.api().batch;
-        if self.voucher_flow().await.0 == VoucherFlow::StepByStep {
-            return self.create_step_by_step(proposals.iter().enumerate()).await.into_iter().map(|(_, r)| r).collect();
-        }
+/// The `$batch` flow over `transport`, with the calendar of `reference`, learning into `flow` what the
+/// tenant refuses; what `$batch` cannot post goes through `step`.
+pub(super) struct BatchFlow<'f> {
+    transport: &'f IfsTransport,
+    reference: &'f IfsReference,
+    flow: &'f FlowMemory,
+    step: StepByStep<'f>,
+}
+
+impl<'f> BatchFlow<'f> {
+    pub(super) fn new(transport: &'f IfsTransport, reference: &'f IfsReference, flow: &'f FlowMemory) -> Self {
+        Self { transport, reference, flow, step: StepByStep::new(transport, reference) }
+    }
+
+    /// Creates a voucher for each proposal; one result per proposal, in order: in `$batch` requests of up
+    /// to `batch_max_vouchers` change sets, until (under `auto`) the tenant refuses `$batch` or its ETag
+    /// references; that is remembered in the flow memory and the rest go step by step.
+    pub(super) async fn create_vouchers(&self, proposals: &[Proposal]) -> Vec<Result<VoucherKey, IfsError>> {
+        let mode = self.transport.api().batch;
         let mut results: Vec<Option<Result<VoucherKey, IfsError>>> = proposals.iter().map(|_| None).collect();
         let mut ready = Vec::new();
         for (index, proposal) in proposals.iter().enumerate() {
@@ -351,7 +222,7 @@ impl IfsClient {
             }
         }
         let mut fell_back = false;
-        for chunk in ready.chunks(self.api().batch_max_vouchers.max(1)) {
+        for chunk in ready.chunks(self.transport.api().batch_max_vouchers.max(1)) {
             let rest: Vec<usize> = if fell_back {
                 chunk.iter().map(|v| v.index).collect()
             } else {
@@ -362,19 +233,19 @@ impl IfsClient {
                 let Some(refusal) = run.refused else { continue };
                 fell_back = true;
                 if refusal.tentative {
-                    let outcomes = self.create_step_by_step(refusal.rest.into_iter().map(|i| (i, &proposals[i]))).await;
+                    let outcomes = self.step.create_each(refusal.rest.into_iter().map(|i| (i, &proposals[i]))).await;
                     if outcomes.iter().any(|(_, r)| r.is_ok()) {
-                        self.inner.flow.refuse(&refusal.reason, chrono::Utc::now()).await;
+                        self.flow.refuse(&refusal.reason, chrono::Utc::now()).await;
                     }
                     for (index, outcome) in outcomes {
                         results[index] = Some(outcome);
                     }
                     continue;
                 }
-                self.inner.flow.refuse(&refusal.reason, chrono::Utc::now()).await;
+                self.flow.refuse(&refusal.reason, chrono::Utc::now()).await;
                 refusal.rest
             };
-            for (index, outcome) in self.create_step_by_step(rest.into_iter().map(|i| (i, &proposals[i]))).await {
+            for (index, outcome) in self.step.create_each(rest.into_iter().map(|i| (i, &proposals[i]))).await {
                 results[index] = Some(outcome);
             }
         }
@@ -384,38 +255,12 @@ impl IfsClient {
             .collect()
     }
 
-    /// The flow [`IfsClient::create_vouchers`] takes now, and why.
-    pub async fn voucher_flow(&self) -> (VoucherFlow, String) {
-        match self.api().batch {
-            BatchMode::Off => (VoucherFlow::StepByStep, "[ifs.api] batch = false".into()),
-            BatchMode::On => (VoucherFlow::Batch, "[ifs.api] batch = true".into()),
-            BatchMode::Auto => match self.inner.flow.refusal(chrono::Utc::now()).await {
-                Some(refused) => (
-                    VoucherFlow::StepByStep,
-                    format!("auto: {} (believed until {}, then $batch is tried again)", refused.reason, refused.until),
-                ),
-                None => (VoucherFlow::Batch, "auto: $batch until the tenant refuses it".into()),
-            },
-        }
-    }
-
-    async fn create_step_by_step<'p>(
-        &self,
-        proposals: impl Iterator<Item = (usize, &'p Proposal)>,
-    ) -> Vec<(usize, Result<VoucherKey, IfsError>)> {
-        let mut out = Vec::new();
-        for (index, proposal) in proposals {
-            out.push((index, self.create_voucher(proposal).await));
-        }
-        out
-    }
-
     async fn prepare<'a>(&self, index: usize, proposal: &'a Proposal) -> Result<Prepared<'a>, IfsError> {
         if proposal.rows.is_empty() {
             return Err(IfsError::InvalidRequest(format!("proposal {} has no rows", proposal.reference_number)));
         }
         let period: AccountingPeriodInfo =
-            self.accounting_period(&proposal.company, proposal.voucher_date).await?.ok_or_else(|| {
+            self.reference.accounting_period(&proposal.company, proposal.voucher_date).await?.ok_or_else(|| {
                 IfsError::NoAccountingPeriod { company: proposal.company.to_string(), date: proposal.voucher_date }
             })?;
         Ok(Prepared {
@@ -435,15 +280,15 @@ impl IfsClient {
     /// applied), `auto` hands the vouchers back for the step-by-step flow; `true` holds them (an
     /// `Unsupported` error) on a 404/400 and lets 412s end in `PreconditionFailed`.
     async fn post_batch(&self, vouchers: &[Prepared<'_>], mode: BatchMode) -> BatchRun {
-        let api = self.api();
-        let policy = self.inner.retry;
+        let api = self.transport.api();
+        let policy = self.transport.retry();
         let mut done = Vec::new();
         let mut pending: Vec<&Prepared<'_>> = vouchers.iter().collect();
         let mut stale: HashMap<usize, u32> = HashMap::new();
         let mut again: HashMap<usize, u32> = HashMap::new();
         let mut uncertain_rounds = 0u32;
         let mut reference_refusals = 0u32;
-        let url = match self.url(&format!("{}/$batch", api.voucher_entry_projection)) {
+        let url = match self.transport.url(&format!("{}/$batch", api.voucher_entry_projection)) {
             Ok(u) => u,
             Err(e) => {
                 return BatchRun { done: vouchers.iter().map(|v| (v.index, Err(e.clone()))).collect(), refused: None };
@@ -455,7 +300,7 @@ impl IfsClient {
         };
         while !pending.is_empty() {
             let boundary = format!("batch_{}", uuid::Uuid::new_v4().simple());
-            let text = render_batch(self, &boundary, &pending);
+            let text = render_batch(&api, &boundary, &pending);
             let req = Request {
                 method: reqwest::Method::POST,
                 url: url.clone(),
@@ -466,11 +311,11 @@ impl IfsClient {
                 resend: Resend::Unprocessed,
             };
             let mut undecodable = false;
-            let verdicts: Vec<Verdict> = match self.execute(&req).await {
+            let verdicts: Vec<Verdict> = match self.transport.execute(&req).await {
                 Ok(resp) => match parse_batch_response(resp.content_type.as_deref().unwrap_or(""), &resp.body) {
                     Ok(answers) => {
                         if answers.iter().any(|a| matches!(a, ChangeSetAnswer::Applied(_))) {
-                            self.inner.flow.prove_references();
+                            self.flow.prove_references();
                         } else {
                             match (self.reference_refusal(&pending, &answers, &mut reference_refusals), mode) {
                                 (Some(ReferenceVerdict::Refused(e)), BatchMode::Auto) => {
@@ -547,7 +392,7 @@ impl IfsClient {
                         if *n > MAX_STALE_ETAG_RETRIES {
                             done.push((v.index, Err(IfsError::PreconditionFailed { attempts: *n })));
                         } else {
-                            self.count_stale_reread();
+                            self.transport.count_stale_reread();
                             tracing::debug!(reference = %v.proposal.reference_number, "412 in a $batch change set: sending it again");
                             next.push(v);
                         }
@@ -579,9 +424,9 @@ impl IfsClient {
                 }
                 next.extend(unresolved);
             } else if wait {
-                let backoff = policy.backoff(again.values().copied().max().unwrap_or(1), wait_hint, &mut rand::rng());
-                if let Backoff::Wait(delay) = backoff {
-                    self.count_retry();
+                let delay = policy.next_delay(again.values().copied().max().unwrap_or(1), wait_hint, &mut rand::rng());
+                if let Some(delay) = delay {
+                    self.transport.count_retry();
                     tokio::time::sleep(delay).await;
                 }
             }
@@ -592,14 +437,14 @@ impl IfsClient {
 
     /// Whether every change set of a round was refused on its first ETag reference, seen often enough to
     /// conclude (or, for 412s, suspect) that the tenant does not resolve references (see
-    /// [`IfsClient::post_batch`]); the error naming what was seen.
+    /// [`BatchFlow::post_batch`]); the error naming what was seen.
     fn reference_refusal(
         &self,
         pending: &[&Prepared<'_>],
         answers: &[ChangeSetAnswer],
         rounds: &mut u32,
     ) -> Option<ReferenceVerdict> {
-        if self.inner.flow.references_proven() || answers.len() < pending.len() {
+        if self.flow.references_proven() || answers.len() < pending.len() {
             return None;
         }
         let firsts = first_reference_ids(pending);
@@ -641,12 +486,12 @@ impl IfsClient {
         uncertain: Vec<(&'p Prepared<'a>, IfsError)>,
         round: u32,
     ) -> (Vec<(usize, Result<VoucherKey, IfsError>)>, Vec<&'p Prepared<'a>>) {
-        let policy = self.inner.retry;
-        self.count_uncertain_check();
+        let policy = self.transport.retry();
+        self.transport.count_uncertain_check();
         tracing::warn!(vouchers = uncertain.len(), error = %uncertain[0].1, "$batch outcome unknown; re-checking IFS");
         // Give a commit still in flight time to land before looking. The RNG is dropped before the await.
-        let backoff = policy.backoff(round, None, &mut rand::rng());
-        if let Backoff::Wait(delay) = backoff {
+        let delay = policy.next_delay(round, None, &mut rand::rng());
+        if let Some(delay) = delay {
             tokio::time::sleep(delay).await;
         }
         let mut by_company: BTreeMap<(CompanyCode, String), Vec<_>> = BTreeMap::new();
@@ -659,7 +504,7 @@ impl IfsClient {
         let mut found = HashMap::new();
         let mut check_failed: HashMap<CompanyCode, String> = HashMap::new();
         for ((company, serie), refs) in &by_company {
-            match self.find_posted(company, serie, refs).await {
+            match find_posted(self.transport, company, serie, refs).await {
                 Ok(keys) => found.extend(keys),
                 Err(e) => {
                     check_failed.insert(company.clone(), e.to_string());
@@ -691,32 +536,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn batch_answers_parse_into_change_sets() {
-        let body = "--r1\r\nContent-Type: multipart/mixed;boundary=c1\r\n\r\n--c1\r\nContent-Type: application/http\r\n\
-                    Content-ID: 1\r\n\r\nHTTP/1.1 201 Created\r\nETag: W/\"x\"\r\n\r\n{\"Objkey\":\"k\"}\r\n--c1\r\n\
-                    Content-Type: application/http\r\nContent-ID: 2\r\n\r\nHTTP/1.1 200 OK\r\n\r\n{\"value\":17}\r\n--c1--\r\n\
-                    --r1\r\nContent-Type: application/http\r\n\r\nHTTP/1.1 412 Precondition Failed\r\n\
-                    Content-Type: application/json\r\n\r\n{\"error\":{\"code\":\"ODP_PRECONDITION_FAILED\",\"message\":\"m\"}}\r\n--r1--\r\n";
-        let answers = parse_batch_response("multipart/mixed; boundary=r1", body.as_bytes()).unwrap();
-        assert_eq!(answers.len(), 2);
-        let ChangeSetAnswer::Applied(ops) = &answers[0] else { panic!("first change set applied") };
-        assert_eq!((ops[0].status, ops[1].status, ops[1].body.as_str()), (201, 200, "{\"value\":17}"));
-        let ChangeSetAnswer::Failed(part) = &answers[1] else { panic!("second change set failed") };
-        assert_eq!(part.status, 412);
-        assert!(matches!(verdict_for_failure(part, "$batch"), Verdict::Stale));
-        // LF-only line ends read the same.
-        assert_eq!(
-            parse_batch_response("multipart/mixed;boundary=r1", body.replace("\r\n", "\n").as_bytes()).unwrap(),
-            answers
-        );
-        assert!(parse_batch_response("application/json", b"{}").is_err());
-        assert!(
-            parse_batch_response("multipart/mixed;boundary=r1", b"--r1\r\n").is_err(),
-            "a cut-off answer is refused"
-        );
-    }
-
-    #[test]
     fn refused_change_sets_classify() {
         let part = |status, code: &str| PartResponse {
             content_id: None,
@@ -733,5 +552,6 @@ mod tests {
             Verdict::Done(Err(IfsError::MissingPrecondition { .. }))
         ));
         assert!(matches!(verdict_for_failure(&part(503, "SERVICE_UNAVAILABLE"), "$batch"), Verdict::Again(_, Some(_))));
+        assert!(matches!(verdict_for_failure(&part(412, "ODP_PRECONDITION_FAILED"), "$batch"), Verdict::Stale));
     }
 }
