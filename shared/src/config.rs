@@ -3,6 +3,8 @@
 
 use std::collections::HashMap;
 
+use crate::sync::{DEFAULT_MAX_BREX_REQUESTS, FieldSyncOptions};
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
     #[error("environment variable {0} is required")]
@@ -155,7 +157,7 @@ pub struct PollerConfig {
     pub queue_url: String,
     pub poll_sources: Vec<PollSource>,
     /// `SYNC_BREX_FIELDS=true`: publish IFS accounts and code parts into Brex fields on every run.
-    pub field_sync: Option<crate::sync::FieldSyncOptions>,
+    pub field_sync: Option<FieldSyncOptions>,
 }
 
 impl PollerConfig {
@@ -185,9 +187,35 @@ impl PollerConfig {
             ifs: IfsConfig::from_env(env)?,
             queue_url: required(env, "QUEUE_URL")?,
             poll_sources,
-            field_sync: crate::sync::FieldSyncOptions::from_env(env)?,
+            field_sync: field_sync(env)?,
         })
     }
+}
+
+/// The poller's switch for the Brex field sync: `SYNC_BREX_FIELDS=true` turns it on (default off), and
+/// `BREX_FIELDS_MAX_REQUESTS` sets the per-run budget. `Ok(None)` when off.
+fn field_sync(env: &dyn Lookup) -> Result<Option<FieldSyncOptions>, ConfigError> {
+    const SWITCH: &str = "SYNC_BREX_FIELDS";
+    const BUDGET: &str = "BREX_FIELDS_MAX_REQUESTS";
+    let on = match env.get(SWITCH).map(|v| v.trim().to_ascii_lowercase()) {
+        None => false,
+        Some(v) if v.is_empty() || v == "false" || v == "0" => false,
+        Some(v) if v == "true" || v == "1" => true,
+        Some(v) => {
+            return Err(ConfigError::Invalid { name: SWITCH, reason: format!("expected true or false, got {v:?}") });
+        }
+    };
+    if !on {
+        return Ok(None);
+    }
+    let max_brex_requests = match env.get(BUDGET) {
+        None => DEFAULT_MAX_BREX_REQUESTS,
+        Some(v) => v.trim().parse::<usize>().ok().filter(|n| *n >= 2).ok_or_else(|| ConfigError::Invalid {
+            name: BUDGET,
+            reason: format!("expected a whole number of at least 2, got {v:?}"),
+        })?,
+    };
+    Ok(Some(FieldSyncOptions { max_brex_requests }))
 }
 
 #[cfg(test)]
@@ -196,6 +224,20 @@ mod tests {
 
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn the_field_sync_switch_is_off_unless_turned_on() {
+        let sync = |pairs: &[(&str, &str)]| field_sync(&env(pairs));
+        assert_eq!(sync(&[]).unwrap(), None);
+        assert_eq!(sync(&[("SYNC_BREX_FIELDS", "false")]).unwrap(), None);
+        assert_eq!(sync(&[("SYNC_BREX_FIELDS", "TRUE")]).unwrap(), Some(FieldSyncOptions::default()));
+        assert_eq!(
+            sync(&[("SYNC_BREX_FIELDS", "1"), ("BREX_FIELDS_MAX_REQUESTS", "40")]).unwrap(),
+            Some(FieldSyncOptions { max_brex_requests: 40 })
+        );
+        assert!(sync(&[("SYNC_BREX_FIELDS", "yes")]).is_err());
+        assert!(sync(&[("SYNC_BREX_FIELDS", "true"), ("BREX_FIELDS_MAX_REQUESTS", "1")]).is_err());
     }
 
     const BASE: &[(&str, &str)] = &[

@@ -82,7 +82,7 @@ async fn the_refresh_names_the_unknown_account_and_the_missing_code_part_and_sto
     assert!(sim.set_period_status("20", year, period, PeriodStatus::Closed), "the demo calendar has next month");
     let loaded = mapping(&stack, BROKEN_MAPPING).await;
     let ddb = aws_sdk_dynamodb::Client::new(&stack.sdk);
-    let refresh = ReferenceRefresh::for_ifs(client(&sim), ddb.clone(), &stack.table_name);
+    let refresh = refresh_for(client(&sim), ddb.clone(), &stack.table_name);
 
     let report = refresh.refresh(&loaded, today()).await.unwrap();
 
@@ -193,10 +193,7 @@ async fn more_than_5000_accounts_are_read_in_full_through_next_link() {
         .await
         .unwrap();
     let ddb = aws_sdk_dynamodb::Client::new(&stack.sdk);
-    let report = ReferenceRefresh::for_ifs(client(&sim), ddb.clone(), &stack.table_name)
-        .refresh(&loaded, today())
-        .await
-        .unwrap();
+    let report = refresh_for(client(&sim), ddb.clone(), &stack.table_name).refresh(&loaded, today()).await.unwrap();
     assert!(report.is_clean(), "account 105999 is on the second page: {report}");
     assert_eq!(report.companies[0].accounts, 6010);
     assert_eq!(sim.counters().count("AccountSet.LIST", 200), 2, "5000 + 1010");
@@ -209,8 +206,7 @@ async fn more_than_5000_accounts_are_read_in_full_through_next_link() {
     })
     .await
     .unwrap();
-    let report =
-        ReferenceRefresh::for_ifs(client(&small), ddb, &stack.table_name).refresh(&loaded, today()).await.unwrap();
+    let report = refresh_for(client(&small), ddb, &stack.table_name).refresh(&loaded, today()).await.unwrap();
     assert!(report.is_clean(), "{report}");
     assert_eq!(report.companies[0].accounts, 6010);
     assert_eq!(small.counters().count("AccountSet.LIST", 200), 7, "six pages of 1000 and one of 10");
@@ -218,10 +214,18 @@ async fn more_than_5000_accounts_are_read_in_full_through_next_link() {
     let gone = IfsSim::start(IfsSimConfig { reference: ReferenceData::with_generated(5000, 0), ..Default::default() })
         .await
         .unwrap();
-    let report = ReferenceRefresh::for_ifs(client(&gone), aws_sdk_dynamodb::Client::new(&stack.sdk), &stack.table_name)
+    let report = refresh_for(client(&gone), aws_sdk_dynamodb::Client::new(&stack.sdk), &stack.table_name)
         .refresh(&loaded, today())
         .await
         .unwrap();
     let messages: Vec<&str> = report.findings.iter().map(|f| f.message.as_str()).collect();
     assert_eq!(messages, ["rule #1 sets account 105999 which IFS company 10 does not have"]);
+}
+
+/// The refresh as the poller wires it: reading through the client's reference reader, storing in the table.
+fn refresh_for(ifs: IfsClient, ddb: aws_sdk_dynamodb::Client, table: &str) -> ReferenceRefresh {
+    ReferenceRefresh::new(
+        std::sync::Arc::new(ifs.reference().clone()),
+        std::sync::Arc::new(DynamoReportStore::new(ddb, table)),
+    )
 }

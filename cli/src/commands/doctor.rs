@@ -3,10 +3,12 @@
 //! ETag, the mapping applied to real records); nothing is written anywhere.
 
 use std::io::Write;
+use std::sync::Arc;
 
 use chrono::{Duration, Utc};
 use serde_json::json;
 use shared::aws::DynamoStore;
+use shared::aws::report::DynamoReportStore;
 use shared::brex::BrexClient;
 use shared::brex::model::{ReviewStatus, SourceType};
 use shared::brex::{BrexError, RecordQuery};
@@ -76,12 +78,12 @@ impl Report {
 
 /// The mapping checked against IFS reference data (accounts, code part values, calendar), or why that
 /// could not be done. Read-only: unlike the poller's refresh, nothing is stored.
-pub enum ReferenceCheck {
+pub enum IfsReferenceCheck {
     Unavailable(String),
     Report(ValidationReport),
 }
 
-impl ReferenceCheck {
+impl IfsReferenceCheck {
     /// `severity source (company): message`, errors first.
     pub fn findings(report: &ValidationReport) -> Vec<String> {
         report
@@ -92,23 +94,26 @@ impl ReferenceCheck {
     }
 }
 
-pub async fn reference_check(ctx: &Ctx<'_>, doc: &MappingDocument) -> ReferenceCheck {
+pub async fn reference_check(ctx: &Ctx<'_>, doc: &MappingDocument) -> IfsReferenceCheck {
     if let Err(e) = ctx.ifs_config() {
-        return ReferenceCheck::Unavailable(format!("IFS not configured ({e})"));
+        return IfsReferenceCheck::Unavailable(format!("IFS not configured ({e})"));
     }
     let store = match ctx.store() {
         Ok(store) => store,
-        Err(e) => return ReferenceCheck::Unavailable(e.to_string()),
+        Err(e) => return IfsReferenceCheck::Unavailable(e.to_string()),
     };
     let ifs = match ctx.ifs(&store).await {
         Ok(ifs) => ifs,
-        Err(e) => return ReferenceCheck::Unavailable(e.to_string()),
+        Err(e) => return IfsReferenceCheck::Unavailable(e.to_string()),
     };
     let today = Utc::now().date_naive();
-    let refresh = ReferenceRefresh::for_ifs(ifs, ctx.dynamodb(), store.table());
+    let refresh = ReferenceRefresh::new(
+        Arc::new(ifs.reference().clone()),
+        Arc::new(DynamoReportStore::new(ctx.dynamodb(), store.table())),
+    );
     match refresh.read_snapshot(doc, today).await {
-        Ok(snapshot) => ReferenceCheck::Report(validate_mapping(doc, &snapshot, today)),
-        Err(e) => ReferenceCheck::Unavailable(e.to_string()),
+        Ok(snapshot) => IfsReferenceCheck::Report(validate_mapping(doc, &snapshot, today)),
+        Err(e) => IfsReferenceCheck::Unavailable(e.to_string()),
     }
 }
 
@@ -505,7 +510,7 @@ pub async fn run(
 
     match (&mapping, &ifs) {
         (Some(m), Some(_)) => match reference_check(ctx, &m.document).await {
-            ReferenceCheck::Report(r) => {
+            IfsReferenceCheck::Report(r) => {
                 let summary = r
                     .companies
                     .iter()
@@ -525,10 +530,10 @@ pub async fn run(
                     );
                 }
                 if let Some(last) = report.checks.last_mut() {
-                    last.findings = ReferenceCheck::findings(&r);
+                    last.findings = IfsReferenceCheck::findings(&r);
                 }
             }
-            ReferenceCheck::Unavailable(why) => report.fail(
+            IfsReferenceCheck::Unavailable(why) => report.fail(
                 "mapping vs IFS reference data",
                 format!("IFS reference data could not be read: {why}"),
                 "check the IFS checks above",

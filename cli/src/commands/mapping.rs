@@ -7,7 +7,7 @@ use serde_json::json;
 use shared::mapping::MappingDocument;
 use shared::reference::Severity;
 
-use super::doctor::{ReferenceCheck, reference_check};
+use super::doctor::{IfsReferenceCheck, reference_check};
 
 use crate::context::Ctx;
 use crate::error::CliError;
@@ -33,10 +33,10 @@ async fn check(ctx: &Ctx<'_>, text: &str) -> Verdict {
         Ok(doc) => doc,
     };
     match reference_check(ctx, &doc).await {
-        ReferenceCheck::Unavailable(why) => {
+        IfsReferenceCheck::Unavailable(why) => {
             Verdict { document: Some(doc), problems: vec![], warnings: vec![], unchecked: Some(why) }
         }
-        ReferenceCheck::Report(report) => {
+        IfsReferenceCheck::Report(report) => {
             let (errors, warnings): (Vec<_>, Vec<_>) =
                 report.findings.iter().partition(|f| f.severity == Severity::Error);
             let line = |f: &&shared::reference::Finding| format!("{} (company {}): {}", f.source, f.company, f.message);

@@ -1,5 +1,5 @@
 //! The Brex client as the ports see it: the poster's [`RecordSource`], the poller's [`BrexPages`] and the
-//! webhook's [`WebhookSecretSource`].
+//! webhook's [`WebhookSecretSource`] and the reference sync's [`BrexFields`].
 
 use async_trait::async_trait;
 
@@ -7,9 +7,12 @@ use super::client::{BrexClient, ExportResult, ExportStatus};
 use super::client::{RecordQuery, RecordQueryPage};
 use super::error::BrexError;
 use super::expense::{ExpenseQuery, ExpenseQueryPage};
+use super::fields::{Field, FieldValue, FieldValueUpdate, NewField, NewFieldValue, Page};
 use crate::domain::{AccountingRecordId, ExpenseId, Secret};
 use crate::error::ExternalError;
-use crate::ports::{BrexPages, ExportOutcome, FetchedExpenses, FetchedRecords, RecordSource, WebhookSecretSource};
+use crate::ports::{
+    BrexFields, BrexPages, ExportOutcome, FetchedExpenses, FetchedRecords, RecordSource, WebhookSecretSource,
+};
 
 #[async_trait]
 impl RecordSource for BrexClient {
@@ -78,5 +81,34 @@ impl BrexPages for BrexClient {
 impl WebhookSecretSource for BrexClient {
     async fn webhook_secrets(&self) -> Result<Vec<Secret>, ExternalError> {
         Ok(self.list_webhook_secrets().await?.into_iter().map(|entry| entry.secret).collect())
+    }
+}
+
+#[async_trait]
+impl BrexFields for BrexClient {
+    async fn fields_page(&self, cursor: Option<&str>) -> Result<Page<Field>, BrexError> {
+        BrexClient::fields_page(self, cursor).await
+    }
+    async fn field_values_page(&self, field_id: &str, cursor: Option<&str>) -> Result<Page<FieldValue>, BrexError> {
+        BrexClient::field_values_page(self, field_id, cursor).await
+    }
+    async fn create_field(&self, field: &NewField, scope: &str) -> Result<Field, BrexError> {
+        BrexClient::create_field(self, field, scope).await
+    }
+    async fn create_field_values(
+        &self,
+        field_id: &str,
+        values: &[NewFieldValue],
+        scope: &str,
+    ) -> Result<Vec<FieldValue>, BrexError> {
+        BrexClient::create_field_values(self, field_id, values, scope).await
+    }
+    async fn update_field_values(
+        &self,
+        field_id: &str,
+        updates: &[FieldValueUpdate],
+        scope: &str,
+    ) -> Result<Vec<FieldValue>, BrexError> {
+        BrexClient::update_field_values(self, field_id, updates, scope).await
     }
 }

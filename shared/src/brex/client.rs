@@ -174,7 +174,7 @@ pub(super) struct Answer {
 }
 
 #[derive(Deserialize, Default)]
-struct ErrorBody {
+struct BrexErrorBody {
     #[serde(default)]
     error_code: Option<String>,
     #[serde(default)]
@@ -192,7 +192,7 @@ impl Answer {
         (200..300).contains(&self.status)
     }
 
-    fn error_body(&self) -> ErrorBody {
+    fn error_body(&self) -> BrexErrorBody {
         serde_json::from_slice(&self.body).unwrap_or_default()
     }
 

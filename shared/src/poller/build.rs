@@ -7,6 +7,7 @@ use aws_config::SdkConfig;
 use super::{Poller, PollerOptions, ReferenceCheck};
 use crate::aws::CachedMapping;
 use crate::aws::poll_state::DynamoPollState;
+use crate::aws::report::DynamoReportStore;
 use crate::aws::{DynamoStore, SqsQueue};
 use crate::config::PollerConfig;
 use crate::lambda::build::{MAPPING_TTL, StartupError, brex_client, ifs_client};
@@ -29,7 +30,11 @@ pub async fn build_poller(config: &PollerConfig, sdk: &SdkConfig) -> Result<Poll
             fields: config.field_sync.map(|options| {
                 FieldSync::new(ifs.clone(), brex.clone()).with_options(options).with_clock(clock.clone())
             }),
-            refresh: ReferenceRefresh::for_ifs(ifs, dynamodb.clone(), &common.table_name).with_clock(clock.clone()),
+            refresh: ReferenceRefresh::new(
+                Arc::new(ifs.reference().clone()),
+                Arc::new(DynamoReportStore::new(dynamodb.clone(), &common.table_name)),
+            )
+            .with_clock(clock.clone()),
             mapping,
         },
         Err(e) => {

@@ -1,11 +1,15 @@
 //! What the connector needs from Brex: the records and expenses to post, the export results it reports, the
-//! poller's filtered pages and the webhook signing secrets. The Brex client implements them in
+//! poller's filtered pages, the webhook signing secrets and the custom fields the reference sync writes. The Brex client implements them in
 //! `crate::brex::adapter`.
 
 use async_trait::async_trait;
 
+use crate::brex::fields::Page;
 use crate::brex::model::AccountingRecord;
-use crate::brex::{BrexError, Expense, ExpenseQuery, ExpenseQueryPage, RecordQuery, RecordQueryPage};
+use crate::brex::{
+    BrexError, Expense, ExpenseQuery, ExpenseQueryPage, Field, FieldValue, FieldValueUpdate, NewField, NewFieldValue,
+    RecordQuery, RecordQueryPage,
+};
 use crate::domain::{AccountingRecordId, ExpenseId, Secret};
 use crate::error::ExternalError;
 
@@ -54,4 +58,25 @@ pub trait BrexPages: Send + Sync {
 #[async_trait]
 pub trait WebhookSecretSource: Send + Sync {
     async fn webhook_secrets(&self) -> Result<Vec<Secret>, ExternalError>;
+}
+
+/// Brex's custom fields and their values, which the reference sync publishes IFS codes into (reference data,
+/// never financial data). `scope` keys the idempotency of each write.
+#[async_trait]
+pub trait BrexFields: Send + Sync {
+    async fn fields_page(&self, cursor: Option<&str>) -> Result<Page<Field>, BrexError>;
+    async fn field_values_page(&self, field_id: &str, cursor: Option<&str>) -> Result<Page<FieldValue>, BrexError>;
+    async fn create_field(&self, field: &NewField, scope: &str) -> Result<Field, BrexError>;
+    async fn create_field_values(
+        &self,
+        field_id: &str,
+        values: &[NewFieldValue],
+        scope: &str,
+    ) -> Result<Vec<FieldValue>, BrexError>;
+    async fn update_field_values(
+        &self,
+        field_id: &str,
+        updates: &[FieldValueUpdate],
+        scope: &str,
+    ) -> Result<Vec<FieldValue>, BrexError>;
 }

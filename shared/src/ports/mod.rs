@@ -9,7 +9,9 @@ mod queue;
 mod secrets;
 mod storage;
 
-pub use brex::{BrexPages, ExportOutcome, FetchedExpenses, FetchedRecords, RecordSource, WebhookSecretSource};
+pub use brex::{
+    BrexFields, BrexPages, ExportOutcome, FetchedExpenses, FetchedRecords, RecordSource, WebhookSecretSource,
+};
 pub use clock::{Clock, SystemClock};
 pub use ifs::{AccountInfo, ChartOfAccounts, Demand, Ledger, ReferenceSource};
 pub use queue::{Redelivery, WorkQueue};

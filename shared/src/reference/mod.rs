@@ -22,7 +22,6 @@ pub use validate::validate_mapping;
 use crate::domain::CompanyCode;
 use crate::error::ExternalError;
 use crate::error::{AwsError, Classify, Disposition};
-use crate::ifs::IfsClient;
 use crate::mapping::{LoadedMapping, MappingDocument};
 use crate::ports::{Clock, Demand, ReferenceSource, ReportStore, SystemClock};
 use crate::proposal::CodePart;
@@ -59,14 +58,6 @@ pub struct ReferenceRefresh {
 impl ReferenceRefresh {
     pub fn new(source: Arc<dyn ReferenceSource>, store: Arc<dyn ReportStore>) -> Self {
         Self { source, store, clock: Arc::new(SystemClock) }
-    }
-
-    /// The production wiring: reads through `ifs` (its request budget and caches), stores in the table.
-    pub fn for_ifs(ifs: IfsClient, dynamodb: aws_sdk_dynamodb::Client, table: impl Into<String>) -> Self {
-        Self::new(
-            Arc::new(ifs.reference().clone()),
-            Arc::new(crate::aws::report::DynamoReportStore::new(dynamodb, table)),
-        )
     }
 
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {

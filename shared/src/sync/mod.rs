@@ -25,17 +25,14 @@ pub use plan::{
 };
 
 use crate::brex::{
-    BrexClient, BrexError, FieldGroup, FieldValueData, FieldValueUpdate, MAX_VALUES_PER_CALL, NewField, NewFieldValue,
-    ValueKey,
+    BrexError, FieldGroup, FieldValueData, FieldValueUpdate, MAX_VALUES_PER_CALL, NewField, NewFieldValue, ValueKey,
 };
-use crate::config::{ConfigError, Lookup};
 use crate::domain::CompanyCode;
 use crate::error::ExternalError;
 use crate::error::{Classify, Disposition};
 use crate::ifs::IfsClient;
 use crate::mapping::{LoadedMapping, MappingDocument};
-use crate::ports::ReferenceSource;
-use crate::ports::{Clock, SystemClock};
+use crate::ports::{BrexFields, Clock, ReferenceSource, SystemClock};
 use crate::reference::mapping_companies;
 
 /// Default Brex request budget of one run: a tenth of Brex's per-minute limit, leaving the rest to polling
@@ -50,37 +47,6 @@ pub struct FieldSyncOptions {
 impl Default for FieldSyncOptions {
     fn default() -> Self {
         Self { max_brex_requests: DEFAULT_MAX_BREX_REQUESTS }
-    }
-}
-
-impl FieldSyncOptions {
-    /// The poller's switch: `SYNC_BREX_FIELDS=true` turns the sync on (default off), and
-    /// `BREX_FIELDS_MAX_REQUESTS` sets the per-run budget. `Ok(None)` when off.
-    pub fn from_env(env: &dyn Lookup) -> Result<Option<Self>, ConfigError> {
-        const SWITCH: &str = "SYNC_BREX_FIELDS";
-        const BUDGET: &str = "BREX_FIELDS_MAX_REQUESTS";
-        let on = match env.get(SWITCH).map(|v| v.trim().to_ascii_lowercase()) {
-            None => false,
-            Some(v) if v.is_empty() || v == "false" || v == "0" => false,
-            Some(v) if v == "true" || v == "1" => true,
-            Some(v) => {
-                return Err(ConfigError::Invalid {
-                    name: SWITCH,
-                    reason: format!("expected true or false, got {v:?}"),
-                });
-            }
-        };
-        if !on {
-            return Ok(None);
-        }
-        let max_brex_requests = match env.get(BUDGET) {
-            None => DEFAULT_MAX_BREX_REQUESTS,
-            Some(v) => v.trim().parse::<usize>().ok().filter(|n| *n >= 2).ok_or_else(|| ConfigError::Invalid {
-                name: BUDGET,
-                reason: format!("expected a whole number of at least 2, got {v:?}"),
-            })?,
-        };
-        Ok(Some(Self { max_brex_requests }))
     }
 }
 
@@ -140,7 +106,7 @@ pub struct SyncReport {
 /// The sync, cheap to keep for the life of a Lambda instance.
 pub struct FieldSync {
     ifs: Arc<dyn ReferenceSource>,
-    brex: Arc<BrexClient>,
+    brex: Arc<dyn BrexFields>,
     options: FieldSyncOptions,
     clock: Arc<dyn Clock>,
 }
@@ -148,11 +114,11 @@ pub struct FieldSync {
 impl FieldSync {
     /// Reads IFS through `ifs` (its request budget and paging), writes Brex through `brex` (its rate limiter
     /// and retries).
-    pub fn new(ifs: IfsClient, brex: Arc<BrexClient>) -> Self {
+    pub fn new(ifs: IfsClient, brex: Arc<dyn BrexFields>) -> Self {
         Self::with_source(Arc::new(ifs.reference().clone()), brex)
     }
 
-    pub fn with_source(ifs: Arc<dyn ReferenceSource>, brex: Arc<BrexClient>) -> Self {
+    pub fn with_source(ifs: Arc<dyn ReferenceSource>, brex: Arc<dyn BrexFields>) -> Self {
         Self { ifs, brex, options: FieldSyncOptions::default(), clock: Arc::new(SystemClock) }
     }
 
@@ -376,37 +342,7 @@ impl FieldSync {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
-
     use super::*;
-
-    struct Env(HashMap<&'static str, &'static str>);
-
-    impl Lookup for Env {
-        fn get(&self, name: &str) -> Option<String> {
-            self.0.get(name).map(|v| (*v).to_owned())
-        }
-    }
-
-    #[test]
-    fn the_switch_is_off_unless_turned_on() {
-        let env = |pairs: &[(&'static str, &'static str)]| Env(pairs.iter().copied().collect());
-        assert_eq!(FieldSyncOptions::from_env(&env(&[])).unwrap(), None);
-        assert_eq!(FieldSyncOptions::from_env(&env(&[("SYNC_BREX_FIELDS", "false")])).unwrap(), None);
-        assert_eq!(
-            FieldSyncOptions::from_env(&env(&[("SYNC_BREX_FIELDS", "TRUE")])).unwrap(),
-            Some(FieldSyncOptions::default())
-        );
-        assert_eq!(
-            FieldSyncOptions::from_env(&env(&[("SYNC_BREX_FIELDS", "1"), ("BREX_FIELDS_MAX_REQUESTS", "40")])).unwrap(),
-            Some(FieldSyncOptions { max_brex_requests: 40 })
-        );
-        assert!(FieldSyncOptions::from_env(&env(&[("SYNC_BREX_FIELDS", "yes")])).is_err());
-        assert!(
-            FieldSyncOptions::from_env(&env(&[("SYNC_BREX_FIELDS", "true"), ("BREX_FIELDS_MAX_REQUESTS", "1")]))
-                .is_err()
-        );
-    }
 
     #[test]
     fn errors_keep_their_disposition() {
