@@ -5,6 +5,7 @@ use shared::config::ConfigError;
 use shared::error::AwsError;
 use shared::ifs::IfsError;
 use shared::lambda::build::StartupError;
+use shared::mapping::MappingLoadError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
@@ -24,6 +25,18 @@ pub enum CliError {
     Input(String),
     #[error("writing output: {0}")]
     Io(#[from] std::io::Error),
+}
+
+impl From<MappingLoadError> for CliError {
+    fn from(err: MappingLoadError) -> Self {
+        match err {
+            MappingLoadError::Store(e) => Self::Aws(e),
+            MappingLoadError::Missing => {
+                Self::Input("no mapping document stored; push one with `connector mapping push FILE`".into())
+            }
+            invalid @ MappingLoadError::Invalid { .. } => Self::Input(invalid.to_string()),
+        }
+    }
 }
 
 impl CliError {

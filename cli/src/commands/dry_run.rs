@@ -6,11 +6,9 @@ use std::io::Write;
 
 use chrono::{DateTime, Duration, Utc};
 use serde_json::json;
-use shared::aws::DynamoStore;
 use shared::aws::poll_state::DynamoPollState;
 use shared::brex::model::{AccountingRecord, ReviewStatus};
 use shared::domain::Subject;
-use shared::mapping::LoadedMapping;
 use shared::ports::ChartOfAccounts;
 use shared::ports::EnqueueLedger;
 use shared::proposal::{Proposal, ProposalRow, Side};
@@ -23,14 +21,6 @@ use crate::ready::ReadyPages;
 
 /// How far back `dry-run` looks without `--since`.
 const DEFAULT_SINCE_DAYS: i64 = 7;
-
-pub async fn load_mapping(store: &DynamoStore) -> Result<LoadedMapping, CliError> {
-    let stored = store.load_mapping().await?.ok_or_else(|| {
-        CliError::Input("no mapping document stored; push one with `connector mapping push FILE`".into())
-    })?;
-    LoadedMapping::parse(&stored.document, stored.version)
-        .map_err(|e| CliError::Input(format!("the stored mapping (version {}) is invalid: {e}", stored.version)))
-}
 
 /// `6500/200` for an account with code parts B=200.
 pub fn row_target(row: &ProposalRow) -> String {
@@ -61,7 +51,7 @@ pub async fn run(
     out: &mut dyn Write,
 ) -> Result<i32, CliError> {
     let store = ctx.store()?;
-    let mapping = load_mapping(&store).await?;
+    let mapping = store.mapping_in_force().await?;
     let brex = ctx.brex(&store).await?;
     // Validation against IFS when it is configured, exactly as the poster validates.
     let ifs = match ctx.ifs_config() {

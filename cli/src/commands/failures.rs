@@ -8,7 +8,7 @@ use aws_sdk_sqs::types::{ChangeMessageVisibilityBatchRequestEntry, MessageSystem
 use chrono::{DateTime, TimeZone, Utc};
 use serde_json::json;
 use shared::aws::operator::SubjectState;
-use shared::domain::{AccountingRecordId, ExpenseId, Origin, Subject, WorkItem};
+use shared::domain::{Origin, Subject, WorkItem};
 use shared::error::AwsError;
 use shared::ports::WorkQueue;
 
@@ -284,17 +284,7 @@ pub async fn list(ctx: &Ctx<'_>, out: &mut dyn Write) -> Result<i32, CliError> {
 
 /// Enqueues subjects with origin Replay (records and expenses in their own messages).
 async fn enqueue(ctx: &Ctx<'_>, subjects: &[Subject]) -> Result<(), CliError> {
-    let records: Vec<AccountingRecordId> = subjects.iter().filter_map(|s| s.as_record().cloned()).collect();
-    let expenses: Vec<ExpenseId> = subjects
-        .iter()
-        .filter_map(|s| match s {
-            Subject::Expense(id) => Some(id.clone()),
-            Subject::Record(_) => None,
-        })
-        .collect();
-    let now = Utc::now();
-    let mut items = WorkItem::accounting_records(&records, &Origin::Replay, now);
-    items.extend(WorkItem::expenses(&expenses, &Origin::Replay, now));
+    let items = WorkItem::for_subjects(subjects, &Origin::Replay, Utc::now());
     if !items.is_empty() {
         ctx.queue()?.enqueue(&items).await?;
     }

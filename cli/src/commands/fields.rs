@@ -5,7 +5,7 @@ use std::io::Write;
 use std::sync::Arc;
 
 use serde_json::json;
-use shared::mapping::LoadedMapping;
+use shared::mapping::MappingLoadError;
 use shared::sync::{
     DEFAULT_MAX_BREX_REQUESTS, FieldPlan, FieldSync, FieldSyncOptions, FieldTarget, SyncError, render_diff,
 };
@@ -55,16 +55,18 @@ fn field_json(f: &FieldPlan) -> serde_json::Value {
 
 pub async fn sync(ctx: &Ctx<'_>, dry_run: bool, out: &mut dyn Write) -> Result<i32, CliError> {
     let store = ctx.store()?;
-    let Some(stored) = store.load_mapping().await? else {
-        if ctx.json {
-            json_line(out, &json!({ "mapping": null }))?;
-        } else {
-            writeln!(out, "no mapping document stored (push one with `connector mapping push FILE`)")?;
+    let mapping = match store.mapping_in_force().await {
+        Ok(mapping) => mapping,
+        Err(MappingLoadError::Missing) => {
+            if ctx.json {
+                json_line(out, &json!({ "mapping": null }))?;
+            } else {
+                writeln!(out, "no mapping document stored (push one with `connector mapping push FILE`)")?;
+            }
+            return Ok(1);
         }
-        return Ok(1);
+        Err(e) => return Err(e.into()),
     };
-    let mapping = LoadedMapping::parse(&stored.document, stored.version)
-        .map_err(|e| CliError::Input(format!("the stored mapping (version {}): {e}", stored.version)))?;
     let options = FieldSyncOptions { max_brex_requests: budget(ctx)? };
     let brex = Arc::new(ctx.brex(&store).await?);
     let ifs = ctx.ifs(&store).await?;

@@ -25,7 +25,7 @@ use async_trait::async_trait;
 use super::DynamoStore;
 use super::table::{conditional_failed, n, s};
 use crate::error::AwsError;
-use crate::ifs::RequestBudget;
+use crate::ports::RequestBudget;
 use crate::retry::TokenBucket;
 
 /// How long a slice item is kept (TTL) after its slice ended.

@@ -10,6 +10,15 @@ use super::DynamoStore;
 use crate::mapping::{LoadedMapping, MappingLoadError};
 use crate::ports::MappingSource;
 
+impl DynamoStore {
+    /// The stored mapping document, parsed: what the functions, the dry run and the field sync all work from.
+    pub async fn mapping_in_force(&self) -> Result<LoadedMapping, MappingLoadError> {
+        let stored = self.load_mapping().await?.ok_or(MappingLoadError::Missing)?;
+        LoadedMapping::parse(&stored.document, stored.version)
+            .map_err(|error| MappingLoadError::Invalid { version: stored.version, error })
+    }
+}
+
 /// The mapping document from DynamoDB, re-read at most every `ttl` (a pushed change reaches warm instances
 /// within that time).
 pub struct CachedMapping {
@@ -33,10 +42,7 @@ impl MappingSource for CachedMapping {
         {
             return Ok(mapping.clone());
         }
-        let stored = self.store.load_mapping().await?.ok_or(MappingLoadError::Missing)?;
-        let loaded = LoadedMapping::parse(&stored.document, stored.version)
-            .map_err(|error| MappingLoadError::Invalid { version: stored.version, error })?;
-        let loaded = Arc::new(loaded);
+        let loaded = Arc::new(self.store.mapping_in_force().await?);
         *cached = Some((Instant::now(), loaded.clone()));
         Ok(loaded)
     }

@@ -40,6 +40,20 @@ impl Subject {
         }
     }
 
+    /// Splits subjects by kind (records and expenses come from different Brex APIs and travel in separate
+    /// messages), keeping their order.
+    pub fn split(subjects: &[Self]) -> (Vec<AccountingRecordId>, Vec<ExpenseId>) {
+        let mut records = Vec::new();
+        let mut expenses = Vec::new();
+        for subject in subjects {
+            match subject {
+                Self::Record(id) => records.push(id.clone()),
+                Self::Expense(id) => expenses.push(id.clone()),
+            }
+        }
+        (records, expenses)
+    }
+
     pub fn as_record(&self) -> Option<&AccountingRecordId> {
         match self {
             Self::Record(id) => Some(id),
@@ -71,5 +85,14 @@ mod tests {
         assert_eq!(expense.reference().as_str(), "expense_9");
         assert_eq!(Subject::parse("expense#expense_9").unwrap(), expense);
         assert!(Subject::parse("record#bad id").is_err());
+    }
+
+    #[test]
+    fn split_keeps_kind_and_order() {
+        let subjects: Vec<Subject> =
+            ["accr_2", "expense_1", "accr_1", "expense_3"].iter().map(|s| Subject::parse(s).unwrap()).collect();
+        let (records, expenses) = Subject::split(&subjects);
+        assert_eq!(records.iter().map(|r| r.as_str()).collect::<Vec<_>>(), ["accr_2", "accr_1"]);
+        assert_eq!(expenses.iter().map(|e| e.as_str()).collect::<Vec<_>>(), ["expense_1", "expense_3"]);
     }
 }

@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::ids::{AccountingRecordId, ExpenseId, WebhookId};
+use super::subject::Subject;
 
 /// How the work reached us; kept for the audit trail.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,6 +45,14 @@ impl WorkItem {
             .chunks(Self::MAX_IDS)
             .map(|chunk| Self::Expenses { ids: chunk.to_vec(), origin: origin.clone(), enqueued_at: now })
             .collect()
+    }
+
+    /// The messages for `subjects`: one per chunk of records, one per chunk of expenses.
+    pub fn for_subjects(subjects: &[Subject], origin: &Origin, now: DateTime<Utc>) -> Vec<Self> {
+        let (records, expenses) = Subject::split(subjects);
+        let mut items = Self::accounting_records(&records, origin, now);
+        items.extend(Self::expenses(&expenses, origin, now));
+        items
     }
 
     pub fn origin(&self) -> &Origin {

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use chrono::NaiveDate;
 
 use super::api_names::IfsApiNames;
-use super::budget::RequestBudget;
 use super::error::IfsError;
 use super::ledger::IfsLedger;
 use super::ledger::voucher::VoucherKey;
@@ -15,6 +14,7 @@ use super::probe::{self, BatchProbe, EtagReferenceProbe, NameProbe};
 use super::reference::{AccountingPeriodInfo, CodePartInfo, IfsReference};
 use super::transport::{IfsClientConfig, IfsStats, IfsTransport};
 use crate::domain::{AccountCode, CompanyCode, ReferenceNumber, VoucherType};
+use crate::ports::RequestBudget;
 use crate::ports::{AccountInfo, CapabilityStore};
 use crate::proposal::{CodePart, Proposal};
 use crate::retry::TokenBucket;

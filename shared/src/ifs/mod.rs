@@ -16,7 +16,6 @@ pub mod token;
 pub mod transport;
 
 pub use api_names::{BatchMode, IfsApiNames};
-pub use budget::RequestBudget;
 pub use client::IfsClient;
 pub use error::IfsError;
 pub use filter::Filter;

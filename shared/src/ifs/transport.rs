@@ -15,11 +15,11 @@ use serde_json::Value;
 use url::Url;
 
 use super::api_names::IfsApiNames;
-use super::budget::RequestBudget;
 use super::error::{IfsError, MI_MODIFIED_ERROR, classify_status, parse_error_body};
 use super::filter::{Filter, encode_component};
 use super::token::{FetchedToken, TokenCache};
 use crate::domain::{ETag, IfsCredentials, Secret};
+use crate::ports::RequestBudget;
 use crate::retry::{RetryPolicy, parse_retry_after};
 
 /// Media type of every JSON request and of `Accept`. `IEEE754Compatible=true` is what lets amounts travel as

@@ -471,17 +471,7 @@ impl Poller {
 
 /// The queue messages for `subjects` (records and expenses travel in separate messages).
 fn work_items(subjects: &[Subject], now: DateTime<Utc>) -> Vec<WorkItem> {
-    let records: Vec<_> = subjects.iter().filter_map(|s| s.as_record().cloned()).collect();
-    let expenses: Vec<_> = subjects
-        .iter()
-        .filter_map(|s| match s {
-            Subject::Expense(id) => Some(id.clone()),
-            Subject::Record(_) => None,
-        })
-        .collect();
-    let mut items = WorkItem::accounting_records(&records, &Origin::Poll, now);
-    items.extend(WorkItem::expenses(&expenses, &Origin::Poll, now));
-    items
+    WorkItem::for_subjects(subjects, &Origin::Poll, now)
 }
 
 /// Resumed pagings first, then the source whose last completed paging is oldest (never = first), so a page

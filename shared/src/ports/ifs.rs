@@ -88,3 +88,11 @@ pub trait ReferenceSource: Send + Sync {
         year: i32,
     ) -> Result<Vec<AccountingPeriodInfo>, ExternalError>;
 }
+
+/// The IFS request budget (`IFS_REQUESTS_PER_MINUTE`, for the whole deployment). Every HTTP request, token
+/// fetches included, takes one unit first.
+#[async_trait]
+pub trait RequestBudget: Send + Sync {
+    /// Waits until one request may be sent.
+    async fn acquire(&self);
+}

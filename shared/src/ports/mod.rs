@@ -13,7 +13,7 @@ pub use brex::{
     BrexFields, BrexPages, ExportOutcome, FetchedExpenses, FetchedRecords, RecordSource, WebhookSecretSource,
 };
 pub use clock::{Clock, SystemClock};
-pub use ifs::{AccountInfo, ChartOfAccounts, Demand, Ledger, ReferenceSource};
+pub use ifs::{AccountInfo, ChartOfAccounts, Demand, Ledger, ReferenceSource, RequestBudget};
 pub use queue::{Redelivery, WorkQueue};
 pub use secrets::SecretStore;
 pub use storage::{
