@@ -168,7 +168,7 @@ pub struct Receipt {
     pub download_uris: Option<Vec<String>>,
 }
 
-/// An Accounting v3 record (`AccountingRecordDetailed`, brex-api.md §3.3).
+/// An Accounting v3 record (Brex's `AccountingRecordDetailed` schema).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AccountingRecord {
     pub id: String,
@@ -258,7 +258,7 @@ pub struct ExpenseUser {
     pub location_id: Option<String>,
 }
 
-/// A `/v1/expenses` item (`ExpandableExpense`, brex-api.md §4.3). The expandable objects (`department`,
+/// A `/v1/expenses` item (Brex's `ExpandableExpense` schema). The expandable objects (`department`,
 /// `merchant`, `user`) are stored in full and only emitted when the request asks for them with `expand[]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Expense {

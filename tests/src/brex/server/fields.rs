@@ -1,4 +1,4 @@
-//! The Fields API (1.0.0-beta, brex-api.md §6): custom fields and their values, with the same auth, rate
+//! Brex's Fields API (version 1.0.0-beta): custom fields and their values, with the same auth, rate
 //! limit, faults and counters as every other route (the router runs these handlers through `pipeline`).
 //!
 //! Where the spec is silent the simulator picks:
@@ -26,10 +26,12 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::{IdemEntry, Inner, Sim, error, now_micros, parse_query};
+use super::BrexSimHandle;
+use super::query::parse_query;
+use super::router::{Sim, error};
+use super::state::{IdemEntry, Inner, now_micros};
 use crate::brex::generator::{GeneratorOptions, RecordGenerator};
 use crate::brex::model::{AccountingFieldValue, AccountingRecord, LineType};
-use crate::brex::server::BrexSimHandle;
 
 /// Brex's bulk limit for values, and the largest `limit` on lists.
 pub const MAX_FIELD_ITEMS: usize = 1000;
