@@ -1,5 +1,5 @@
 //! The operator's CLI (`connector`), built on the same `shared` code as the Lambdas and configured the same
-//! way: the functions' environment variables (contract §1) plus `DLQ_URL` and `WEBHOOK_URL`, each
+//! way: the functions' environment variables (docs/contract.md §1) plus `DLQ_URL` and `WEBHOOK_URL`, each
 //! overridable by a flag, and AWS through the standard chain (`AWS_ENDPOINT_URL` points it at an emulator).
 //!
 //! Output is for people by default and JSON with `--json`. Exit codes: 0 all well, 1 something failed or a

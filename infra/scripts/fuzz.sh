@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Fuzzes the connector's outside-input parsers with libFuzzer (issue 6, item 3):
+# Fuzzes the connector's outside-input parsers with libFuzzer:
 #   infra/scripts/fuzz.sh [SECONDS_PER_TARGET]   # default 60; needs nightly (installed here if missing)
 #   infra/scripts/fuzz.sh --smoke [INPUTS]       # stable: the same target bodies, seeded random + mutated
 #                                                # inputs (default 20000 per target); what CI runs

@@ -1,4 +1,4 @@
-//! Deployment configuration from the Lambda environment (contract §1). Parsed once at start-up; a missing or
+//! Deployment configuration from the Lambda environment (docs/contract.md §1). Parsed once at start-up; a missing or
 //! malformed variable stops the function with a message naming it.
 
 use std::collections::HashMap;

@@ -1,4 +1,4 @@
-//! The chaos run at N = 1 000 with a fixed seed (issue 6): webhooks (1–3 deliveries each, out of order) and
+//! The chaos run at N = 1 000 with a fixed seed: webhooks (1–3 deliveries each, out of order) and
 //! the poller at once, four poster loops on one queue, faults at every boundary, two posters killed mid-batch.
 //! Exactly one voucher per postable record, nothing lost, no virtual voucher left in IFS, only the deliberately unmappable records failed and
 //! were reported to Brex. The time limit inside the run is a safety bound, not a timing assertion.

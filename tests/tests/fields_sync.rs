@@ -1,4 +1,4 @@
-//! The reference sync end to end (issue 9): IFS accounts and cost centres (IFS simulator, read by the real
+//! The reference sync end to end: IFS accounts and cost centres (IFS simulator, read by the real
 //! IFS client) → Brex fields (Brex simulator, written by the real Brex client) → a record coded in Brex with
 //! the synced values → the poster (moto + both simulators) → a correct voucher from a mapping without rules.
 

@@ -33,7 +33,7 @@ fn client(sim: &IfsSim) -> IfsClient {
     IfsClient::new(config, reqwest::Client::new()).unwrap()
 }
 
-/// Stores `document` as the mapping (contract §2) and loads it back as the poller will.
+/// Stores `document` as the mapping (docs/contract.md §2) and loads it back as the poller will.
 async fn mapping(stack: &Stack, document: &str) -> LoadedMapping {
     let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&stack.sdk), &stack.table_name);
     store.store_mapping(document, None).await.unwrap();

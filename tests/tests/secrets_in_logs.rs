@@ -1,4 +1,4 @@
-//! Secrets never reach the logs (issue 6, item 4). The whole test binary logs through the production JSON
+//! Secrets never reach the logs. The whole test binary logs through the production JSON
 //! subscriber (as `shared::telemetry` sets it up) into a buffer; a full local pipeline runs with Brex OAuth
 //! (rotating refresh tokens), IFS client credentials and webhook signing secrets including a rotation, plus
 //! the failure paths that log errors (forged signatures, an expired Brex access token → 401, a wrong IFS

@@ -1,4 +1,4 @@
-//! `template.yaml` is the deployment contract: each function gets exactly the environment of contract §1 it
+//! `template.yaml` is the deployment contract: each function gets exactly the environment of docs/contract.md §1 it
 //! uses, the IAM actions it needs (and no wildcard action), and the SQS/DynamoDB settings the code relies on.
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -1,4 +1,4 @@
-//! The template's security pass (issue 6, item 5), enforced on `template.yaml` as rules over every resource,
+//! The template's security pass, enforced on `template.yaml` as rules over every resource,
 //! so a resource added later is held to them too:
 //! - no wildcard IAM actions, and resources scoped to ARNs (the few documented exceptions are named below);
 //! - encryption at rest with the stack's customer-managed key for every resource that stores data, and every
@@ -326,7 +326,7 @@ fn encryption_problems(t: &Value) -> Vec<String> {
         "AWS::CloudWatch::Alarm",
         // Turns log lines into a metric; stores nothing itself.
         "AWS::Logs::MetricFilter",
-        // Code and configuration only; its environment holds no secret (ids and URLs, contract §1).
+        // Code and configuration only; its environment holds no secret (ids and URLs, docs/contract.md §1).
         "AWS::Serverless::Function",
     ];
     let mut encrypted = 0;

@@ -1,6 +1,6 @@
-//! Hostile webhooks (issue 6, item 2): a table of deliveries an attacker, a broken proxy or a confused sender
+//! Hostile webhooks: a table of deliveries an attacker, a broken proxy or a confused sender
 //! could produce, each sent through a real API Gateway HTTP API v2 event into the webhook handler with SQS and
-//! DynamoDB on moto. Each must get the contract §4 status, nothing may reach the queue and nothing may panic.
+//! DynamoDB on moto. Each must get the docs/contract.md §4 status, nothing may reach the queue and nothing may panic.
 //!
 //! Semantics the table relies on:
 //! - **Replayed ids.** The webhook id is the idempotency key: a delivery whose id was already accepted answers
@@ -9,7 +9,7 @@
 //! - **Duplicated signatures.** Several `v1,` entries in one header are how Standard Webhooks carries a
 //!   rotation, so a repeated valid entry is still valid. Two separate signature *headers* reach the Lambda
 //!   comma-joined by API Gateway (`v1,A,v1,B`), which is no well-formed entry: 401.
-//! - **Forged `companyId`.** The connector has no configured Brex company (contract §1 lists none) and
+//! - **Forged `companyId`.** The connector has no configured Brex company (docs/contract.md §1 lists none) and
 //!   does not need one: the signing secret belongs to this endpoint's subscription in our Brex account and is
 //!   fetched from Brex with our own credentials, so a valid signature proves Brex sent the event to us, and the
 //!   signature covers the body, so nobody else can change `companyId`. A forged value therefore only arrives

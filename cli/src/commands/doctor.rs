@@ -145,7 +145,7 @@ fn configuration(ctx: &Ctx<'_>, report: &mut Report) {
         report.fail(
             "configuration",
             detail.join("; "),
-            "set the variables as the Lambdas have them (contract §1), or pass --table, --queue-url, … flags",
+            "set the variables as the Lambdas have them (docs/contract.md §1), or pass --table, --queue-url, … flags",
         );
     }
 }
@@ -208,7 +208,7 @@ async fn brex_checks(ctx: &Ctx<'_>, store: &DynamoStore, report: &mut Report) ->
                 "Brex credentials",
                 e.to_string(),
                 format!(
-                    "put {{\"token\": \"bxt_…\"}} or the OAuth client JSON into secret {secret_id} (contract §3) and \
+                    "put {{\"token\": \"bxt_…\"}} or the OAuth client JSON into secret {secret_id} (docs/contract.md §3) and \
                      allow secretsmanager:GetSecretValue"
                 ),
             );
@@ -333,7 +333,7 @@ async fn ifs_checks(
         return None;
     };
     let secret_fix = format!(
-        "put the IFS IAM client as {{\"client_id\": \"…\", \"client_secret\": \"…\"}} into secret {} (contract §3)",
+        "put the IFS IAM client as {{\"client_id\": \"…\", \"client_secret\": \"…\"}} into secret {} (docs/contract.md §3)",
         config.ifs_secret_id
     );
     let ifs = match ctx.ifs(store).await {

@@ -1,4 +1,4 @@
-//! The IFS request budget shared by every Lambda instance (contract §1: `IFS_REQUESTS_PER_MINUTE` is for the
+//! The IFS request budget shared by every Lambda instance (docs/contract.md §1: `IFS_REQUESTS_PER_MINUTE` is for the
 //! whole deployment), kept in the one DynamoDB table.
 //!
 //! Design: time is cut into short slices (1 s for a one-minute budget); each slice is one item

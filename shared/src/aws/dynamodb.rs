@@ -19,7 +19,7 @@ pub struct DynamoStore {
     table: String,
 }
 
-/// The stored mapping document (contract §2).
+/// The stored mapping document (docs/contract.md §2).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredMapping {
     pub document: String,

@@ -1,4 +1,4 @@
-//! Brex authentication (contract §3): a user token used as is, or OAuth with a rotating refresh token.
+//! Brex authentication (docs/contract.md §3): a user token used as is, or OAuth with a rotating refresh token.
 //!
 //! OAuth access tokens last an hour and every refresh returns a new refresh token that invalidates the old
 //! one. Two instances refreshing at once would leave one of them — and the secret — holding a dead token, so

@@ -138,7 +138,7 @@ pub struct WebhookSecretEntry {
     pub status: Option<String>,
 }
 
-/// A webhook subscription (`GET /v1/webhooks`, brex-api.md §2.1).
+/// A webhook subscription (`GET /v1/webhooks`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WebhookSubscription {
     pub id: String,

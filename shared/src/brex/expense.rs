@@ -1,4 +1,4 @@
-//! Brex Expenses API v1 (brex-api.md §4): approved expenses for tenants that post spend without the
+//! Brex Expenses API v1 (`/v1/expenses`, money in integer cents): approved expenses for tenants that post spend without the
 //! accounting integration. Money here is integer minor units (cents), never decimals.
 //!
 //! An expense carries no GL coding, so it is mapped as a two-line record view (the purchase line and its

@@ -1,4 +1,4 @@
-//! The Fields API (1.0.0-beta, brex-api.md §6): custom fields and their values. The reference sync
+//! The Fields API (`/v1/fields`, 1.0.0-beta): custom fields and their values. The reference sync
 //! (`crate::sync`) publishes IFS accounts and code parts through it, with the IFS code as `remote_id`, so
 //! accounting records come back carrying IFS codes.
 //!

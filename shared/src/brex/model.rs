@@ -1,4 +1,4 @@
-//! Brex Accounting API v3 records (brex-api.md §3.3). Parsed leniently: unknown fields are ignored and
+//! Brex Accounting API v3 records (`/v3/accounting/records`, amounts in decimal major units). Parsed leniently: unknown fields are ignored and
 //! unknown enum values kept, because the API is alpha and real payloads already carry fields the spec lacks.
 
 use chrono::{DateTime, Utc};
@@ -108,7 +108,7 @@ pub struct Vendor {
     pub name: Option<String>,
 }
 
-/// The purchase record types (brex-api.md §3.3): card spend, a reimbursement (accrual or cash basis), a bill.
+/// The purchase record types: card spend, a reimbursement (accrual or cash basis), a bill.
 pub const PURCHASE_TYPES: [&str; 4] =
     ["CARD_EXPENSE_POST", "REIMBURSEMENT_EXPENSE_APPROVAL", "REIMBURSEMENT_EXPENSE_POST", "BILL_EXPENSE"];
 
@@ -189,7 +189,7 @@ mod tests {
     use rust_decimal::Decimal;
     use std::str::FromStr;
 
-    /// Shape of a real production record (brex-api.md §3.3, REAL-REC), with extra fields the spec lacks.
+    /// Shape of a real production record, with extra fields the published spec lacks.
     const REAL_SHAPE: &str = r#"{
       "id": "accr_2xY", "amount": {"amount": 171.75, "currency": "USD"}, "billing_amount": {"amount": 171.75, "currency": "USD"},
       "original_amount": null, "type": "CARD_EXPENSE_POST", "review_status": "READY_FOR_EXPORT", "status": "SUBMITTED",

@@ -25,7 +25,7 @@ impl fmt::Debug for Secret {
     }
 }
 
-/// The Brex secret in Secrets Manager (contract §3): a user token, or an OAuth client with a rotating
+/// The Brex secret in Secrets Manager (docs/contract.md §3): a user token, or an OAuth client with a rotating
 /// refresh token.
 #[derive(Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(untagged)]
@@ -61,7 +61,7 @@ impl fmt::Debug for BrexCredentials {
     }
 }
 
-/// The IFS secret in Secrets Manager (contract §3).
+/// The IFS secret in Secrets Manager (docs/contract.md §3).
 #[derive(Clone, PartialEq, Eq, Deserialize, Serialize)]
 pub struct IfsCredentials {
     pub client_id: String,

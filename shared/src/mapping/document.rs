@@ -1,4 +1,4 @@
-//! The mapping document (contract §5): TOML written by the finance-systems engineer, stored in DynamoDB
+//! The mapping document (docs/contract.md §5): TOML written by the finance-systems engineer, stored in DynamoDB
 //! (`pk = "config"`, `sk = "mapping"`). Parsed and checked in full before use, so a mistake is reported once,
 //! naming the rule and key, instead of surfacing record by record.
 
@@ -69,7 +69,7 @@ impl LoadedMapping {
 }
 
 /// `[passthrough]`: take IFS codes straight from Brex where Brex field values carry IFS codes as remote ids
-/// (brex-api.md §6) — created by hand, or published by the reference sync (`crate::sync`), which fills
+/// (Brex custom fields) — created by hand, or published by the reference sync (`crate::sync`), which fills
 /// exactly the fields named here.
 ///
 /// ```toml

@@ -1,5 +1,5 @@
 //! The mapping engine: Brex accounting records → IFS posting proposals, steered by the mapping document
-//! (contract §5; example in `infra/mapping.example.toml`).
+//! (docs/contract.md §5; example in `infra/mapping.example.toml`).
 //!
 //! # Semantics
 //!

@@ -1,4 +1,4 @@
-//! The IFS reference refresh (issue 4): read IFS's chart of accounts, the code part values the mapping
+//! The IFS reference refresh: read IFS's chart of accounts, the code part values the mapping
 //! uses and the calendar around today, validate the whole mapping document against them, and store and log
 //! the validation report — so a rule naming an account IFS does not have is found on the next poller run,
 //! not by the first record that meets it.

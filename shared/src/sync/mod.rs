@@ -1,4 +1,4 @@
-//! The reference sync: IFS accounts and code parts published into Brex fields (brex-api.md §6), with the
+//! The reference sync: IFS accounts and code parts published into Brex custom fields (`/v1/fields`), with the
 //! IFS code as each value's `remote_id`, so records coded in Brex come back carrying IFS codes and
 //! `[passthrough]` maps them without rules. Reference data only — never anything financial.
 //!

@@ -1,4 +1,5 @@
-//! Standard Webhooks / Svix signature verification (contract §4, anchors A4).
+//! Standard Webhooks / Svix signature verification (docs/contract.md §4): HMAC-SHA256 over
+//! `{webhook-id}.{webhook-timestamp}.{raw body}`, keyed by the base64 part of a `whsec_` secret.
 //!
 //! Signed content is `{id}.{timestamp}.{raw body}`, HMAC-SHA256 keyed with the base64-decoded secret (a
 //! `whsec_` prefix is stripped). The signature header holds space-separated `v1,<base64>` entries; any entry

@@ -1,4 +1,4 @@
-//! The chaos run from the command line (issue 6): `chaos --n 10000 --seed 7 [--posters 4] [--kills 2]
+//! The chaos run from the command line: `chaos --n 10000 --seed 7 [--posters 4] [--kills 2]
 //! [--unmappable-rate 0.01] [--time-limit-secs 3600]`. Needs moto: run it through `infra/scripts/chaos.sh`, or
 //! export `AWS_ENDPOINT_URL` yourself. Prints the table; exits 1 unless the run is clean (exactly one voucher per
 //! postable record, no duplicates, nothing lost, only the unmappable records failed, every DLQ entry explained).

@@ -65,7 +65,7 @@ fn parse_args() -> Result<Args, String> {
 
 const TARGETS_HELP: &str = "\
 targets (environment; unset = the simulator):
-  BREX_API_URL + BREX_SECRET_JSON          a real Brex: {\"token\": …} or the OAuth form of contract §3
+  BREX_API_URL + BREX_SECRET_JSON          a real Brex: {\"token\": …} or the OAuth form of docs/contract.md §3
   IFS_URL + IFS_REALM + IFS_SECRET_JSON    a real IFS Cloud: {\"client_id\": …, \"client_secret\": …}
   MAPPING_FILE                             the mapping document (default infra/mapping.example.toml)
   DRY_RUN=true                             build and log proposals, post nothing (advised with a real IFS)
@@ -90,7 +90,7 @@ impl Targets {
             (Some(url), Some(secret)) => {
                 // Checked here so a typo fails before anything starts, without echoing the secret.
                 serde_json::from_str::<BrexCredentials>(&secret)
-                    .map_err(|e| format!("BREX_SECRET_JSON is not Brex credentials (contract §3): {e}"))?;
+                    .map_err(|e| format!("BREX_SECRET_JSON is not Brex credentials (docs/contract.md §3): {e}"))?;
                 Some((url, secret))
             }
             (None, None) => None,
@@ -99,7 +99,7 @@ impl Targets {
         let ifs = match (var("IFS_URL"), var("IFS_REALM"), var("IFS_SECRET_JSON")) {
             (Some(url), Some(realm), Some(secret)) => {
                 serde_json::from_str::<IfsCredentials>(&secret)
-                    .map_err(|e| format!("IFS_SECRET_JSON is not IFS credentials (contract §3): {e}"))?;
+                    .map_err(|e| format!("IFS_SECRET_JSON is not IFS credentials (docs/contract.md §3): {e}"))?;
                 Some((url, realm, secret))
             }
             (None, None, None) => None,

@@ -2,7 +2,7 @@
 //! rotating refresh tokens, rate limiting, fault injection, counters, a seeded record generator and a
 //! Svix-style webhook sender.
 //!
-//! It speaks the wire format documented in `brex-api.md` on its own (no dependency on the connector's
+//! It speaks Brex's documented wire format on its own (no dependency on the connector's
 //! `shared` crate), so a disagreement between the connector and the docs shows up as a failing test.
 //!
 //! Where the docs are silent the simulator picks (and `BrexSimConfig` mostly lets you change):

@@ -1,4 +1,4 @@
-//! OData `$batch` (multipart/mixed), as `ifs-cloud-api.md` §2.5 documents it for IFS: `POST
+//! OData `$batch` (multipart/mixed), as IFS documents it: `POST
 //! …/<Projection>.svc/$batch` with `Content-Type: multipart/mixed;boundary=…`; change sets are atomic (all or
 //! nothing) and may not contain GETs; parts run sequentially; `Content-ID` references work (`$1` in a URL is
 //! the resource part 1 created, `$1` in `If-Match` is its ETag); `Prefer: odata.continue-on-error` keeps going

@@ -2,7 +2,7 @@
 //! (reference data, the voucher entry assistant, voucher reads), with a request budget, fault knobs and
 //! counters.
 //!
-//! It follows `ifs-cloud-api.md` and the contract. Where IFS documents nothing the simulator chooses, and
+//! It follows IFS's public OData documentation and docs/contract.md. Where IFS documents nothing the simulator chooses, and
 //! says so here:
 //!
 //! - **Errors**: the OData envelope `{"error":{"code","message"}}`. Business-rule failures (IFS `Error_SYS`)

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BatchSupport {
-    /// As documented (ifs-cloud-api.md §2.5): change sets, Content-ID references in URLs and in `If-Match`.
+    /// As IFS documents it: change sets, Content-ID references in URLs and in `If-Match`.
     #[default]
     Full,
     /// `$batch` works and `$1/VoucherPostingArray` resolves, but `If-Match: $1` is compared literally with
