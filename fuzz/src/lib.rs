@@ -20,6 +20,7 @@ use shared::ifs::error::{MI_MODIFIED_ERROR, ODP_MISSING_PRECONDITION, classify_s
 use shared::mapping::MappingDocument;
 use shared::ports::{Begin, Clock, IdempotencyStore, WebhookSecretSource, WorkQueue};
 use shared::error::ExternalError;
+use shared::lambda::webhook::WebhookResponse;
 use shared::webhook::{WebhookOptions, WebhookService, WebhookVerifier};
 
 /// The fixed "now" of every target (signatures are judged against it).
@@ -268,7 +269,7 @@ pub fn webhook_body(data: &[u8]) {
         }
         let options = rig.service.options();
         let (status, enqueued) = expected_status(data, options.max_body_bytes, options.max_ids);
-        let answer = rig.runtime.block_on(rig.service.handle(&headers, data));
+        let answer = WebhookResponse::from(&rig.runtime.block_on(rig.service.handle(&headers, data)));
         assert_eq!(answer.status, status, "answer {}", answer.body);
         let queued: usize = rig.queue.0.lock().unwrap_or_else(|e| e.into_inner()).iter().map(WorkItem::len).sum();
         assert_eq!(queued, enqueued.unwrap_or(0), "enqueued ids");

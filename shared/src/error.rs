@@ -77,7 +77,9 @@ pub struct ExternalError {
     pub disposition: Disposition,
     /// For a held failure: what the operator should change (see [`crate::fault`]).
     pub fix: Option<String>,
-    source: Option<Arc<dyn std::error::Error + Send + Sync>>,
+    /// Boxed inside the `Arc` so the pointer is thin: the errors that carry an `ExternalError` beside their
+    /// own fields (`SyncError::Ifs`) stay small enough to return by value.
+    source: Option<Arc<Box<dyn std::error::Error + Send + Sync>>>,
 }
 
 impl ExternalError {
@@ -91,7 +93,7 @@ impl ExternalError {
     where
         E: std::error::Error + Send + Sync + 'static,
     {
-        Self { system, message: error.to_string(), disposition, fix, source: Some(Arc::new(error)) }
+        Self { system, message: error.to_string(), disposition, fix, source: Some(Arc::new(Box::new(error))) }
     }
 }
 
@@ -104,7 +106,7 @@ impl fmt::Display for ExternalError {
 impl std::error::Error for ExternalError {
     // The error inside the `Arc`, not the `Arc`, so that `downcast_ref::<BrexError>()` finds it.
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source.as_deref().map(|e| e as &(dyn std::error::Error + 'static))
+        self.source.as_deref().map(|e| &**e as &(dyn std::error::Error + 'static))
     }
 }
 

@@ -9,8 +9,6 @@
 //! enqueueing is deduplicated. When a source's paging completes, its watermark moves to the newest
 //! `updated_at` seen.
 
-mod build;
-
 use std::collections::HashSet;
 use std::sync::Arc;
 
@@ -27,8 +25,6 @@ use crate::ports::MappingSource;
 use crate::ports::{BrexPages, Clock, EnqueueLedger, Feed, Paging, PollState, PollStateStore, WorkQueue};
 use crate::reference::ReferenceRefresh;
 use crate::sync::{FieldSync, SyncReport};
-
-pub use build::build_poller;
 
 #[derive(Debug, Clone)]
 pub struct PollerOptions {
