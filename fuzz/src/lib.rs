@@ -212,7 +212,7 @@ fn rig() -> Option<Rig> {
     Some(Rig { runtime, service, queue, store })
 }
 
-/// What the contract says a validly signed body must get, judged independently of the handler.
+/// What a validly signed body must be answered (`shared::lambda::webhook`), judged independently of the handler.
 fn expected_status(body: &[u8], max_bytes: usize, max_ids: usize) -> (u16, Option<usize>) {
     if body.len() > max_bytes {
         return (413, None);
@@ -244,7 +244,7 @@ fn expected_status(body: &[u8], max_bytes: usize, max_ids: usize) -> (u16, Optio
 /// The webhook handler on a validly signed body (`WebhookService::handle`, the Lambda's entry point): the
 /// body is the fuzz input, signed correctly, so it gets past the signature to the payload parser.
 ///
-/// Must hold: the status the contract gives that body (judged independently here), the ids enqueued are
+/// Must hold: the status that body must get (judged independently here), the ids enqueued are
 /// exactly the body's distinct ids, and nothing is enqueued for any other answer.
 pub fn webhook_body(data: &[u8]) {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -297,8 +297,8 @@ pub fn brex_record(data: &[u8]) {
 
 /// IFS error bodies (`shared::ifs::error`): parse, then classify under every status the client meets.
 ///
-/// Must hold: a body that is not IFS's JSON envelope yields at most 300 characters of message; the contract's
-/// classes by who is at fault: 429, 502–504 and 500 `MI_MODIFIED_ERROR` are retried; auth, 404/405/501, 428
+/// Must hold: a body that is not IFS's JSON envelope yields at most 300 characters of message; the classes by
+/// who is at fault: 429, 502–504 and 500 `MI_MODIFIED_ERROR` are retried; auth, 404/405/501, 428
 /// and OData-layer (`ODP_…`) 4xx hold the record and name a fix; other answers are the record's own.
 pub fn ifs_error(data: &[u8]) {
     let body = parse_error_body(data);

@@ -1,4 +1,4 @@
-//! The chaos run (issue 6): N records reach the real connector at once by webhook (each event delivered 1–3
+//! The chaos run: N records reach the real connector at once by webhook (each event delivered 1–3
 //! times, out of order, some re-sent under a new webhook id, some never sent) and by the poller, while several
 //! poster loops drain one queue and faults strike every boundary. At the end it counts what IFS and Brex hold
 //! and prints one table: records, vouchers, duplicates, lost, DLQ entries with their reasons, faults by kind.

@@ -68,7 +68,7 @@ pub struct Pipeline {
     pub webhook: Arc<WebhookService>,
     pub poster: Poster,
     pub source: SqsEventSource,
-    /// The poster's environment (contract §1): the poller of a local run is configured from it.
+    /// The poster's environment variables: the poller of a local run is configured from them.
     pub poster_env: HashMap<String, String>,
 }
 
@@ -129,7 +129,7 @@ impl Pipeline {
         Ok(Pipeline { stack, brex, ifs, webhook, poster, source, poster_env: poster_config_env })
     }
 
-    /// The poller of this pipeline, configured from the poster's contract §1 variables (minus the poster-only
+    /// The poller of this pipeline, configured from the poster's environment variables (minus the poster-only
     /// ones) plus `extra` (e.g. `POLL_SOURCES`, `SYNC_BREX_FIELDS`).
     pub async fn poller(&self, extra: &[(&str, &str)]) -> Result<Poller, String> {
         let mut env = self.poster_env.clone();

@@ -160,7 +160,7 @@ enum PageError {
     Aws(#[from] AwsError),
 }
 
-/// The accounting-record queries (contract §4): READY_FOR_EXPORT for cards and reimbursements; bills by
+/// The accounting-record queries: READY_FOR_EXPORT for cards and reimbursements; bills by
 /// `updated_at` alone, because Brex accepts `review_status` only with CARD and REIMBURSEMENT.
 pub const ACCOUNTING_SOURCES: [(SourceType, Option<ReviewStatus>); 3] = [
     (SourceType::Card, Some(ReviewStatus::ReadyForExport)),
