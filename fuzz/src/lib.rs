@@ -15,11 +15,12 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::Value;
 use shared::brex::model::AccountingRecord;
 use shared::domain::{AccountingRecordId, Secret, WebhookId, WorkItem};
+use shared::error::ExternalError;
 use shared::error::{AwsError, Classify, Disposition};
 use shared::ifs::error::{MI_MODIFIED_ERROR, ODP_MISSING_PRECONDITION, classify_status, parse_error_body};
+use shared::lambda::webhook::WebhookResponse;
 use shared::mapping::MappingDocument;
-use shared::ports::{Begin, Clock, IdempotencyStore, WebhookSecretSource, WorkQueue};
-use shared::error::ExternalError;
+use shared::ports::{Begin, Clock, IdempotencyKey, IdempotencyStore, WebhookSecretSource, WorkQueue};
 use shared::webhook::{WebhookOptions, WebhookService, WebhookVerifier};
 
 /// The fixed "now" of every target (signatures are judged against it).
@@ -147,24 +148,31 @@ impl WorkQueue for Queue {
 }
 
 #[derive(Default)]
-struct Store(Mutex<std::collections::HashSet<String>>);
+struct Store(Mutex<std::collections::HashSet<IdempotencyKey>>);
 
 #[async_trait]
 impl IdempotencyStore for Store {
-    async fn begin(&self, key: &str, _: DateTime<Utc>, _: DateTime<Utc>) -> Result<Begin, AwsError> {
-        let fresh = self.0.lock().unwrap_or_else(|e| e.into_inner()).insert(key.to_owned());
+    async fn begin(&self, key: &IdempotencyKey, _: DateTime<Utc>, _: DateTime<Utc>) -> Result<Begin, AwsError> {
+        let fresh = self.0.lock().unwrap_or_else(|e| e.into_inner()).insert(key.clone());
         Ok(if fresh { Begin::Started } else { Begin::Completed { result: None } })
     }
-    async fn complete(&self, _: &str, _: Option<&str>, _: DateTime<Utc>) -> Result<(), AwsError> {
+    async fn complete(&self, _: &IdempotencyKey, _: Option<&str>, _: DateTime<Utc>) -> Result<(), AwsError> {
         Ok(())
     }
-    async fn fail(&self, _: &str, _: &str, _: DateTime<Utc>) -> Result<(), AwsError> {
+    async fn fail(&self, _: &IdempotencyKey, _: &str, _: DateTime<Utc>) -> Result<(), AwsError> {
         Ok(())
     }
-    async fn hold(&self, _: &str, _: &str, _: &str, _: DateTime<Utc>, _: DateTime<Utc>) -> Result<(), AwsError> {
+    async fn hold(
+        &self,
+        _: &IdempotencyKey,
+        _: &str,
+        _: &str,
+        _: DateTime<Utc>,
+        _: DateTime<Utc>,
+    ) -> Result<(), AwsError> {
         Ok(())
     }
-    async fn release(&self, key: &str) -> Result<(), AwsError> {
+    async fn release(&self, key: &IdempotencyKey) -> Result<(), AwsError> {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
         Ok(())
     }
@@ -211,7 +219,7 @@ fn rig() -> Option<Rig> {
     Some(Rig { runtime, service, queue, store })
 }
 
-/// What the contract says a validly signed body must get, judged independently of the handler.
+/// What a validly signed body must be answered (`shared::lambda::webhook`), judged independently of the handler.
 fn expected_status(body: &[u8], max_bytes: usize, max_ids: usize) -> (u16, Option<usize>) {
     if body.len() > max_bytes {
         return (413, None);
@@ -243,7 +251,7 @@ fn expected_status(body: &[u8], max_bytes: usize, max_ids: usize) -> (u16, Optio
 /// The webhook handler on a validly signed body (`WebhookService::handle`, the Lambda's entry point): the
 /// body is the fuzz input, signed correctly, so it gets past the signature to the payload parser.
 ///
-/// Must hold: the status the contract gives that body (judged independently here), the ids enqueued are
+/// Must hold: the status that body must get (judged independently here), the ids enqueued are
 /// exactly the body's distinct ids, and nothing is enqueued for any other answer.
 pub fn webhook_body(data: &[u8]) {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -268,7 +276,7 @@ pub fn webhook_body(data: &[u8]) {
         }
         let options = rig.service.options();
         let (status, enqueued) = expected_status(data, options.max_body_bytes, options.max_ids);
-        let answer = rig.runtime.block_on(rig.service.handle(&headers, data));
+        let answer = WebhookResponse::from(&rig.runtime.block_on(rig.service.handle(&headers, data)));
         assert_eq!(answer.status, status, "answer {}", answer.body);
         let queued: usize = rig.queue.0.lock().unwrap_or_else(|e| e.into_inner()).iter().map(WorkItem::len).sum();
         assert_eq!(queued, enqueued.unwrap_or(0), "enqueued ids");
@@ -296,8 +304,8 @@ pub fn brex_record(data: &[u8]) {
 
 /// IFS error bodies (`shared::ifs::error`): parse, then classify under every status the client meets.
 ///
-/// Must hold: a body that is not IFS's JSON envelope yields at most 300 characters of message; the contract's
-/// classes by who is at fault: 429, 502–504 and 500 `MI_MODIFIED_ERROR` are retried; auth, 404/405/501, 428
+/// Must hold: a body that is not IFS's JSON envelope yields at most 300 characters of message; the classes by
+/// who is at fault: 429, 502–504 and 500 `MI_MODIFIED_ERROR` are retried; auth, 404/405/501, 428
 /// and OData-layer (`ODP_…`) 4xx hold the record and name a fix; other answers are the record's own.
 pub fn ifs_error(data: &[u8]) {
     let body = parse_error_body(data);

@@ -42,9 +42,9 @@ pub struct AuditEntry {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mapping_version: Option<i64>,
     /// What Brex was told through export-results: `None` when nothing was reported (expenses, retries,
-    /// reporting off), `Some(Err)` when the report call failed.
+    /// holds, reporting off).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reported_to_brex: Option<Result<String, String>>,
+    pub reported_to_brex: Option<BrexReport>,
 }
 
 impl AuditEntry {
@@ -59,5 +59,97 @@ impl AuditEntry {
             mapping_version: None,
             reported_to_brex: None,
         }
+    }
+}
+
+/// What the poster told Brex about a record through export-results.
+///
+/// Stored as `{"told": "exported", "voucher": …}`, `{"told": "failed", "reason": …}` or
+/// `{"told": "report_failed", "error": …}`. Entries written before it was typed hold `{"Ok": "EXPORTED <voucher>"}`,
+/// `{"Ok": "FAILED: <reason>"}` or `{"Err": "<error>"}`, and still read (they stay in the table for the retention).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "told", rename_all = "snake_case", try_from = "StoredReport")]
+pub enum BrexReport {
+    /// Brex took the record as exported with this voucher key.
+    Exported { voucher: String },
+    /// Brex took the record as failed, with this reason.
+    Failed { reason: String },
+    /// The export-results call failed: Brex knows nothing new, and the record's message is redelivered to
+    /// report it again.
+    ReportFailed { error: String },
+}
+
+impl BrexReport {
+    /// Whether Brex took the report.
+    pub fn reached_brex(&self) -> bool {
+        !matches!(self, Self::ReportFailed { .. })
+    }
+}
+
+/// A stored [`BrexReport`], in either of its shapes.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum StoredReport {
+    Typed(TypedReport),
+    Untyped(Result<String, String>),
+}
+
+/// [`BrexReport`]'s own shape (serde cannot derive both it and the fallback on one type).
+#[derive(Deserialize)]
+#[serde(tag = "told", rename_all = "snake_case")]
+enum TypedReport {
+    Exported { voucher: String },
+    Failed { reason: String },
+    ReportFailed { error: String },
+}
+
+impl TryFrom<StoredReport> for BrexReport {
+    type Error = String;
+
+    fn try_from(stored: StoredReport) -> Result<Self, String> {
+        Ok(match stored {
+            StoredReport::Typed(TypedReport::Exported { voucher }) => Self::Exported { voucher },
+            StoredReport::Typed(TypedReport::Failed { reason }) => Self::Failed { reason },
+            StoredReport::Typed(TypedReport::ReportFailed { error }) => Self::ReportFailed { error },
+            StoredReport::Untyped(Err(error)) => Self::ReportFailed { error },
+            StoredReport::Untyped(Ok(told)) => match (told.strip_prefix("EXPORTED "), told.strip_prefix("FAILED: ")) {
+                (Some(voucher), _) => Self::Exported { voucher: voucher.to_owned() },
+                (_, Some(reason)) => Self::Failed { reason: reason.to_owned() },
+                _ => return Err(format!("not a report to Brex: {told:?}")),
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_round_trip_and_untyped_entries_still_read() {
+        let reports = [
+            BrexReport::Exported { voucher: "10-2026-M-1".into() },
+            BrexReport::Failed { reason: "no GL account".into() },
+            BrexReport::ReportFailed { error: "brex: 503".into() },
+        ];
+        for report in &reports {
+            let json = serde_json::to_string(report).unwrap();
+            assert_eq!(&serde_json::from_str::<BrexReport>(&json).unwrap(), report, "{json}");
+        }
+        assert_eq!(
+            serde_json::to_value(&reports[0]).unwrap(),
+            serde_json::json!({ "told": "exported", "voucher": "10-2026-M-1" })
+        );
+        let untyped =
+            [r#"{"Ok":"EXPORTED 10-2026-M-1"}"#, r#"{"Ok":"FAILED: no GL account"}"#, r#"{"Err":"brex: 503"}"#];
+        for (json, report) in untyped.iter().zip(&reports) {
+            assert_eq!(&serde_json::from_str::<BrexReport>(json).unwrap(), report, "{json}");
+        }
+        assert!(serde_json::from_str::<BrexReport>(r#"{"Ok":"SOMETHING"}"#).is_err());
+
+        let entry =
+            r#"{"at":"2026-01-01T00:00:00Z","outcome":"posted","voucher":"v","reported_to_brex":{"Ok":"EXPORTED v"}}"#;
+        let entry: AuditEntry = serde_json::from_str(entry).unwrap();
+        assert_eq!(entry.reported_to_brex, Some(BrexReport::Exported { voucher: "v".into() }));
     }
 }

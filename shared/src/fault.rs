@@ -9,8 +9,23 @@
 //! its OData layer refuses, our own missing `If-Match` — holds it: the same record posts once that is fixed.
 
 use crate::brex::BrexError;
-use crate::error::{Classify, Disposition};
+use crate::brex::error::status_is_retryable;
+use crate::error::{Classify, Disposition, ExternalError};
 use crate::ifs::IfsError;
+
+impl From<IfsError> for ExternalError {
+    fn from(err: IfsError) -> Self {
+        let (disposition, fix) = (err.disposition(), ifs_fix(&err));
+        Self::classified("IFS", err, disposition, fix)
+    }
+}
+
+impl From<BrexError> for ExternalError {
+    fn from(err: BrexError) -> Self {
+        let (disposition, fix) = (err.disposition(), brex_fix(&err));
+        Self::classified("brex", err, disposition, fix)
+    }
+}
 
 impl Classify for IfsError {
     fn disposition(&self) -> Disposition {
@@ -66,13 +81,13 @@ pub fn ifs_fix(error: &IfsError) -> Option<String> {
 impl Classify for BrexError {
     fn disposition(&self) -> Disposition {
         match self {
-            Self::Status { status, .. } if crate::brex::error::status_is_retryable(*status) => Disposition::Retryable,
+            Self::Status { status, .. } if status_is_retryable(*status) => Disposition::Retryable,
             // Credentials or scopes are broken, or the URL points where the API is not: the deployment.
             Self::Status { status: 401 | 403 | 404 | 405, .. } => Disposition::Hold,
             Self::Status { .. } => Disposition::Permanent,
             Self::Transport { .. } | Self::RefreshContended => Disposition::Retryable,
             // The token endpoint refusing our refresh token or client is a credential problem; its outage is not.
-            Self::Token { status: Some(s), .. } if !crate::brex::error::status_is_retryable(*s) => Disposition::Hold,
+            Self::Token { status: Some(s), .. } if !status_is_retryable(*s) => Disposition::Hold,
             Self::Token { .. } => Disposition::Retryable,
             Self::Aws(e) => e.disposition(),
             Self::Decode { .. } | Self::InvalidSecret(_) | Self::InvalidRequest(_) => Disposition::Hold,
@@ -99,7 +114,6 @@ pub fn brex_fix(error: &BrexError) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::ExternalError;
     use crate::ifs::error::{ErrorBody, MI_MODIFIED_ERROR, ODP_MISSING_PRECONDITION, classify_status};
     use Disposition::{Hold, Permanent, Retryable};
 
@@ -217,5 +231,28 @@ mod tests {
         assert_eq!(BrexError::InvalidSecret("x".into()).disposition(), Hold);
         assert_eq!(BrexError::InvalidRequest("x".into()).disposition(), Hold);
         assert!(ExternalError::from(status(503)).fix.is_none());
+    }
+
+    #[test]
+    fn external_error_keeps_the_message_and_the_error_itself() {
+        let err = BrexError::Status {
+            operation: "query",
+            status: 422,
+            code: Some("X".into()),
+            message: "m".into(),
+            trace_id: Some("t1".into()),
+        };
+        let ext = ExternalError::from(err.clone());
+        assert_eq!((ext.system, ext.disposition), ("brex", Permanent));
+        assert_eq!(ext.message, "Brex query answered 422 X: m (trace t1)");
+        assert_eq!(ext.to_string(), "brex: Brex query answered 422 X: m (trace t1)");
+        let source = std::error::Error::source(&ext).and_then(|s| s.downcast_ref::<BrexError>());
+        assert_eq!(source.map(BrexError::status), Some(err.status()));
+
+        let ifs = IfsError::Vanished { path: "VoucherSet(Objkey='k')".into() };
+        let ext = ExternalError::from(ifs.clone());
+        assert_eq!(ext.to_string(), format!("IFS: {ifs}"));
+        assert_eq!(std::error::Error::source(&ext).and_then(|s| s.downcast_ref::<IfsError>()), Some(&ifs));
+        assert!(std::error::Error::source(&ExternalError::new("IFS", "m", Retryable)).is_none());
     }
 }

@@ -23,7 +23,6 @@ use shared::aws::DynamoStore;
 use shared::config::{PollerConfig, PosterConfig, WebhookConfig};
 use shared::domain::WorkItem;
 use shared::lambda::build;
-use shared::poller::build_poller;
 use shared::poster::{BatchReport, Message, Poster};
 use shared::webhook::WebhookService;
 use tokio::task::JoinHandle;
@@ -793,7 +792,7 @@ async fn deliver_webhooks(
 // The poller, on a short timer standing in for the EventBridge schedule
 
 async fn poll_loop(ctx: Arc<Ctx>, config: PollerConfig, interval: Duration) {
-    let poller = match build_poller(&config, &ctx.stack.sdk).await {
+    let poller = match build::poller(&config, &ctx.stack.sdk).await {
         Ok(p) => p,
         Err(e) => return ctx.error(format!("poller: {e}")),
     };

@@ -12,8 +12,9 @@ use chrono::Utc;
 use shared::aws::{DynamoStore, SqsQueue};
 use shared::config::{PollerConfig, PosterConfig, WebhookConfig};
 use shared::domain::{AccountingRecordId, Origin, WorkItem};
+use shared::lambda::start::Lazy;
 use shared::lambda::{build, poster, webhook};
-use shared::poller::{Poller, build_poller};
+use shared::poller::Poller;
 use shared::ports::WorkQueue;
 use shared::poster::{BatchReport, Poster};
 use shared::webhook::WebhookService;
@@ -67,7 +68,7 @@ pub struct Pipeline {
     pub webhook: Arc<WebhookService>,
     pub poster: Poster,
     pub source: SqsEventSource,
-    /// The poster's environment (docs/contract.md §1): the poller of a local run is configured from it.
+    /// The poster's environment variables: the poller of a local run is configured from them.
     pub poster_env: HashMap<String, String>,
 }
 
@@ -128,14 +129,14 @@ impl Pipeline {
         Ok(Pipeline { stack, brex, ifs, webhook, poster, source, poster_env: poster_config_env })
     }
 
-    /// The poller of this pipeline, configured from the poster's variables (docs/contract.md §1) (minus the poster-only
+    /// The poller of this pipeline, configured from the poster's environment variables (minus the poster-only
     /// ones) plus `extra` (e.g. `POLL_SOURCES`, `SYNC_BREX_FIELDS`).
     pub async fn poller(&self, extra: &[(&str, &str)]) -> Result<Poller, String> {
         let mut env = self.poster_env.clone();
         env.retain(|k, _| !matches!(k.as_str(), "DRY_RUN" | "REPORT_EXPORT_RESULTS"));
         env.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
         let config = PollerConfig::from_env(&env).map_err(|e| e.to_string())?;
-        build_poller(&config, &self.stack.sdk).await.map_err(|e| e.to_string())
+        build::poller(&config, &self.stack.sdk).await.map_err(|e| e.to_string())
     }
 
     /// The variables the operator CLI (`connector`) reads to reach this pipeline's table, queue, secrets and
@@ -226,9 +227,9 @@ pub async fn invoke_webhook(service: &WebhookService, delivery: WebhookDelivery)
 }
 
 /// [`invoke_webhook`] through the function as the binary runs it (service built on the first request).
-pub async fn invoke_webhook_function(function: &webhook::WebhookFunction, delivery: WebhookDelivery) -> u16 {
+pub async fn invoke_webhook_function(function: &Lazy<WebhookService>, delivery: WebhookDelivery) -> u16 {
     let Some(request) = webhook_request(&delivery) else { return 400 };
-    status_of(function.handle(request).await)
+    status_of(webhook::handle(function, request).await)
 }
 
 fn webhook_request(delivery: &WebhookDelivery) -> Option<lambda_http::Request> {

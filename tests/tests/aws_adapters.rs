@@ -190,7 +190,7 @@ async fn spend_claims_keep_every_holder_so_a_crashed_post_is_still_found() {
 
 #[tokio::test]
 async fn the_audit_trail_reads_back_in_order() {
-    use shared::audit::{AuditEntry, AuditOutcome};
+    use shared::audit::{AuditEntry, AuditOutcome, BrexReport};
     use shared::domain::Subject;
     use shared::ports::AuditTrail;
     let stack = stack("audit").await;
@@ -204,7 +204,7 @@ async fn the_audit_trail_reads_back_in_order() {
     let mut posted = AuditEntry::new(t0 + Duration::seconds(5), AuditOutcome::Posted);
     posted.voucher = Some("10-2026-M-9".into());
     posted.mapping_version = Some(3);
-    posted.reported_to_brex = Some(Ok("EXPORTED 10-2026-M-9".into()));
+    posted.reported_to_brex = Some(BrexReport::Exported { voucher: "10-2026-M-9".into() });
     // 30 entries: more than one BatchWriteItem.
     let mut entries = vec![(subject.clone(), retry.clone()), (subject.clone(), posted.clone())];
     entries.extend(

@@ -396,7 +396,10 @@ async fn an_export_result_brex_did_not_take_is_reported_on_redelivery_without_po
         assert_eq!(by_ref.get(id).map(Vec::len), Some(1), "{id}: one voucher");
         assert_eq!(w.brex.record(id).unwrap().review_status, ReviewStatus::Exported, "{id}: Brex knows now");
         let trail = store.read(&shared::domain::Subject::parse(id).unwrap()).await.unwrap();
-        let steps: Vec<_> = trail.iter().map(|e| (e.outcome, e.reported_to_brex.as_ref().map(Result::is_ok))).collect();
+        let steps: Vec<_> = trail
+            .iter()
+            .map(|e| (e.outcome, e.reported_to_brex.as_ref().map(shared::audit::BrexReport::reached_brex)))
+            .collect();
         assert_eq!(steps, [(AuditOutcome::Posted, Some(false)), (AuditOutcome::AlreadyPosted, Some(true))], "{id}");
     }
     assert_tenant_invariants(&w, &ids, &[]);

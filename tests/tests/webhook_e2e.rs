@@ -218,7 +218,7 @@ async fn sqs_outage_answers_5xx_and_the_brex_retry_succeeds() {
 /// 503 (Brex retries), nothing is queued, and once the secret exists the retry is accepted.
 #[tokio::test]
 async fn a_webhook_that_cannot_start_answers_503_until_it_can() {
-    use shared::lambda::webhook::WebhookFunction;
+    use shared::lambda::start::Lazy;
     let stack = Stack::create(&Moto::get(), StackSpec { name: "wh-lazy", ..StackSpec::default() }).await.unwrap();
     let brex = BrexSim::start(BrexSimConfig::default()).await.unwrap();
     let secrets = aws_sdk_secretsmanager::Client::new(&stack.sdk);
@@ -227,7 +227,7 @@ async fn a_webhook_that_cannot_start_answers_503_until_it_can() {
     let missing = format!("brex-later-{}", uuid::Uuid::new_v4().simple());
     let mut config = config(&stack, &brex, &stack.queue_url);
     config.common.brex_secret_id = missing.clone();
-    let function = Arc::new(WebhookFunction::with_sdk(config, stack.sdk.clone()));
+    let function = Arc::new(Lazy::<WebhookService>::with_sdk(config, stack.sdk.clone()));
     let ids = brex.generate_records(3);
 
     let attempts = Arc::new(AtomicUsize::new(0));

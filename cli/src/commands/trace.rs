@@ -5,7 +5,7 @@
 use std::io::Write;
 
 use serde_json::json;
-use shared::audit::AuditOutcome;
+use shared::audit::{AuditOutcome, BrexReport};
 use shared::domain::Subject;
 use shared::ports::AuditTrail;
 
@@ -102,8 +102,9 @@ pub async fn run(ctx: &Ctx<'_>, raw: &str, out: &mut dyn Write) -> Result<i32, C
         for a in &attempts {
             let reported = match &a.reported_to_brex {
                 None => "-".to_owned(),
-                Some(Ok(what)) => format!("ok: {what}"),
-                Some(Err(why)) => format!("report failed: {why}"),
+                Some(BrexReport::Exported { voucher }) => format!("ok: EXPORTED {voucher}"),
+                Some(BrexReport::Failed { reason }) => format!("ok: FAILED: {reason}"),
+                Some(BrexReport::ReportFailed { error }) => format!("report failed: {error}"),
             };
             t.row(vec![
                 a.at.to_rfc3339(),

@@ -1,7 +1,6 @@
-//! Brex client errors and their retry classification.
+//! Brex client errors. Who is at fault for each is decided in [`crate::fault`].
 
-use crate::error::ExternalError;
-use crate::error::{AwsError, Classify};
+use crate::error::AwsError;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum BrexError {
@@ -31,7 +30,8 @@ pub enum BrexError {
     /// Reading or writing the Brex secret, or the refresh lease, failed.
     #[error(transparent)]
     Aws(#[from] AwsError),
-    /// The stored Brex secret is not one of the contract §3 shapes.
+    /// The stored Brex secret is neither `{"token"}` nor `{"client_id", "client_secret", "refresh_token",
+    /// "token_url"}` (OAuth).
     #[error("the Brex secret is not valid: {0}")]
     InvalidSecret(String),
     /// A request we refuse to send (a bug or misconfiguration on our side).
@@ -60,38 +60,4 @@ impl BrexError {
 /// Whether a Brex HTTP status is worth another try.
 pub(crate) fn status_is_retryable(status: u16) -> bool {
     matches!(status, 408 | 425 | 429) || (500..=599).contains(&status)
-}
-
-impl From<BrexError> for ExternalError {
-    fn from(err: BrexError) -> Self {
-        Self {
-            system: "brex",
-            disposition: err.disposition(),
-            fix: crate::fault::brex_fix(&err),
-            message: err.to_string(),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::error::Disposition;
-
-    fn status(status: u16) -> BrexError {
-        BrexError::Status {
-            operation: "query",
-            status,
-            code: Some("X".into()),
-            message: "m".into(),
-            trace_id: Some("t1".into()),
-        }
-    }
-
-    #[test]
-    fn external_error_keeps_disposition_and_trace() {
-        let ext = ExternalError::from(status(422));
-        assert_eq!((ext.system, ext.disposition), ("brex", Disposition::Permanent));
-        assert_eq!(ext.message, "Brex query answered 422 X: m (trace t1)");
-    }
 }

@@ -7,9 +7,6 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::error::Classify;
-use crate::error::ExternalError;
-
 /// Longest piece of a non-JSON error body kept in a message (a proxy's HTML page should not flood logs).
 const MAX_RAW_MESSAGE: usize = 300;
 
@@ -60,17 +57,6 @@ pub enum IfsError {
     /// The request could not even be built (bad configuration or a proposal IFS can never accept).
     #[error("invalid IFS request: {0}")]
     InvalidRequest(String),
-}
-
-impl From<IfsError> for ExternalError {
-    fn from(err: IfsError) -> Self {
-        Self {
-            system: "IFS",
-            disposition: err.disposition(),
-            fix: crate::fault::ifs_fix(&err),
-            message: err.to_string(),
-        }
-    }
 }
 
 /// `code` and `message` of an error answer.

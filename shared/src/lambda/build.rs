@@ -1,6 +1,6 @@
-//! Builds each function's service once per cold start, from its configuration and one AWS `SdkConfig`
-//! (loaded the standard way, so `AWS_ENDPOINT_URL` points everything at an emulator). The Lambda binaries,
-//! the local run and the end-to-end tests all go through here.
+//! Builds each function's service (webhook, poster, poller) once per cold start, from its configuration and
+//! one AWS `SdkConfig` (loaded the standard way, so `AWS_ENDPOINT_URL` points everything at an emulator). The
+//! Lambda binaries, the operator CLI, the local run and the end-to-end tests all go through here.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,15 +9,20 @@ use aws_config::SdkConfig;
 
 use crate::aws::CachedMapping;
 use crate::aws::budget::DynamoBudget;
+use crate::aws::poll_state::DynamoPollState;
+use crate::aws::report::DynamoReportStore;
 use crate::aws::{DynamoStore, SecretsManagerStore, SqsQueue};
 use crate::brex::{AuthOptions, BrexAuth, BrexClient, BrexConfig, BrexError, OAuthContext};
-use crate::config::{CommonConfig, ConfigError, IfsConfig, PosterConfig, WebhookConfig};
+use crate::config::{CommonConfig, ConfigError, IfsConfig, PollerConfig, PosterConfig, WebhookConfig};
 use crate::domain::IfsCredentials;
 use crate::error::AwsError;
 use crate::ifs::{IfsClient, IfsClientConfig, IfsError};
+use crate::poller::{Poller, PollerOptions, ReferenceCheck};
 use crate::ports::MappingSource;
 use crate::ports::{Clock, SecretStore, SystemClock};
 use crate::poster::{Poster, PosterOptions};
+use crate::reference::ReferenceRefresh;
+use crate::sync::FieldSync;
 use crate::webhook::{WebhookOptions, WebhookService};
 
 /// How long a warm poster keeps a mapping document before re-reading it.
@@ -88,7 +93,7 @@ pub async fn ifs_client(
     let secrets = SecretsManagerStore::new(aws_sdk_secretsmanager::Client::new(sdk));
     let (secret, loaded) = tokio::join!(secrets.get_secret(&ifs.ifs_secret_id), mapping.mapping());
     let credentials: IfsCredentials =
-        serde_json::from_str(secret?.expose()).map_err(|e| StartupError::IfsSecretShape(e.to_string()))?;
+        serde_json::from_str(secret?.expose()).map_err(|e| StartupError::IfsSecretShape(secret_shape_error(&e)))?;
     let mut client_config = IfsClientConfig::new(&ifs.ifs_url, &ifs.ifs_realm, credentials);
     // Projection names come from the mapping document's `[ifs.api]`; defaults until a document exists (the
     // poster refuses to post without one anyway).
@@ -103,6 +108,16 @@ pub async fn ifs_client(
         ifs.poster_max_concurrency.saturating_add(1),
     );
     Ok(IfsClient::with_budget(client_config, reqwest::Client::new(), Arc::new(budget))?)
+}
+
+/// Where an IFS secret fails to parse, without serde's message: that can quote the value it met, which
+/// may be the secret.
+fn secret_shape_error(error: &serde_json::Error) -> String {
+    let what = match error.classify() {
+        serde_json::error::Category::Data => "a field is missing or has the wrong type",
+        _ => "not JSON",
+    };
+    format!("{what} (line {}, column {})", error.line(), error.column())
 }
 
 pub async fn poster(config: &PosterConfig, sdk: &SdkConfig) -> Result<Poster, StartupError> {
@@ -129,4 +144,64 @@ pub async fn poster(config: &PosterConfig, sdk: &SdkConfig) -> Result<Poster, St
             ..PosterOptions::default()
         },
     })
+}
+
+pub async fn poller(config: &PollerConfig, sdk: &SdkConfig) -> Result<Poller, StartupError> {
+    let common = &config.common;
+    let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
+    let clock = clock();
+    let table = DynamoStore::new(dynamodb.clone(), &common.table_name);
+    let mapping = Arc::new(CachedMapping::new(table.clone(), MAPPING_TTL));
+    let (brex, ifs) =
+        tokio::join!(brex_client(common, sdk, &table), ifs_client(&config.ifs, sdk, &table, mapping.as_ref()));
+    let brex = Arc::new(brex?);
+    // A broken IFS secret must not stop the polling itself: the refresh reports it on every run instead.
+    let reference = match ifs {
+        Ok(ifs) => ReferenceCheck::On {
+            fields: config.field_sync.map(|options| {
+                FieldSync::new(ifs.clone(), brex.clone()).with_options(options).with_clock(clock.clone())
+            }),
+            refresh: ReferenceRefresh::new(
+                Arc::new(ifs.reference().clone()),
+                Arc::new(DynamoReportStore::new(dynamodb.clone(), &common.table_name)),
+            )
+            .with_clock(clock.clone()),
+            mapping,
+        },
+        Err(e) => {
+            tracing::error!(error = %e, "IFS client unavailable; the reference refresh will report it on every run");
+            ReferenceCheck::Unavailable(e.to_string())
+        }
+    };
+    let store = Arc::new(DynamoPollState::new(dynamodb, &common.table_name));
+    Ok(Poller {
+        brex,
+        state: store.clone(),
+        ledger: store,
+        queue: Arc::new(SqsQueue::new(aws_sdk_sqs::Client::new(sdk), &config.queue_url)),
+        clock,
+        sources: config.poll_sources.clone(),
+        reference,
+        options: PollerOptions::default(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_malformed_ifs_secret_is_described_without_its_content() {
+        for text in [
+            r#""s3cr3t-value""#,
+            r#"{"client_id": "c", "client_secret": 987654}"#,
+            "s3cr3t-value",
+            r#"{"client_id": "s3cr3t-value"}"#,
+        ] {
+            let Err(error) = serde_json::from_str::<IfsCredentials>(text) else { panic!("{text} parsed") };
+            let message = StartupError::IfsSecretShape(secret_shape_error(&error)).to_string();
+            assert!(!message.contains("s3cr3t") && !message.contains("987654"), "{message}");
+            assert!(message.contains("line 1"), "{message}");
+        }
+    }
 }

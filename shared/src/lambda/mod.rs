@@ -1,11 +1,9 @@
-//! Lambda entry points: turn the event Lambda delivers into a call on the services, and build those services
-//! once per instance from the environment (contract §1). The binaries in `functions/` are a few lines each.
-//!
-//! The services are built on the first invocation, not during init: init then does no network I/O (a cold
-//! start reaches the Runtime API's `next` as fast as a hello-world function), the reads it would have made
-//! (secrets, mapping document) run concurrently inside the first invocation, and a secret that cannot be read
-//! fails that invocation (retried) instead of crash-looping the init.
+//! Lambda entry points: each function's service started once per instance ([`start::Lazy`], from the
+//! environment read by `crate::config`), and the event Lambda delivers turned into a call on it. The binaries
+//! in `functions/` are a few lines each.
 
 pub mod build;
+pub mod poller;
 pub mod poster;
+pub mod start;
 pub mod webhook;

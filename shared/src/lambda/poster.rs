@@ -1,13 +1,30 @@
 //! The poster's SQS event source: `ReportBatchItemFailures` semantics.
 
+use aws_config::SdkConfig;
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use chrono::{DateTime, Utc};
+use lambda_runtime::LambdaEvent;
 
+use super::build::{self, StartupError};
+use super::start::{Lazy, Start, deadline};
+use crate::config::PosterConfig;
 use crate::poster::{BatchReport, Message, Poster};
 
-/// Lambda's deadline (epoch ms) as a time; an absent or absurd one means "no time left to promise".
-pub fn deadline_from_epoch_ms(deadline_ms: u64) -> DateTime<Utc> {
-    i64::try_from(deadline_ms).ok().and_then(DateTime::from_timestamp_millis).unwrap_or_else(Utc::now)
+impl Start for Poster {
+    type Config = PosterConfig;
+    const FUNCTION: &'static str = "poster";
+
+    async fn start(config: &PosterConfig, sdk: &SdkConfig) -> Result<Self, StartupError> {
+        build::poster(config, sdk).await
+    }
+}
+
+/// One invocation: a poster that cannot start fails the whole batch, which SQS redelivers.
+pub async fn handle(
+    poster: &Lazy<Poster>,
+    event: LambdaEvent<SqsEvent>,
+) -> Result<SqsBatchResponse, lambda_runtime::Error> {
+    Ok(handle_sqs_event(poster.get().await?, event.payload, deadline(&event.context)).await)
 }
 
 /// Runs one SQS batch and answers with exactly the message ids SQS must redeliver.

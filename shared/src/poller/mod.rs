@@ -9,8 +9,6 @@
 //! enqueueing is deduplicated. When a source's paging completes, its watermark moves to the newest
 //! `updated_at` seen.
 
-mod build;
-
 use std::collections::HashSet;
 use std::sync::Arc;
 
@@ -27,8 +25,6 @@ use crate::ports::MappingSource;
 use crate::ports::{BrexPages, Clock, EnqueueLedger, Feed, Paging, PollState, PollStateStore, WorkQueue};
 use crate::reference::ReferenceRefresh;
 use crate::sync::{FieldSync, SyncReport};
-
-pub use build::build_poller;
 
 #[derive(Debug, Clone)]
 pub struct PollerOptions {
@@ -164,7 +160,7 @@ enum PageError {
     Aws(#[from] AwsError),
 }
 
-/// The accounting-record queries (docs/contract.md §4): READY_FOR_EXPORT for cards and reimbursements; bills by
+/// The accounting-record queries: READY_FOR_EXPORT for cards and reimbursements; bills by
 /// `updated_at` alone, because Brex accepts `review_status` only with CARD and REIMBURSEMENT.
 pub const ACCOUNTING_SOURCES: [(SourceType, Option<ReviewStatus>); 3] = [
     (SourceType::Card, Some(ReviewStatus::ReadyForExport)),

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 
-use crate::audit::{AuditEntry, AuditOutcome};
+use crate::audit::{AuditEntry, AuditOutcome, BrexReport};
 use crate::brex::model::{AccountingRecord, ReviewStatus};
 use crate::domain::{AccountingRecordId, CompanyCode, ExpenseId, Origin, ReferenceNumber, Subject, WorkItem};
 use crate::error::{Classify, Disposition};
@@ -207,7 +207,7 @@ impl Poster {
             // posts nothing and only reports again. Neither the poller (a settled record is not re-read) nor a
             // webhook would bring it back otherwise.
             batch.report.unreported =
-                reported.into_iter().filter(|(_, told)| told.is_err()).map(|(subject, _)| subject).collect();
+                reported.into_iter().filter(|(_, told)| !told.reached_brex()).map(|(subject, _)| subject).collect();
         }
 
         let mut report = batch.report;
@@ -601,43 +601,42 @@ impl Poster {
     }
 
     /// Reports the batch's records to Brex; returns what each was told (for the audit trail).
-    async fn report_to_brex(&self, report: &BatchReport) -> HashMap<Subject, Result<String, String>> {
-        let mut told: HashMap<Subject, String> = HashMap::new();
+    async fn report_to_brex(&self, report: &BatchReport) -> HashMap<Subject, BrexReport> {
+        let mut told: HashMap<Subject, BrexReport> = HashMap::new();
         if !self.options.report_export_results {
-            return HashMap::new();
+            return told;
         }
         let mut exports: Vec<ExportOutcome> = Vec::new();
         for (subject, key) in report.posted.iter().chain(report.already_posted.iter()) {
             if let Subject::Record(id) = subject {
                 exports.push(ExportOutcome::Success { id: id.clone(), reference_id: key.clone() });
-                told.insert(subject.clone(), format!("EXPORTED {key}"));
+                told.insert(subject.clone(), BrexReport::Exported { voucher: key.clone() });
             }
         }
         for (subject, reason) in &report.failed {
             if let Subject::Record(id) = subject {
                 exports.push(ExportOutcome::Failure { id: id.clone(), message: reason.clone() });
-                told.insert(subject.clone(), format!("FAILED: {reason}"));
+                told.insert(subject.clone(), BrexReport::Failed { reason: reason.clone() });
             }
         }
         if exports.is_empty() {
-            return HashMap::new();
+            return told;
         }
-        match self.records.report_export_results(&exports).await {
-            Ok(()) => told.into_iter().map(|(s, t)| (s, Ok(t))).collect(),
-            Err(e) => {
-                // The vouchers stand and are recorded; completed records are re-reported whenever Brex hands
-                // them to us again (webhook redelivery or the poller), so the status catches up.
-                tracing::warn!(error = %e, results = exports.len(), "could not report export results to Brex");
-                told.into_keys().map(|s| (s, Err(e.to_string()))).collect()
-            }
+        if let Err(e) = self.records.report_export_results(&exports).await {
+            // The vouchers stand and are recorded; completed records are re-reported whenever Brex hands
+            // them to us again (webhook redelivery or the poller), so the status catches up.
+            tracing::warn!(error = %e, results = exports.len(), "could not report export results to Brex");
+            let error = e.to_string();
+            told.values_mut().for_each(|t| *t = BrexReport::ReportFailed { error: error.clone() });
         }
+        told
     }
 
     async fn write_audit(
         &self,
         report: &BatchReport,
         deliveries: &HashMap<Subject, (Origin, DateTime<Utc>)>,
-        reported: &HashMap<Subject, Result<String, String>>,
+        reported: &HashMap<Subject, BrexReport>,
     ) {
         let now = self.clock.now();
         let held: BTreeMap<Subject, String> =

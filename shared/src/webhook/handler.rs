@@ -1,20 +1,12 @@
-//! The webhook handler (contract §4): body cap, signature, payload, idempotency on the webhook id, enqueue.
-//!
-//! Replies:
-//! - 413 body over the cap (checked before anything else);
-//! - 401 missing/bad/expired signature;
-//! - 400 malformed body (only judged after the signature is valid);
-//! - 200 ignored for other event types, 200 after the ids are durably queued, 200 for a repeated webhook id;
-//! - 409 when the same webhook id is being handled right now by another invocation. Brex (Svix) retries any
-//!   non-2xx, so the redelivery lands after the other invocation has finished; 409 keeps 5xx alarms for real
-//!   outages;
-//! - 503 when the signing secrets, DynamoDB or SQS are unavailable (Brex retries).
+//! The webhook handler: body cap, signature, payload, idempotency on the webhook id, enqueue — in that order,
+//! so junk costs no secret fetch, and a body is only judged once its signature is valid. It answers a
+//! [`WebhookOutcome`]; `crate::lambda::webhook` turns that into Brex's HTTP answer.
 
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 use http::HeaderMap;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use tokio::sync::Mutex;
 
 use super::verify::{SignedHeaders, VerifyError, WebhookVerifier};
@@ -27,7 +19,7 @@ pub const READY_FOR_EXPORT: &str = "ACCOUNTING_RECORD_READY_FOR_EXPORT";
 pub struct WebhookOptions {
     /// Signature timestamp tolerance, both ways.
     pub tolerance: Duration,
-    /// Larger bodies get 413 before any other work.
+    /// Larger bodies are refused as too large before any other work.
     pub max_body_bytes: usize,
     /// How long an accepted webhook id is remembered (Svix retries for about a day).
     pub retention: Duration,
@@ -56,22 +48,33 @@ impl Default for WebhookOptions {
     }
 }
 
-/// What to answer Brex.
+/// What became of one delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WebhookResponse {
-    pub status: u16,
-    /// Small JSON document.
-    pub body: String,
+pub enum WebhookOutcome {
+    /// The event's ids are durably queued: `enqueued` of them, repeats removed.
+    Accepted { enqueued: usize },
+    /// This webhook id was accepted before: nothing is queued again.
+    Duplicate,
+    /// Another event type: nothing to do.
+    Ignored,
+    /// The body is over the cap (judged before anything else).
+    TooLarge,
+    /// The signature is missing, wrong or expired.
+    Unauthorized,
+    /// The body behind a valid signature is not an event we can read.
+    BadRequest(PayloadError),
+    /// Another invocation is handling this webhook id right now.
+    InProgress,
+    /// Something the delivery needs cannot be reached; Brex retries it.
+    Unavailable(Unavailable),
 }
 
-impl WebhookResponse {
-    fn new(status: u16, body: Value) -> Self {
-        Self { status, body: body.to_string() }
-    }
-
-    fn error(status: u16, message: &str) -> Self {
-        Self::new(status, json!({ "error": message }))
-    }
+/// What a delivery needed and could not have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unavailable {
+    SigningSecrets,
+    IdempotencyStore,
+    WorkQueue,
 }
 
 #[derive(Default)]
@@ -99,8 +102,9 @@ enum Event {
     Other { event_type: String },
 }
 
+/// Why a signed body is not an event we can read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-enum PayloadError {
+pub enum PayloadError {
     #[error("body is not JSON")]
     NotJson,
     #[error("body is not a JSON object")]
@@ -148,7 +152,7 @@ fn parse_event(body: &[u8], max_ids: usize) -> Result<Event, PayloadError> {
     Ok(Event::ReadyForExport { ids, company_id })
 }
 
-/// Brex has published both casings (brex-api.md §2.3); the camelCase one is current.
+/// Brex's documentation has shown the event's fields both in camelCase (current) and in snake_case.
 fn field<'a>(object: &'a Map<String, Value>, camel: &str, snake: &str) -> Option<&'a Value> {
     object.get(camel).or_else(|| object.get(snake))
 }
@@ -168,10 +172,10 @@ impl WebhookService {
         &self.options
     }
 
-    pub async fn handle(&self, headers: &HeaderMap, body: &[u8]) -> WebhookResponse {
+    pub async fn handle(&self, headers: &HeaderMap, body: &[u8]) -> WebhookOutcome {
         if body.len() > self.options.max_body_bytes {
             tracing::warn!(bytes = body.len(), outcome = "too_large", "webhook rejected");
-            return WebhookResponse::error(413, "payload too large");
+            return WebhookOutcome::TooLarge;
         }
         let now = self.clock.now();
 
@@ -183,9 +187,7 @@ impl WebhookService {
         let webhook_id = parsed.id.clone();
         match self.check_signature(&parsed, body, now).await {
             Ok(()) => {}
-            Err(SignatureFailure::Unavailable) => {
-                return WebhookResponse::error(503, "signing secrets unavailable");
-            }
+            Err(SignatureFailure::Unavailable) => return WebhookOutcome::Unavailable(Unavailable::SigningSecrets),
             Err(SignatureFailure::Invalid(err)) => return unauthorized(Some(&webhook_id), &err),
         }
 
@@ -193,11 +195,11 @@ impl WebhookService {
             Ok(Event::ReadyForExport { ids, company_id }) => (ids, company_id),
             Ok(Event::Other { event_type }) => {
                 tracing::info!(webhook_id = %webhook_id, event_type, outcome = "ignored", "webhook ignored");
-                return WebhookResponse::new(200, json!({ "status": "ignored" }));
+                return WebhookOutcome::Ignored;
             }
             Err(err) => {
                 tracing::warn!(webhook_id = %webhook_id, error = %err, outcome = "bad_request", "webhook rejected");
-                return WebhookResponse::error(400, &err.to_string());
+                return WebhookOutcome::BadRequest(err);
             }
         };
         self.accept(&webhook_id, &ids, company_id.as_deref(), now).await
@@ -209,21 +211,21 @@ impl WebhookService {
         ids: &[AccountingRecordId],
         company_id: Option<&str>,
         now: DateTime<Utc>,
-    ) -> WebhookResponse {
+    ) -> WebhookOutcome {
         let key = IdempotencyKey::Delivery(webhook_id.clone());
         match self.idempotency.begin(&key, now + self.options.lease, now).await {
             Ok(Begin::Started) => {}
             Ok(Begin::Completed { .. } | Begin::Failed { .. }) => {
                 tracing::info!(webhook_id = %webhook_id, outcome = "duplicate", "webhook already accepted");
-                return WebhookResponse::new(200, json!({ "status": "duplicate" }));
+                return WebhookOutcome::Duplicate;
             }
             Ok(Begin::InProgress { until }) => {
                 tracing::info!(webhook_id = %webhook_id, %until, outcome = "in_progress", "webhook being handled");
-                return WebhookResponse::error(409, "webhook is being processed; retry later");
+                return WebhookOutcome::InProgress;
             }
             Err(err) => {
                 tracing::error!(webhook_id = %webhook_id, error = %err, outcome = "store_unavailable", "webhook failed");
-                return WebhookResponse::error(503, "idempotency store unavailable");
+                return WebhookOutcome::Unavailable(Unavailable::IdempotencyStore);
             }
         }
 
@@ -232,14 +234,14 @@ impl WebhookService {
         if let Err(err) = self.queue.enqueue(&items).await {
             tracing::error!(webhook_id = %webhook_id, error = %err, outcome = "queue_unavailable", "webhook failed");
             if let Err(release_err) = self.idempotency.release(&key).await {
-                // The claim then simply expires after the lease; Brex's retry gets 409 until then.
+                // The claim then simply expires after the lease; Brex's retry finds it in progress until then.
                 tracing::warn!(webhook_id = %webhook_id, error = %release_err, "could not release webhook claim");
             }
-            return WebhookResponse::error(503, "work queue unavailable");
+            return WebhookOutcome::Unavailable(Unavailable::WorkQueue);
         }
         let result = format!("enqueued={unique}");
         if let Err(err) = self.idempotency.complete(&key, Some(&result), now + self.options.retention).await {
-            // The work is durably queued, which is what 200 promises; a redelivery after the lease would
+            // The work is durably queued, which is what acceptance promises; a redelivery after the lease would
             // queue the ids again, which the poster's per-record dedup absorbs.
             tracing::warn!(webhook_id = %webhook_id, error = %err, "could not record webhook completion");
         }
@@ -252,7 +254,7 @@ impl WebhookService {
             outcome = "accepted",
             "webhook accepted"
         );
-        WebhookResponse::new(200, json!({ "status": "accepted", "enqueued": unique }))
+        WebhookOutcome::Accepted { enqueued: unique }
     }
 
     async fn check_signature(
@@ -327,9 +329,9 @@ enum SignatureFailure {
     Unavailable,
 }
 
-fn unauthorized(webhook_id: Option<&WebhookId>, err: &VerifyError) -> WebhookResponse {
+fn unauthorized(webhook_id: Option<&WebhookId>, err: &VerifyError) -> WebhookOutcome {
     tracing::warn!(webhook_id = webhook_id.map(WebhookId::as_str), error = %err, outcome = "unauthorized", "webhook rejected");
-    WebhookResponse::error(401, "invalid signature")
+    WebhookOutcome::Unauthorized
 }
 
 #[cfg(test)]
@@ -341,11 +343,13 @@ mod tests {
     use async_trait::async_trait;
     use base64::Engine as _;
     use http::HeaderValue;
+    use serde_json::json;
 
     use super::*;
     use crate::domain::Secret;
     use crate::error::ExternalError;
     use crate::error::{AwsError, Disposition};
+    use crate::lambda::webhook::WebhookResponse;
     use crate::webhook::verify::sign;
 
     fn aws_down(operation: &'static str) -> AwsError {
@@ -501,7 +505,12 @@ mod tests {
         }
 
         async fn send(&self, id: &str, body: &[u8]) -> WebhookResponse {
-            self.service.handle(&self.signed(&secret(1), id, body), body).await
+            self.handle(&self.signed(&secret(1), id, body), body).await
+        }
+
+        /// The service's outcome as Brex is answered it.
+        async fn handle(&self, headers: &HeaderMap, body: &[u8]) -> WebhookResponse {
+            WebhookResponse::from(&self.service.handle(headers, body).await)
         }
 
         fn queued_ids(&self) -> Vec<String> {
@@ -571,11 +580,11 @@ mod tests {
     async fn oversized_body_is_413_before_anything_else() {
         let rig = rig();
         let body = vec![b' '; 256 * 1024 + 1];
-        let response = rig.service.handle(&HeaderMap::new(), &body).await;
+        let response = rig.handle(&HeaderMap::new(), &body).await;
         assert_eq!(response.status, 413);
         assert_eq!(rig.secrets.fetches.load(Ordering::SeqCst), 0);
         // Exactly at the cap is judged on its merits (here: no headers → 401).
-        let response = rig.service.handle(&HeaderMap::new(), &body[..256 * 1024]).await;
+        let response = rig.handle(&HeaderMap::new(), &body[..256 * 1024]).await;
         assert_eq!(response.status, 401);
     }
 
@@ -584,17 +593,17 @@ mod tests {
         let rig = rig();
         let body = ready(&["accr_1"]);
         let mut wrong = rig.signed(&secret(7), "msg_4", &body);
-        assert_eq!(rig.service.handle(&wrong, &body).await.status, 401);
+        assert_eq!(rig.handle(&wrong, &body).await.status, 401);
         wrong.remove("webhook-signature");
-        assert_eq!(rig.service.handle(&wrong, &body).await.status, 401);
+        assert_eq!(rig.handle(&wrong, &body).await.status, 401);
 
         let stale = rig.signed(&secret(1), "msg_4", &body);
         rig.clock.advance(Duration::seconds(301));
-        assert_eq!(rig.service.handle(&stale, &body).await.status, 401);
+        assert_eq!(rig.handle(&stale, &body).await.status, 401);
 
         let fresh = rig.signed(&secret(1), "msg_4", &body);
         let tampered = ready(&["accr_2"]);
-        assert_eq!(rig.service.handle(&fresh, &tampered).await.status, 401);
+        assert_eq!(rig.handle(&fresh, &tampered).await.status, 401);
         assert!(rig.queued_ids().is_empty());
         assert!(rig.store.entries.lock().unwrap().is_empty());
     }
@@ -680,20 +689,20 @@ mod tests {
         let body = ready(&["accr_1"]);
         for i in 0..10 {
             let h = rig.signed(&secret(9), &format!("msg_f{i}"), &body);
-            assert_eq!(rig.service.handle(&h, &body).await.status, 401);
+            assert_eq!(rig.handle(&h, &body).await.status, 401);
         }
         assert_eq!(rig.secrets.fetches.load(Ordering::SeqCst), 2);
 
         // Brex rotates: the new secret verifies after a re-fetch, and the old one keeps working meanwhile.
         *rig.secrets.secrets.lock().unwrap() = vec![secret(2), secret(1)];
         let h = rig.signed(&secret(2), "msg_rot", &body);
-        assert_eq!(rig.service.handle(&h, &body).await.status, 401, "within the minute: no re-fetch yet");
+        assert_eq!(rig.handle(&h, &body).await.status, 401, "within the minute: no re-fetch yet");
         rig.clock.advance(Duration::seconds(60));
         let h = rig.signed(&secret(2), "msg_rot", &body);
-        assert_eq!(rig.service.handle(&h, &body).await.status, 200);
+        assert_eq!(rig.handle(&h, &body).await.status, 200);
         assert_eq!(rig.secrets.fetches.load(Ordering::SeqCst), 3);
         let h = rig.signed(&secret(1), "msg_old", &body);
-        assert_eq!(rig.service.handle(&h, &body).await.status, 200);
+        assert_eq!(rig.handle(&h, &body).await.status, 200);
         assert_eq!(rig.secrets.fetches.load(Ordering::SeqCst), 3);
     }
 
@@ -711,7 +720,7 @@ mod tests {
         assert_eq!(rig.send("msg_d", &body).await.status, 200);
         // Unsigned junk never triggers a fetch.
         let fresh = super::tests::rig();
-        assert_eq!(fresh.service.handle(&HeaderMap::new(), &body).await.status, 401);
+        assert_eq!(fresh.handle(&HeaderMap::new(), &body).await.status, 401);
         assert_eq!(fresh.secrets.fetches.load(Ordering::SeqCst), 0);
     }
 
@@ -724,7 +733,7 @@ mod tests {
         assert_eq!(rig.send("msg_k2", &ready(&["accr_2"])).await.status, 200);
         let body = ready(&["accr_3"]);
         let forged = rig.signed(&secret(8), "msg_k3", &body);
-        assert_eq!(rig.service.handle(&forged, &body).await.status, 401);
+        assert_eq!(rig.handle(&forged, &body).await.status, 401);
     }
 
     #[test]

@@ -4,5 +4,5 @@
 pub mod handler;
 pub mod verify;
 
-pub use handler::{WebhookOptions, WebhookResponse, WebhookService};
+pub use handler::{PayloadError, Unavailable, WebhookOptions, WebhookOutcome, WebhookService};
 pub use verify::{SignedHeaders, VerifiedHeaders, VerifyError, WebhookVerifier, sign};
