@@ -19,7 +19,7 @@ use chrono::{DateTime, Duration, Utc};
 
 use crate::audit::{AuditEntry, AuditOutcome, BrexReport};
 use crate::brex::model::{AccountingRecord, ReviewStatus};
-use crate::domain::{AccountingRecordId, CompanyCode, ExpenseId, Origin, ReferenceNumber, Subject, WorkItem};
+use crate::domain::{CompanyCode, ExpenseId, Origin, ReferenceNumber, Subject, WorkItem};
 use crate::error::{Classify, Disposition};
 use crate::mapping::{LoadedMapping, map_record, validate_proposal};
 use crate::ports::{
@@ -247,14 +247,7 @@ impl Poster {
     /// cannot be fetched, read or posted are settled here (failed, skipped or given back).
     async fn fetch_views(&self, subjects: &[Subject], batch: &mut Batch) -> Vec<(Subject, AccountingRecord)> {
         let mut views = Vec::new();
-        let record_ids: Vec<AccountingRecordId> = subjects.iter().filter_map(|s| s.as_record().cloned()).collect();
-        let expense_ids: Vec<ExpenseId> = subjects
-            .iter()
-            .filter_map(|s| match s {
-                Subject::Expense(id) => Some(id.clone()),
-                Subject::Record(_) => None,
-            })
-            .collect();
+        let (record_ids, expense_ids) = Subject::split(subjects);
         if !record_ids.is_empty() {
             match self.records.fetch_records(&record_ids).await {
                 Ok(fetched) => {
