@@ -114,9 +114,13 @@ impl RecordSource for FakeBrex {
 
 /// IFS as the poster sees it: vouchers by (company, serie, reference), a chart that knows every account but
 /// those it is told not to, failures on demand, and commits whose answer is lost.
+/// Where a voucher is found by the dedup query: company, ReferenceSerie, ReferenceNumber.
+type VoucherRef = (CompanyCode, String, ReferenceNumber);
+
 #[derive(Default)]
 struct FakeIfs {
-    vouchers: Mutex<BTreeMap<(CompanyCode, String, ReferenceNumber), (String, Proposal)>>,
+    /// Each voucher's key and the proposal it was made from.
+    vouchers: Mutex<BTreeMap<VoucherRef, (String, Proposal)>>,
     creates: AtomicUsize,
     dedup_queries: AtomicUsize,
     /// Keyed by reference; `None` fails every voucher.
@@ -550,7 +554,7 @@ async fn a_mapping_error_fails_the_record_and_tells_brex_once_and_for_all() {
     assert_eq!((state.status.as_str(), state.reason.as_deref()), ("FAILED", Some(reason.as_str())));
     let failure =
         ExportOutcome::Failure { id: AccountingRecordId::parse("accr_bad").unwrap(), message: reason.clone() };
-    assert_eq!(rig.brex.reported(), [failure.clone()]);
+    assert_eq!(rig.brex.reported(), std::slice::from_ref(&failure));
 
     // Delivered again (the poller would find it still READY_FOR_EXPORT): recognised, not tried again.
     let again = rig.process(&[message]).await;
