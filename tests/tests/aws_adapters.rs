@@ -25,7 +25,7 @@ async fn queue_errors_are_retryable_when_sqs_is_unreachable() {
     assert_eq!(err.service, "sqs");
 }
 
-/// The operator CLI and `docs/contract.md` read these attributes straight from the table.
+/// The operator CLI reads these attributes straight from the table (the layout in `shared::aws::table`).
 #[tokio::test]
 async fn idempotency_items_carry_the_documented_attributes() {
     use aws_sdk_dynamodb::types::AttributeValue::{N, S};
