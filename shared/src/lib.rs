@@ -11,6 +11,7 @@ pub mod fault;
 pub mod ifs;
 pub mod lambda;
 pub mod mapping;
+pub mod memory;
 pub mod poller;
 pub mod ports;
 pub mod poster;

@@ -1,5 +1,5 @@
-use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
 
@@ -8,6 +8,8 @@ use crate::brex::Expense;
 use crate::brex::model::AccountingRecord;
 use crate::brex::{ExpenseQueryPage, RecordQueryPage};
 use crate::domain::AccountingRecordId;
+use crate::memory::{ManualClock, MemoryPollState, MemoryQueue, MemoryStore};
+use crate::ports::{IdempotencyKey, IdempotencyStore};
 
 fn t(s: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
@@ -84,68 +86,17 @@ impl BrexPages for FakeBrex {
     }
 }
 
+/// The in-memory queue, and SQS going down on demand.
 #[derive(Default)]
-struct MemState(Mutex<HashMap<Feed, PollState>>);
-
-#[async_trait]
-impl PollStateStore for MemState {
-    async fn load(&self, source: Feed) -> Result<PollState, AwsError> {
-        Ok(self.0.lock().unwrap().get(&source).cloned().unwrap_or_default())
-    }
-    async fn save(&self, source: Feed, state: &PollState) -> Result<(), AwsError> {
-        self.0.lock().unwrap().insert(source, state.clone());
-        Ok(())
-    }
+struct FakeQueue {
+    queue: MemoryQueue,
+    fail: AtomicBool,
 }
 
-#[derive(Default)]
-struct MemLedger {
-    settled: Mutex<HashSet<Subject>>,
-    queued: Mutex<HashMap<Subject, DateTime<Utc>>>,
-}
-
-#[async_trait]
-impl EnqueueLedger for MemLedger {
-    async fn settled(&self, ids: &[Subject], _now: DateTime<Utc>) -> Result<HashSet<Subject>, AwsError> {
-        let settled = self.settled.lock().unwrap();
-        Ok(ids.iter().filter(|id| settled.contains(*id)).cloned().collect())
-    }
-    async fn mark_queued(
-        &self,
-        ids: &[Subject],
-        until: DateTime<Utc>,
-        now: DateTime<Utc>,
-    ) -> Result<Vec<Subject>, AwsError> {
-        let mut queued = self.queued.lock().unwrap();
-        let mut made = Vec::new();
-        for id in ids {
-            if queued.get(id).is_none_or(|u| *u < now) {
-                queued.insert(id.clone(), until);
-                made.push(id.clone());
-            }
-        }
-        Ok(made)
-    }
-    async fn unmark_queued(&self, ids: &[Subject]) -> Result<(), AwsError> {
-        let mut queued = self.queued.lock().unwrap();
-        ids.iter().for_each(|id| {
-            queued.remove(id);
-        });
-        Ok(())
-    }
-}
-
-#[derive(Default)]
-struct MemQueue {
-    items: Mutex<Vec<WorkItem>>,
-    fail: Mutex<bool>,
-}
-
-impl MemQueue {
+impl FakeQueue {
     fn ids(&self) -> Vec<String> {
-        self.items
-            .lock()
-            .unwrap()
+        self.queue
+            .sent()
             .iter()
             .flat_map(|item| -> Vec<String> {
                 match item {
@@ -158,27 +109,12 @@ impl MemQueue {
 }
 
 #[async_trait]
-impl WorkQueue for MemQueue {
+impl WorkQueue for FakeQueue {
     async fn enqueue(&self, items: &[WorkItem]) -> Result<(), AwsError> {
-        if *self.fail.lock().unwrap() {
-            return Err(AwsError {
-                service: "sqs",
-                operation: "SendMessageBatch",
-                code: None,
-                message: "down".into(),
-                disposition: crate::error::Disposition::Retryable,
-            });
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(AwsError::new("sqs", "SendMessageBatch", "down", crate::error::Disposition::Retryable));
         }
-        self.items.lock().unwrap().extend_from_slice(items);
-        Ok(())
-    }
-}
-
-struct FixedClock(Mutex<DateTime<Utc>>);
-
-impl Clock for FixedClock {
-    fn now(&self) -> DateTime<Utc> {
-        *self.0.lock().unwrap()
+        self.queue.enqueue(items).await
     }
 }
 
@@ -188,28 +124,30 @@ const NOW: &str = "2026-06-11T12:00:00Z";
 
 struct World {
     brex: Arc<FakeBrex>,
-    state: Arc<MemState>,
-    ledger: Arc<MemLedger>,
-    queue: Arc<MemQueue>,
+    /// The poster's side of the table: what it recorded settles records for the poller.
+    store: MemoryStore,
+    /// Positions and queued marks, in the same table.
+    state: Arc<MemoryPollState>,
+    queue: Arc<FakeQueue>,
     poller: Poller,
 }
 
 fn world(records: Vec<AccountingRecord>, options: PollerOptions) -> World {
     let brex = Arc::new(FakeBrex { records: Mutex::new(records), ..FakeBrex::default() });
-    let state = Arc::new(MemState::default());
-    let ledger = Arc::new(MemLedger::default());
-    let queue = Arc::new(MemQueue::default());
+    let store = MemoryStore::new();
+    let state = Arc::new(store.poll_state());
+    let queue = Arc::new(FakeQueue::default());
     let poller = Poller {
         brex: brex.clone(),
         state: state.clone(),
-        ledger: ledger.clone(),
+        ledger: state.clone(),
         queue: queue.clone(),
-        clock: Arc::new(FixedClock(Mutex::new(t(NOW)))),
+        clock: Arc::new(ManualClock::new(t(NOW))),
         sources: vec![PollSource::AccountingRecords],
         reference: ReferenceCheck::Off,
         options,
     };
-    World { brex, state, ledger, queue, poller }
+    World { brex, store, state, queue, poller }
 }
 
 fn far() -> DateTime<Utc> {
@@ -279,7 +217,7 @@ async fn pages_every_source_enqueues_once_and_sets_watermarks() {
     let bill = queries.iter().find(|q| q.source_type == Some(SourceType::Bill)).unwrap();
     assert_eq!(bill.review_status, None, "Brex rejects review_status for bills");
 
-    let state = w.state.0.lock().unwrap().clone();
+    let state = w.state.positions();
     assert_eq!(state[&CARD_FEED].watermark, Some(t(NOW) - Duration::minutes(600 - 249)));
     assert_eq!(state[&Feed::Records(SourceType::Bill)].watermark, Some(t("2026-06-11T11:30:00Z")));
     assert_eq!(state[&Feed::Records(SourceType::Bill)].paging, None);
@@ -293,7 +231,10 @@ async fn pages_every_source_enqueues_once_and_sets_watermarks() {
 #[tokio::test]
 async fn finished_or_claimed_records_are_not_enqueued() {
     let w = world(cards(3), PollerOptions::default());
-    w.ledger.settled.lock().unwrap().insert(Subject::Record(AccountingRecordId::parse("accr_c0001").unwrap()));
+    // The poster has posted it.
+    let done = IdempotencyKey::Posting(Subject::Record(AccountingRecordId::parse("accr_c0001").unwrap()));
+    w.store.begin(&done, far(), t(NOW)).await.unwrap();
+    w.store.complete(&done, Some("10-2026-M-1"), far()).await.unwrap();
     let report = w.poller.run(far()).await;
     let card = report.source(CARD).unwrap();
     assert_eq!((card.enqueued, card.skipped), (2, 1));
@@ -324,13 +265,13 @@ async fn a_refused_cursor_restarts_the_paging_instead_of_failing_forever() {
         paging: Some(Paging { query_from: t("2026-06-01T00:00:00Z"), cursor: "old".into(), max_seen: None }),
         completed_at: None,
     };
-    w.state.0.lock().unwrap().insert(CARD_FEED, stale);
+    w.state.save(CARD_FEED, &stale).await.unwrap();
     let mut poller = w.poller;
     poller.brex = Arc::new(NoCursors(FakeBrex { records: Mutex::new(cards(5)), ..FakeBrex::default() }));
     let report = poller.run(far()).await;
     let card = report.source(CARD).unwrap();
     assert_eq!((card.outcome, card.enqueued), (Outcome::Complete, 5), "{report:?}");
-    assert_eq!(w.state.0.lock().unwrap()[&CARD_FEED].paging, None);
+    assert_eq!(w.state.positions()[&CARD_FEED].paging, None);
 }
 
 /// Serves one fixed page.
@@ -377,7 +318,7 @@ async fn a_page_budget_pauses_and_the_next_run_resumes_without_loss_or_repeats()
     assert_eq!(first.source(CARD).unwrap().outcome, Outcome::Paused);
     assert_eq!(first.source("accounting_records:BILL").unwrap().pages, 0, "the budget is spent: later sources wait");
     assert_eq!(w.queue.ids().len(), 100);
-    let saved = w.state.0.lock().unwrap()[&CARD_FEED].clone();
+    let saved = w.state.positions()[&CARD_FEED].clone();
     assert_eq!(saved.watermark, None);
     assert_eq!(saved.paging.as_ref().map(|p| p.cursor.as_str()), Some("100"));
 
@@ -388,7 +329,7 @@ async fn a_page_budget_pauses_and_the_next_run_resumes_without_loss_or_repeats()
         order.extend(report.sources.iter().filter(|s| s.pages > 0).map(|s| s.source.clone()));
     }
     assert_eq!(order, [CARD, CARD, "accounting_records:REIMBURSEMENT", "accounting_records:BILL"]);
-    let states = w.state.0.lock().unwrap().clone();
+    let states = w.state.positions();
     assert!(states.values().all(|s| s.paging.is_none() && s.completed_at.is_some()), "{states:?}");
     let ids = w.queue.ids();
     let unique: HashSet<_> = ids.iter().collect();
@@ -412,13 +353,13 @@ async fn no_page_is_started_inside_the_stop_margin() {
 #[tokio::test]
 async fn a_failed_enqueue_drops_its_marks_and_keeps_the_position() {
     let w = world(cards(5), PollerOptions::default());
-    *w.queue.fail.lock().unwrap() = true;
+    w.queue.fail.store(true, Ordering::SeqCst);
     let report = w.poller.run(far()).await;
     assert_eq!(report.source(CARD).unwrap().outcome, Outcome::Failed);
     assert!(report.has_errors());
-    assert!(w.ledger.queued.lock().unwrap().is_empty(), "marks dropped");
-    assert_eq!(w.state.0.lock().unwrap().get(&CARD_FEED), None, "position not advanced");
-    *w.queue.fail.lock().unwrap() = false;
+    assert!(w.state.queued_marks().is_empty(), "marks dropped");
+    assert_eq!(w.state.position(CARD_FEED), None, "position not advanced");
+    w.queue.fail.store(false, Ordering::SeqCst);
     let retry = w.poller.run(far()).await;
     assert_eq!(retry.source(CARD).unwrap().enqueued, 5);
 }
@@ -439,11 +380,11 @@ async fn approved_and_settled_expenses_are_polled_into_expense_messages() {
     let mut ids = w.queue.ids();
     ids.sort();
     assert_eq!(ids, ["expense_1", "expense_2", "expense_4"]);
-    assert!(w.queue.items.lock().unwrap().iter().all(|i| matches!(i, WorkItem::Expenses { .. })));
+    assert!(w.queue.queue.sent().iter().all(|i| matches!(i, WorkItem::Expenses { .. })));
     let queries = w.brex.expense_queries.lock().unwrap().clone();
     assert_eq!(queries[0].statuses, ["APPROVED", "SETTLED"], "SETTLED too: approved-then-settled is not missed");
     assert_eq!(queries[0].updated_from, t(NOW) - Duration::days(90));
-    assert_eq!(w.state.0.lock().unwrap()[&Feed::Expenses].watermark, Some(t("2026-06-11T10:07:00Z")));
+    assert_eq!(w.state.positions()[&Feed::Expenses].watermark, Some(t("2026-06-11T10:07:00Z")));
 
     // An expense approved after the watermark is picked up; the overlap re-reads the others without a repeat.
     w.brex.expenses.lock().unwrap().push(expense("expense_5", "APPROVED", t("2026-06-11T10:09:00Z")));

@@ -676,3 +676,6 @@ fn fetch_error(e: &crate::error::ExternalError) -> String {
 fn held_from(reason: &str, e: &crate::error::ExternalError) -> Held {
     Held { reason: reason.to_owned(), fix: e.fix.clone().unwrap_or_else(|| GENERIC_FIX.into()) }
 }
+
+#[cfg(test)]
+mod tests;

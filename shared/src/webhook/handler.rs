@@ -336,7 +336,6 @@ fn unauthorized(webhook_id: Option<&WebhookId>, err: &VerifyError) -> WebhookOut
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
     use std::sync::Mutex as StdMutex;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
@@ -350,15 +349,17 @@ mod tests {
     use crate::error::ExternalError;
     use crate::error::{AwsError, Disposition};
     use crate::lambda::webhook::WebhookResponse;
+    use crate::memory::{ManualClock, MemoryQueue, MemoryStore};
     use crate::webhook::verify::sign;
 
     fn aws_down(operation: &'static str) -> AwsError {
-        AwsError { service: "test", operation, code: None, message: "down".into(), disposition: Disposition::Retryable }
+        AwsError::new("test", operation, "down", Disposition::Retryable)
     }
 
+    /// The in-memory queue, and SQS going down on demand.
     #[derive(Default)]
     struct FakeQueue {
-        items: StdMutex<Vec<WorkItem>>,
+        queue: MemoryQueue,
         fail: AtomicBool,
     }
 
@@ -368,8 +369,7 @@ mod tests {
             if self.fail.load(Ordering::SeqCst) {
                 return Err(aws_down("SendMessageBatch"));
             }
-            self.items.lock().unwrap().extend_from_slice(items);
-            Ok(())
+            self.queue.enqueue(items).await
         }
     }
 
@@ -377,17 +377,23 @@ mod tests {
         IdempotencyKey::Delivery(WebhookId::parse(id).unwrap())
     }
 
-    #[derive(Debug, Clone, PartialEq)]
-    enum Entry {
-        InProgress(DateTime<Utc>),
-        Completed(Option<String>),
-    }
-
+    /// The in-memory table, DynamoDB going down on demand, and a count of the claims given back.
     #[derive(Default)]
     struct FakeStore {
-        entries: StdMutex<HashMap<IdempotencyKey, Entry>>,
+        store: MemoryStore,
         fail: AtomicBool,
         releases: AtomicUsize,
+    }
+
+    impl FakeStore {
+        /// The delivery's record as (status, result), if there is one.
+        fn entry(&self, id: &str) -> Option<(String, Option<String>)> {
+            self.store.idempotency_state(&delivery(id)).map(|s| (s.status, s.result))
+        }
+
+        fn is_empty(&self) -> bool {
+            self.store.idempotency_states().is_empty()
+        }
     }
 
     #[async_trait]
@@ -401,18 +407,15 @@ mod tests {
             if self.fail.load(Ordering::SeqCst) {
                 return Err(aws_down("PutItem"));
             }
-            let mut entries = self.entries.lock().unwrap();
-            match entries.get(key) {
-                Some(Entry::Completed(result)) => return Ok(Begin::Completed { result: result.clone() }),
-                Some(Entry::InProgress(until)) if *until > now => return Ok(Begin::InProgress { until: *until }),
-                _ => {}
-            }
-            entries.insert(key.clone(), Entry::InProgress(lease_until));
-            Ok(Begin::Started)
+            self.store.begin(key, lease_until, now).await
         }
-        async fn complete(&self, key: &IdempotencyKey, result: Option<&str>, _: DateTime<Utc>) -> Result<(), AwsError> {
-            self.entries.lock().unwrap().insert(key.clone(), Entry::Completed(result.map(str::to_owned)));
-            Ok(())
+        async fn complete(
+            &self,
+            key: &IdempotencyKey,
+            result: Option<&str>,
+            retain_until: DateTime<Utc>,
+        ) -> Result<(), AwsError> {
+            self.store.complete(key, result, retain_until).await
         }
         async fn fail(&self, _: &IdempotencyKey, _: &str, _: DateTime<Utc>) -> Result<(), AwsError> {
             unreachable!("the webhook never fails a key permanently")
@@ -429,8 +432,7 @@ mod tests {
         }
         async fn release(&self, key: &IdempotencyKey) -> Result<(), AwsError> {
             self.releases.fetch_add(1, Ordering::SeqCst);
-            self.entries.lock().unwrap().remove(key);
-            Ok(())
+            self.store.release(key).await
         }
     }
 
@@ -452,26 +454,12 @@ mod tests {
         }
     }
 
-    struct FakeClock(StdMutex<DateTime<Utc>>);
-
-    impl Clock for FakeClock {
-        fn now(&self) -> DateTime<Utc> {
-            *self.0.lock().unwrap()
-        }
-    }
-
-    impl FakeClock {
-        fn advance(&self, by: Duration) {
-            *self.0.lock().unwrap() += by;
-        }
-    }
-
     struct Rig {
         service: WebhookService,
         queue: Arc<FakeQueue>,
         store: Arc<FakeStore>,
         secrets: Arc<FakeSecrets>,
-        clock: Arc<FakeClock>,
+        clock: Arc<ManualClock>,
     }
 
     fn secret(n: u8) -> Secret {
@@ -483,7 +471,7 @@ mod tests {
         let store = Arc::new(FakeStore::default());
         let secrets = Arc::new(FakeSecrets::default());
         *secrets.secrets.lock().unwrap() = vec![secret(1)];
-        let clock = Arc::new(FakeClock(StdMutex::new(DateTime::from_timestamp(1_750_000_000, 0).unwrap())));
+        let clock = Arc::new(ManualClock::new(DateTime::from_timestamp(1_750_000_000, 0).unwrap()));
         let service = WebhookService::new(
             queue.clone(),
             store.clone(),
@@ -514,8 +502,9 @@ mod tests {
         }
 
         fn queued_ids(&self) -> Vec<String> {
-            let items = self.queue.items.lock().unwrap();
-            items
+            self.queue
+                .queue
+                .sent()
                 .iter()
                 .flat_map(|item| match item {
                     WorkItem::AccountingRecords { ids, .. } => ids.iter().map(|i| i.to_string()).collect(),
@@ -542,12 +531,9 @@ mod tests {
         assert_eq!(response.status, 200, "{}", response.body);
         assert_eq!(body_json(&response), json!({ "status": "accepted", "enqueued": 2 }));
         assert_eq!(rig.queued_ids(), ["accr_1", "accr_2"]);
-        let items = rig.queue.items.lock().unwrap().clone();
+        let items = rig.queue.queue.sent();
         assert_eq!(items[0].origin(), &Origin::Webhook { webhook_id: WebhookId::parse("msg_1").unwrap() });
-        assert_eq!(
-            rig.store.entries.lock().unwrap().get(&delivery("msg_1")),
-            Some(&Entry::Completed(Some("enqueued=2".into())))
-        );
+        assert_eq!(rig.store.entry("msg_1"), Some(("COMPLETED".into(), Some("enqueued=2".into()))));
 
         // Brex redelivers the same id: 200, nothing new on the queue.
         let again = rig.send("msg_1", &ready(&["accr_1", "accr_2"])).await;
@@ -562,7 +548,7 @@ mod tests {
         let body = json!({ "event_type": READY_FOR_EXPORT, "accounting_record_ids": ids, "company_id": null });
         let response = rig.send("msg_2", body.to_string().as_bytes()).await;
         assert_eq!(response.status, 200, "{}", response.body);
-        assert_eq!(rig.queue.items.lock().unwrap().len(), 3);
+        assert_eq!(rig.queue.queue.sent().len(), 3);
         assert_eq!(rig.queued_ids().len(), 120);
     }
 
@@ -573,7 +559,7 @@ mod tests {
         let response = rig.send("msg_3", body).await;
         assert_eq!((response.status, body_json(&response)), (200, json!({ "status": "ignored" })));
         assert!(rig.queued_ids().is_empty());
-        assert!(rig.store.entries.lock().unwrap().is_empty());
+        assert!(rig.store.is_empty());
     }
 
     #[tokio::test]
@@ -605,7 +591,7 @@ mod tests {
         let tampered = ready(&["accr_2"]);
         assert_eq!(rig.handle(&fresh, &tampered).await.status, 401);
         assert!(rig.queued_ids().is_empty());
-        assert!(rig.store.entries.lock().unwrap().is_empty());
+        assert!(rig.store.is_empty());
     }
 
     #[tokio::test]
@@ -643,7 +629,7 @@ mod tests {
         rig.queue.fail.store(true, Ordering::SeqCst);
         assert_eq!(rig.send("msg_5", &body).await.status, 503);
         assert_eq!(rig.store.releases.load(Ordering::SeqCst), 1);
-        assert!(rig.store.entries.lock().unwrap().is_empty());
+        assert!(rig.store.is_empty());
 
         // Brex's retry succeeds once SQS is back.
         rig.queue.fail.store(false, Ordering::SeqCst);
@@ -660,7 +646,8 @@ mod tests {
         rig.store.fail.store(false, Ordering::SeqCst);
 
         let until = rig.clock.now() + Duration::seconds(30);
-        rig.store.entries.lock().unwrap().insert(delivery("msg_7"), Entry::InProgress(until));
+        // Another invocation holds the claim.
+        rig.store.store.begin(&delivery("msg_7"), until, rig.clock.now()).await.unwrap();
         assert_eq!(rig.send("msg_7", &body).await.status, 409);
         assert!(rig.queued_ids().is_empty());
         // An expired claim (crashed invocation) is taken over.
