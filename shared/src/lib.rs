@@ -12,6 +12,7 @@ pub mod ifs;
 pub mod lambda;
 pub mod mapping;
 pub mod memory;
+pub mod metrics;
 pub mod poller;
 pub mod ports;
 pub mod poster;
