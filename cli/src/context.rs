@@ -10,6 +10,7 @@ use shared::brex::BrexClient;
 use shared::config::{CommonConfig, ConfigError, IfsConfig, Lookup};
 use shared::ifs::IfsClient;
 use shared::lambda::build;
+use shared::metrics::Metrics;
 
 use crate::args::Invocation;
 use crate::error::CliError;
@@ -80,13 +81,13 @@ impl<'a> Ctx<'a> {
     }
 
     pub async fn brex(&self, store: &DynamoStore) -> Result<BrexClient, CliError> {
-        Ok(build::brex_client(&self.common()?, &self.sdk, store).await?)
+        Ok(build::brex_client(&self.common()?, &self.sdk, store, &Metrics::default()).await?)
     }
 
     /// The IFS client with the projection names of the stored mapping document (as the poster builds it).
     pub async fn ifs(&self, store: &DynamoStore) -> Result<IfsClient, CliError> {
         let mapping = CachedMapping::new(store.clone(), Duration::from_secs(60));
-        Ok(build::ifs_client(&self.ifs_config()?, &self.sdk, store, &mapping).await?)
+        Ok(build::ifs_client(&self.ifs_config()?, &self.sdk, store, &mapping, &Metrics::default()).await?)
     }
 
     /// `DLQ_URL`, else the work queue's redrive target. `Ok(None)` when neither is known.

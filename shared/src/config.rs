@@ -74,6 +74,8 @@ pub struct CommonConfig {
     pub brex_secret_id: String,
     pub brex_api_url: String,
     pub brex_requests_per_minute: u32,
+    /// `METRICS_NAMESPACE`: the CloudWatch namespace of the embedded metrics (an addition to contract §1).
+    pub metrics_namespace: String,
 }
 
 impl CommonConfig {
@@ -83,6 +85,9 @@ impl CommonConfig {
             brex_secret_id: required(env, "BREX_SECRET_ID")?,
             brex_api_url: url(env, "BREX_API_URL", Some("https://api.brex.com"))?,
             brex_requests_per_minute: number(env, "BREX_REQUESTS_PER_MINUTE", 1000)?,
+            metrics_namespace: env
+                .get("METRICS_NAMESPACE")
+                .unwrap_or_else(|| crate::metrics::DEFAULT_NAMESPACE.to_owned()),
         })
     }
 }

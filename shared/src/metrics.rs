@@ -12,7 +12,6 @@
 //! dashboard and alarms may name only [`Metric::ALL`] (`tests/tests/metrics_e2e.rs` holds them to it).
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use chrono::{DateTime, Utc};
@@ -34,8 +33,8 @@ pub enum Metric {
     /// Poster: failed for the record's own sake and reported to Brex. `ReasonClass`: `mapping`,
     /// `ifs_refusal` (IFS refused it on its merits) or `brex_record` (Brex does not know it, or it cannot be read).
     RecordsFailed,
-    /// Poster: held because the deployment or the tenant is at fault. `ReasonClass`: `ifs`, `brex`, `mapping_document`,
-    /// `storage`.
+    /// Poster: held because the deployment or the tenant is at fault. `ReasonClass`: `ifs`, `brex` or
+    /// `mapping_document`.
     RecordsHeld,
     /// Poster: given back to the queue after a passing fault.
     RecordsRetried,
@@ -53,17 +52,19 @@ pub enum Metric {
     IfsTokenFetches,
     /// Poster: 1 for each batch posted through `$batch`, 0 step by step (the average is the share on `$batch`).
     IfsBatchFlow,
-    /// Brex requests sent, token requests included.
+    /// Brex API requests sent (token refreshes not counted: they are rare and leased).
     BrexRequests,
     /// Brex answers 429.
     Brex429,
     /// Webhook deliveries. `Outcome`: `accepted` or `refused`; `Status`: the HTTP status answered.
     WebhookDeliveries,
-    /// Poller: ids put on the queue. `Source`: `accounting_records` or `expenses`.
+    /// Poller: ids put on the queue. `Source`: the feed (`accounting_records:CARD`, `…:REIMBURSEMENT`,
+    /// `…:BILL`, `expenses`).
     PollerEnqueued,
-    /// Poller: now − the feed's watermark after the run, seconds. `Source`.
+    /// Poller: seconds from the time up to which the feed is read completely (its last completed paging) to
+    /// the end of the run. `Source`.
     PollerLag,
-    /// Poller: warnings of the IFS reference refresh (the mapping against IFS's reference data).
+    /// Poller: warnings of the latest IFS reference refresh (the mapping against IFS's reference data).
     ReferenceWarnings,
 }
 
@@ -160,25 +161,21 @@ impl Metric {
 /// Extra dimensions of one recording, beside `Function`: few, and with few values each.
 pub type Dimensions = Vec<(&'static str, String)>;
 
-/// Where flushed lines go: stdout (Lambda hands it to CloudWatch Logs), or a test's capture.
+/// Where flushed lines go: where the logs go (stdout in Lambda, which hands it to CloudWatch Logs), or a
+/// test's capture.
 type Sink = Box<dyn Fn(&str) + Send + Sync>;
 
 static SINK: OnceLock<Sink> = OnceLock::new();
 
-/// Sends every flushed line to `sink` instead of stdout; the first call wins (tests route the lines into the
-/// same capture as the logs).
+/// Sends every flushed line to `sink`; the first call wins. [`crate::telemetry`] sets it beside the log
+/// writer; until something does, flushed lines are dropped (a test binary without a log capture).
 pub fn set_sink(sink: impl Fn(&str) + Send + Sync + 'static) {
     let _ = SINK.set(Box::new(sink));
 }
 
 fn write_line(line: &str) {
-    match SINK.get() {
-        Some(sink) => sink(line),
-        None => {
-            // One write of the whole line, so it never interleaves with a log line.
-            let mut out = std::io::stdout().lock();
-            let _ = out.write_all(format!("{line}\n").as_bytes());
-        }
+    if let Some(sink) = SINK.get() {
+        sink(line);
     }
 }
 
@@ -336,10 +333,7 @@ mod tests {
         assert_eq!(ten["_aws"]["Timestamp"], json!(1_700_000_000_000i64));
         assert_eq!(ten["_aws"]["CloudWatchMetrics"][0]["Namespace"], "NS");
         assert_eq!(ten["_aws"]["CloudWatchMetrics"][0]["Dimensions"], json!([["Function"], ["Function", "Company"]]));
-        assert_eq!(
-            ten["_aws"]["CloudWatchMetrics"][0]["Metrics"],
-            json!([{"Name": "RecordsPosted", "Unit": "Count"}])
-        );
+        assert_eq!(ten["_aws"]["CloudWatchMetrics"][0]["Metrics"], json!([{"Name": "RecordsPosted", "Unit": "Count"}]));
         assert!(metrics.take_lines(now).is_empty(), "a flush forgets what it wrote");
     }
 

@@ -21,12 +21,19 @@ where
         .try_init();
 }
 
-/// Lambda: logs on stdout.
+/// Lambda: logs and metrics (embedded metric format lines, see [`crate::metrics`]) on stdout.
 pub fn init_json_logging() {
     init(std::io::stdout);
+    crate::metrics::set_sink(|line| write_whole_line(std::io::stdout().lock(), line));
 }
 
-/// The same JSON logs on stderr, for programs whose stdout is for people (the local run).
+/// The same JSON logs and metrics on stderr, for programs whose stdout is for people (the local run).
 pub fn init_json_logging_to_stderr() {
     init(std::io::stderr);
+    crate::metrics::set_sink(|line| write_whole_line(std::io::stderr().lock(), line));
+}
+
+/// One write of the whole line, so it never interleaves with a log line.
+fn write_whole_line(mut out: impl std::io::Write, line: &str) {
+    let _ = out.write_all(format!("{line}\n").as_bytes());
 }

@@ -28,16 +28,23 @@ impl Write for Capture {
 pub fn install_capture(filter: &str) {
     static ONCE: OnceLock<()> = OnceLock::new();
     ONCE.get_or_init(|| {
-        let buffer = buffer().clone();
+        let logs = buffer().clone();
         tracing_subscriber::fmt()
             .json()
             .with_env_filter(EnvFilter::new(filter))
             .flatten_event(true)
             .with_current_span(false)
             .with_ansi(false)
-            .with_writer(move || Capture(buffer.clone()))
+            .with_writer(move || Capture(logs.clone()))
             .try_init()
             .expect("the only subscriber of this test binary");
+        // The functions' metrics (embedded metric format lines) go where their logs go.
+        let metrics = buffer().clone();
+        shared::metrics::set_sink(move |line| {
+            let mut logs = metrics.lock().unwrap_or_else(|e| e.into_inner());
+            logs.extend_from_slice(line.as_bytes());
+            logs.push(b'\n');
+        });
     });
 }
 

@@ -16,6 +16,7 @@ use super::auth::BrexAuth;
 use super::error::{BrexError, status_is_retryable};
 use super::model::{AccountingRecord, RecordPage, ReviewStatus, SourceType};
 use crate::domain::{AccountingRecordId, Secret};
+use crate::metrics::{Metric, Metrics};
 use crate::retry::{RetryPolicy, TokenBucket, parse_retry_after};
 
 /// Brex's documented maximum of `ids` per query, reused as the export-results batch size.
@@ -34,6 +35,8 @@ pub struct BrexConfig {
     pub retry: RetryPolicy,
     pub timeout: Duration,
     pub connect_timeout: Duration,
+    /// Where requests and 429s are counted (off by default).
+    pub metrics: Metrics,
 }
 
 impl BrexConfig {
@@ -44,6 +47,7 @@ impl BrexConfig {
             retry: RetryPolicy::brex(),
             timeout: Duration::from_secs(20),
             connect_timeout: Duration::from_secs(5),
+            metrics: Metrics::default(),
         }
     }
 }
@@ -55,6 +59,7 @@ pub struct BrexClient {
     auth: BrexAuth,
     limiter: TokenBucket,
     retry: RetryPolicy,
+    metrics: Metrics,
 }
 
 /// An item Brex returned that does not parse as an accounting record. Reported instead of failing the
@@ -237,7 +242,14 @@ impl BrexClient {
             .user_agent(concat!("brex-ifs-connector/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| BrexError::InvalidRequest(format!("HTTP client: {e}")))?;
-        Ok(Self { http, base, auth, limiter: TokenBucket::brex(config.requests_per_minute), retry: config.retry })
+        Ok(Self {
+            http,
+            base,
+            auth,
+            limiter: TokenBucket::brex(config.requests_per_minute),
+            retry: config.retry,
+            metrics: config.metrics,
+        })
     }
 
     /// `GET /v3/accounting/records?ids=…` in chunks of ≤ 500 ids, following pages. Each item is parsed on
@@ -493,6 +505,7 @@ impl BrexClient {
                     .header("Idempotency-Key", idempotency_key)
                     .body(body.clone()),
             };
+            self.metrics.count(Metric::BrexRequests, 1, Vec::new());
             let (failure, retry_after) = match request.bearer_auth(token.expose()).send().await {
                 Err(err) => {
                     let timeout = err.is_timeout();
@@ -500,6 +513,9 @@ impl BrexClient {
                 }
                 Ok(response) => {
                     let status = response.status().as_u16();
+                    if status == 429 {
+                        self.metrics.count(Metric::Brex429, 1, Vec::new());
+                    }
                     let trace_id = header_text(response.headers(), "x-brex-trace-id");
                     let retry_after =
                         header_text(response.headers(), "retry-after").and_then(|v| parse_retry_after(&v, Utc::now()));

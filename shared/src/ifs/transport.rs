@@ -19,6 +19,7 @@ use super::error::{IfsError, MI_MODIFIED_ERROR, classify_status, parse_error_bod
 use super::filter::{Filter, encode_component};
 use super::token::{FetchedToken, TokenCache};
 use crate::domain::{ETag, IfsCredentials, Secret};
+use crate::metrics::{Metric, Metrics, dim};
 use crate::ports::RequestBudget;
 use crate::retry::{RetryPolicy, parse_retry_after};
 
@@ -60,6 +61,8 @@ pub struct IfsClientConfig {
     /// Whole-request timeout (connect, send, and reading the answer).
     pub request_timeout: Duration,
     pub retry: RetryPolicy,
+    /// Where requests, 412s, 429s and token fetches are counted (off by default).
+    pub metrics: Metrics,
 }
 
 impl IfsClientConfig {
@@ -76,6 +79,7 @@ impl IfsClientConfig {
             api: IfsApiNames::default(),
             request_timeout: Self::DEFAULT_REQUEST_TIMEOUT,
             retry: RetryPolicy::ifs(),
+            metrics: Metrics::default(),
         }
     }
 }
@@ -239,6 +243,7 @@ struct Inner {
     budget: Arc<dyn RequestBudget>,
     tokens: TokenCache,
     counters: Counters,
+    metrics: Metrics,
     /// Entity sets proved to exist, and when (see [`IfsTransport::get_entity`]).
     confirmed_sets: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
 }
@@ -281,6 +286,7 @@ impl IfsTransport {
                 budget,
                 tokens: TokenCache::new(),
                 counters: Counters::default(),
+                metrics: config.metrics,
                 confirmed_sets: std::sync::Mutex::default(),
             }),
         })
@@ -333,6 +339,17 @@ impl IfsTransport {
     /// A `$batch` change set sent again after a 412 (its stand-in for an entity re-read).
     pub(crate) fn count_stale_reread(&self) {
         bump(&self.inner.counters.stale_etag_rereads);
+    }
+
+    /// A 412 inside a `$batch` change set (a plain request's 412 is counted where it is answered).
+    pub(crate) fn count_412_in_batch(&self) {
+        self.inner.metrics.count(Metric::Ifs412, 1, Vec::new());
+    }
+
+    /// The voucher flow a batch of vouchers took (1 = `$batch`), so the dashboard shows the flow in use.
+    pub(crate) fn count_flow(&self, flow: super::ledger::capability::VoucherFlow) {
+        let on_batch = flow == super::ledger::capability::VoucherFlow::Batch;
+        self.inner.metrics.record(Metric::IfsBatchFlow, if on_batch { 1.0 } else { 0.0 }, Vec::new());
     }
 
     pub(crate) fn count_retry(&self) {
@@ -627,6 +644,16 @@ impl IfsTransport {
         };
         self.inner.budget.acquire().await;
         bump(&self.inner.counters.requests);
+        let kind = match (&req.body, &req.method) {
+            (Body::Form(_), _) => "token",
+            (Body::Batch { .. }, _) => "batch",
+            (_, &Method::GET) => "read",
+            _ => "write",
+        };
+        self.inner.metrics.count(Metric::IfsRequests, 1, dim("Kind", kind));
+        if kind == "token" {
+            self.inner.metrics.count(Metric::IfsTokenFetches, 1, Vec::new());
+        }
         let resp = builder.send().await.map_err(transport_failure)?;
         let status = resp.status();
         let etag = resp.headers().get(ETAG).and_then(|v| v.to_str().ok()).and_then(|v| ETag::parse(v).ok());
@@ -639,6 +666,11 @@ impl IfsTransport {
         let body = resp.bytes().await.map_err(transport_failure)?.to_vec();
         if status.is_success() {
             return Ok(Response { etag, content_type, body });
+        }
+        match status {
+            StatusCode::PRECONDITION_FAILED => self.inner.metrics.count(Metric::Ifs412, 1, Vec::new()),
+            StatusCode::TOO_MANY_REQUESTS => self.inner.metrics.count(Metric::Ifs429, 1, Vec::new()),
+            _ => {}
         }
         let parsed = parse_error_body(&body);
         let error = if status == StatusCode::PRECONDITION_FAILED {

@@ -17,6 +17,7 @@ use crate::config::{CommonConfig, ConfigError, IfsConfig, PollerConfig, PosterCo
 use crate::domain::IfsCredentials;
 use crate::error::AwsError;
 use crate::ifs::{IfsClient, IfsClientConfig, IfsError};
+use crate::metrics::Metrics;
 use crate::poller::{Poller, PollerOptions, ReferenceCheck};
 use crate::ports::MappingSource;
 use crate::ports::{Clock, SecretStore, SystemClock};
@@ -58,6 +59,7 @@ pub async fn brex_client(
     common: &CommonConfig,
     sdk: &SdkConfig,
     store: &DynamoStore,
+    metrics: &Metrics,
 ) -> Result<BrexClient, StartupError> {
     let ctx = OAuthContext {
         secrets: Arc::new(SecretsManagerStore::new(aws_sdk_secretsmanager::Client::new(sdk))),
@@ -66,19 +68,23 @@ pub async fn brex_client(
         secret_id: common.brex_secret_id.clone(),
     };
     let auth = BrexAuth::load(ctx, AuthOptions::default()).await?;
-    Ok(BrexClient::new(BrexConfig::new(&common.brex_api_url, common.brex_requests_per_minute), auth)?)
+    let mut config = BrexConfig::new(&common.brex_api_url, common.brex_requests_per_minute);
+    config.metrics = metrics.clone();
+    Ok(BrexClient::new(config, auth)?)
 }
 
 pub async fn webhook_service(config: &WebhookConfig, sdk: &SdkConfig) -> Result<WebhookService, StartupError> {
     let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(sdk), &config.common.table_name);
-    let brex = brex_client(&config.common, sdk, &store).await?;
+    let metrics = Metrics::new(&config.common.metrics_namespace, "webhook");
+    let brex = brex_client(&config.common, sdk, &store, &metrics).await?;
     Ok(WebhookService::new(
         Arc::new(SqsQueue::new(aws_sdk_sqs::Client::new(sdk), &config.queue_url)),
         Arc::new(store),
         Arc::new(brex),
         clock(),
         WebhookOptions::default(),
-    ))
+    )
+    .with_metrics(metrics))
 }
 
 /// The IFS client: credentials from Secrets Manager, projection names from the mapping document, and the
@@ -89,12 +95,14 @@ pub async fn ifs_client(
     sdk: &SdkConfig,
     store: &DynamoStore,
     mapping: &dyn MappingSource,
+    metrics: &Metrics,
 ) -> Result<IfsClient, StartupError> {
     let secrets = SecretsManagerStore::new(aws_sdk_secretsmanager::Client::new(sdk));
     let (secret, loaded) = tokio::join!(secrets.get_secret(&ifs.ifs_secret_id), mapping.mapping());
     let credentials: IfsCredentials =
         serde_json::from_str(secret?.expose()).map_err(|e| StartupError::IfsSecretShape(secret_shape_error(&e)))?;
     let mut client_config = IfsClientConfig::new(&ifs.ifs_url, &ifs.ifs_realm, credentials);
+    client_config.metrics = metrics.clone();
     // Projection names come from the mapping document's `[ifs.api]`; defaults until a document exists (the
     // poster refuses to post without one anyway).
     if let Ok(loaded) = loaded {
@@ -123,9 +131,10 @@ fn secret_shape_error(error: &serde_json::Error) -> String {
 pub async fn poster(config: &PosterConfig, sdk: &SdkConfig) -> Result<Poster, StartupError> {
     let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(sdk), &config.common.table_name);
     let mapping = Arc::new(CachedMapping::new(store.clone(), MAPPING_TTL));
+    let metrics = Metrics::new(&config.common.metrics_namespace, "poster");
     let (brex, ifs) = tokio::try_join!(
-        brex_client(&config.common, sdk, &store),
-        ifs_client(&config.ifs, sdk, &store, mapping.as_ref())
+        brex_client(&config.common, sdk, &store, &metrics),
+        ifs_client(&config.ifs, sdk, &store, mapping.as_ref(), &metrics)
     )?;
     // Every instance shares what it learns of the tenant's `$batch` through the table.
     ifs.remember_flow_in(Arc::new(store.clone()));
@@ -138,6 +147,7 @@ pub async fn poster(config: &PosterConfig, sdk: &SdkConfig) -> Result<Poster, St
         mapping,
         clock: clock(),
         redelivery: Some(Arc::new(SqsQueue::new(aws_sdk_sqs::Client::new(sdk), &config.queue_url))),
+        metrics,
         options: PosterOptions {
             report_export_results: config.report_export_results,
             dry_run: config.dry_run,
@@ -152,8 +162,11 @@ pub async fn poller(config: &PollerConfig, sdk: &SdkConfig) -> Result<Poller, St
     let clock = clock();
     let table = DynamoStore::new(dynamodb.clone(), &common.table_name);
     let mapping = Arc::new(CachedMapping::new(table.clone(), MAPPING_TTL));
-    let (brex, ifs) =
-        tokio::join!(brex_client(common, sdk, &table), ifs_client(&config.ifs, sdk, &table, mapping.as_ref()));
+    let metrics = Metrics::new(&common.metrics_namespace, "poller");
+    let (brex, ifs) = tokio::join!(
+        brex_client(common, sdk, &table, &metrics),
+        ifs_client(&config.ifs, sdk, &table, mapping.as_ref(), &metrics)
+    );
     let brex = Arc::new(brex?);
     // A broken IFS secret must not stop the polling itself: the refresh reports it on every run instead.
     let reference = match ifs {
@@ -182,6 +195,7 @@ pub async fn poller(config: &PollerConfig, sdk: &SdkConfig) -> Result<Poller, St
         clock,
         sources: config.poll_sources.clone(),
         reference,
+        metrics,
         options: PollerOptions::default(),
     })
 }

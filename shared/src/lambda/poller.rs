@@ -23,10 +23,17 @@ pub async fn handle(
     poller: &Lazy<Poller>,
     event: LambdaEvent<serde_json::Value>,
 ) -> Result<PollReport, lambda_runtime::Error> {
-    let report = poller.get().await?.run(deadline(&event.context)).await;
+    let report = run(poller.get().await?, deadline(&event.context)).await;
     if report.has_errors() {
         let summary = serde_json::to_string(&report).unwrap_or_default();
         return Err(format!("polling failed: {summary}").into());
     }
     Ok(report)
+}
+
+/// One run, its metrics flushed (the runners that host the poller call this too).
+pub async fn run(poller: &Poller, deadline: chrono::DateTime<chrono::Utc>) -> PollReport {
+    let report = poller.run(deadline).await;
+    poller.metrics.flush();
+    report
 }

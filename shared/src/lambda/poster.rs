@@ -78,5 +78,6 @@ pub async fn process_sqs_event(
         failure.item_identifier = message_id.clone();
         response.batch_item_failures.push(failure);
     }
+    poster.metrics.flush();
     (response, report)
 }

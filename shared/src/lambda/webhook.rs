@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 use super::build::{self, StartupError};
 use super::start::{Lazy, Start};
 use crate::config::WebhookConfig;
+use crate::metrics::Metric;
 use crate::webhook::{Unavailable, WebhookOutcome, WebhookService};
 
 impl Start for WebhookService {
@@ -84,7 +85,12 @@ pub async fn handle(webhook: &Lazy<WebhookService>, request: Request) -> Result<
 pub async fn handle_request(service: &WebhookService, request: Request) -> Result<Response<Body>, lambda_http::Error> {
     let body: &[u8] = request.body().as_ref();
     let outcome = service.handle(request.headers(), body).await;
-    respond(WebhookResponse::from(&outcome))
+    let answer = WebhookResponse::from(&outcome);
+    let accepted = if answer.status == 200 { "accepted" } else { "refused" };
+    let dimensions = vec![("Outcome", accepted.to_owned()), ("Status", answer.status.to_string())];
+    service.metrics().count(Metric::WebhookDeliveries, 1, dimensions);
+    service.metrics().flush();
+    respond(answer)
 }
 
 fn respond(answer: WebhookResponse) -> Result<Response<Body>, lambda_http::Error> {

@@ -21,6 +21,7 @@ use crate::brex::{BrexError, ExpenseQuery, RecordQuery};
 use crate::config::PollSource;
 use crate::domain::{Origin, Subject, WorkItem};
 use crate::error::{AwsError, Classify};
+use crate::metrics::{Metric, Metrics, dim};
 use crate::ports::MappingSource;
 use crate::ports::{BrexPages, Clock, EnqueueLedger, Feed, Paging, PollState, PollStateStore, WorkQueue};
 use crate::reference::ReferenceRefresh;
@@ -78,6 +79,9 @@ pub struct SourceReport {
     pub skipped: usize,
     /// Items that did not parse as records (logged; not enqueued).
     pub malformed: usize,
+    /// The feed is read completely up to here: when its last paging completed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read_until: Option<DateTime<Utc>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -92,6 +96,7 @@ impl SourceReport {
             enqueued: 0,
             skipped: 0,
             malformed: 0,
+            read_until: None,
             error: None,
         }
     }
@@ -221,6 +226,8 @@ pub struct Poller {
     pub clock: Arc<dyn Clock>,
     pub sources: Vec<PollSource>,
     pub reference: ReferenceCheck,
+    /// Where each run's enqueued ids, lag and reference warnings are counted.
+    pub metrics: Metrics,
     pub options: PollerOptions,
 }
 
@@ -258,7 +265,25 @@ impl Poller {
         report.reference = self.check_reference(deadline).await;
         report.fields = self.sync_fields(deadline).await;
         tracing::info!(report = %serde_json::to_string(&report).unwrap_or_default(), "poll run finished");
+        self.record_metrics(&report);
         report
+    }
+
+    /// The lag is measured from where each feed is read completely, not from its watermark (the newest
+    /// `updated_at` seen): on a quiet weekend the watermark stands still while the poller is fully caught up.
+    fn record_metrics(&self, report: &PollReport) {
+        let now = self.clock.now();
+        for source in &report.sources {
+            self.metrics.count(Metric::PollerEnqueued, source.enqueued as u64, dim("Source", source.source.as_str()));
+            if let Some(read_until) = source.read_until {
+                let lag = (now - read_until).num_seconds().max(0);
+                self.metrics.record(Metric::PollerLag, lag as f64, dim("Source", source.source.as_str()));
+            }
+        }
+        if let Some(reference) = report.reference.as_ref().filter(|r| r.outcome == Outcome::Complete) {
+            // Written even when 0: the latest refresh's count, not an event.
+            self.metrics.record(Metric::ReferenceWarnings, reference.warnings as f64, Vec::new());
+        }
     }
 
     /// Validates the current mapping against IFS's reference data, if there is time left.
@@ -337,6 +362,7 @@ impl Poller {
     ) -> SourceReport {
         let mut report = SourceReport::new(feed.name());
         loop {
+            report.read_until = state.completed_at;
             if *pages_left == Some(0) || self.clock.now() + self.options.stop_margin >= deadline {
                 report.outcome = Outcome::Paused;
                 return report;
@@ -359,6 +385,7 @@ impl Poller {
             };
             *pages_left = pages_left.map(|n| n.saturating_sub(1));
             state = after_page(&state, from, next.0, next.1, self.clock.now());
+            report.read_until = state.completed_at;
             if let Err(e) = self.state.save(feed, &state).await {
                 return failed(report, &e.to_string());
             }

@@ -145,6 +145,7 @@ fn world(records: Vec<AccountingRecord>, options: PollerOptions) -> World {
         clock: Arc::new(ManualClock::new(t(NOW))),
         sources: vec![PollSource::AccountingRecords],
         reference: ReferenceCheck::Off,
+        metrics: crate::metrics::Metrics::new("Test", "poller"),
         options,
     };
     World { brex, store, state, queue, poller }

@@ -22,6 +22,7 @@ use crate::brex::model::{AccountingRecord, ReviewStatus};
 use crate::domain::{CompanyCode, ExpenseId, Origin, ReferenceNumber, Subject, WorkItem};
 use crate::error::{Classify, Disposition};
 use crate::mapping::{LoadedMapping, map_record, validate_proposal};
+use crate::metrics::{Metric, Metrics, dim};
 use crate::ports::{
     AuditTrail, Begin, Clock, ExportOutcome, IdempotencyKey, IdempotencyStore, Ledger, MappingSource, RecordSource,
     SpendClaim, SpendClaims,
@@ -81,6 +82,8 @@ pub struct BatchReport {
     pub already_posted: BTreeMap<Subject, String>,
     /// Permanent failures, recorded (and for records reported to Brex).
     pub failed: BTreeMap<Subject, String>,
+    /// What each failure of this batch was about (not those failed before it and redelivered).
+    pub failure_classes: BTreeMap<Subject, FailureClass>,
     /// Retryable problems: the messages carrying these are returned to SQS.
     pub retry: BTreeMap<Subject, String>,
     /// The deployment or tenant is at fault: recorded as held with the fix, not reported to Brex; the
@@ -90,6 +93,10 @@ pub struct BatchReport {
     pub skipped: BTreeMap<Subject, String>,
     /// `DRY_RUN`: the proposals that would have been posted.
     pub proposals: Vec<Proposal>,
+    /// The company of each posted or already posted subject whose proposal was made in this batch.
+    pub companies: BTreeMap<Subject, CompanyCode>,
+    /// Brex `updated_at` → voucher created, for each voucher this batch created, in milliseconds.
+    pub post_latencies_ms: Vec<i64>,
     /// The mapping document version the batch was judged with.
     pub mapping_version: Option<i64>,
     /// Posted or failed records whose export result Brex did not take: their messages are redelivered.
@@ -105,6 +112,53 @@ pub struct BatchReport {
 pub struct Held {
     pub reason: String,
     pub fix: String,
+    pub class: HoldClass,
+}
+
+/// Whose side a held subject waits on (the `ReasonClass` of the `RecordsHeld` metric).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HoldClass {
+    /// IFS credentials, or what the tenant serves.
+    Ifs,
+    /// Brex credentials or URL.
+    Brex,
+    /// No usable mapping document.
+    MappingDocument,
+}
+
+impl HoldClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ifs => "ifs",
+            Self::Brex => "brex",
+            Self::MappingDocument => "mapping_document",
+        }
+    }
+
+    fn of(error: &crate::error::ExternalError) -> Self {
+        if error.system.eq_ignore_ascii_case("brex") { Self::Brex } else { Self::Ifs }
+    }
+}
+
+/// What a permanent failure is about (the `ReasonClass` of the `RecordsFailed` metric).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureClass {
+    /// The mapping cannot book the record as it is coded.
+    Mapping,
+    /// IFS refused the voucher on its merits (unknown account, closed period, a demanded code part, …).
+    IfsRefusal,
+    /// Brex does not know the record, or it cannot be read.
+    BrexRecord,
+}
+
+impl FailureClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Mapping => "mapping",
+            Self::IfsRefusal => "ifs_refusal",
+            Self::BrexRecord => "brex_record",
+        }
+    }
 }
 
 /// The fix named for a held error that carries none.
@@ -120,6 +174,8 @@ pub struct Poster {
     pub clock: Arc<dyn Clock>,
     /// Where held messages are delayed (the work queue); `None` leaves them to the visibility timeout.
     pub redelivery: Option<Arc<dyn crate::ports::Redelivery>>,
+    /// Where the batch's outcomes are counted (the function flushes it after each invocation).
+    pub metrics: Metrics,
     pub options: PosterOptions,
 }
 
@@ -128,6 +184,8 @@ struct Candidate {
     subject: Subject,
     proposal: Proposal,
     version: i64,
+    /// When Brex last changed it: the start of the latency the dashboard shows.
+    updated_at: DateTime<Utc>,
     /// The expense it books, when it books one.
     spend: Option<ExpenseId>,
     /// Other Brex ids that claimed the same spend: their vouchers count as ours in the dedup.
@@ -240,6 +298,9 @@ impl Poster {
             dry_run = self.options.dry_run,
             "batch done"
         );
+        if !self.options.dry_run {
+            record_metrics(&self.metrics, &report);
+        }
         report
     }
 
@@ -252,11 +313,12 @@ impl Poster {
             match self.records.fetch_records(&record_ids).await {
                 Ok(fetched) => {
                     for id in fetched.missing {
-                        self.fail(&Subject::Record(id), "Brex does not know this accounting record", batch).await;
+                        let reason = "Brex does not know this accounting record";
+                        self.fail(&Subject::Record(id), reason, FailureClass::BrexRecord, batch).await;
                     }
                     for (id, why) in fetched.malformed {
                         let reason = format!("Brex record could not be read: {why}");
-                        self.fail(&Subject::Record(id), &reason, batch).await;
+                        self.fail(&Subject::Record(id), &reason, FailureClass::BrexRecord, batch).await;
                     }
                     views.extend(fetched.records.into_iter().map(|r| (Subject::Record(r.id.clone()), r)));
                 }
@@ -270,17 +332,18 @@ impl Poster {
             match self.records.fetch_expenses(&expense_ids).await {
                 Ok(fetched) => {
                     for id in fetched.missing {
-                        self.fail(&Subject::Expense(id), "Brex does not know this expense", batch).await;
+                        let reason = "Brex does not know this expense";
+                        self.fail(&Subject::Expense(id), reason, FailureClass::BrexRecord, batch).await;
                     }
                     for (id, why) in fetched.malformed {
                         let reason = format!("Brex expense could not be read: {why}");
-                        self.fail(&Subject::Expense(id), &reason, batch).await;
+                        self.fail(&Subject::Expense(id), &reason, FailureClass::BrexRecord, batch).await;
                     }
                     for expense in fetched.expenses {
                         let subject = Subject::Expense(expense.id.clone());
                         match expense.as_record() {
                             Ok(view) => views.push((subject, view)),
-                            Err(e) => self.fail(&subject, &e.to_string(), batch).await,
+                            Err(e) => self.fail(&subject, &e.to_string(), FailureClass::BrexRecord, batch).await,
                         }
                     }
                 }
@@ -304,8 +367,9 @@ impl Poster {
             Err(e) => {
                 tracing::error!(error = %e, "no usable mapping document; records wait for one");
                 let waiting: Vec<Subject> = views.into_iter().map(|(s, _)| s).collect();
-                let held = Held { reason: format!("mapping document: {e}"), fix: e.fix() };
-                self.route(&waiting, e.disposition(), held, batch).await;
+                let held =
+                    Held { reason: format!("mapping document: {e}"), fix: e.fix(), class: HoldClass::MappingDocument };
+                self.route(&waiting, e.disposition(), held, FailureClass::Mapping, batch).await;
                 return Vec::new();
             }
         };
@@ -326,7 +390,7 @@ impl Poster {
             let proposal = match map_record(&mapping.document, &view) {
                 Ok(p) => p,
                 Err(e) => {
-                    self.fail(&subject, &e.to_string(), batch).await;
+                    self.fail(&subject, &e.to_string(), FailureClass::Mapping, batch).await;
                     continue;
                 }
             };
@@ -340,13 +404,15 @@ impl Poster {
                         subject,
                         proposal,
                         version: view.version,
+                        updated_at: view.updated_at,
                         spend,
                         other_holders: Vec::new(),
                     });
                 }
                 Err(e) => {
-                    let held = Held { reason: e.to_string(), fix: e.fix().unwrap_or_else(|| GENERIC_FIX.into()) };
-                    self.route(&[subject], e.disposition(), held, batch).await;
+                    let fix = e.fix().unwrap_or_else(|| GENERIC_FIX.into());
+                    let held = Held { reason: e.to_string(), fix, class: HoldClass::Ifs };
+                    self.route(&[subject], e.disposition(), held, FailureClass::IfsRefusal, batch).await;
                 }
             }
         }
@@ -422,7 +488,9 @@ impl Poster {
                 .find_map(|r| existing.get(r).map(|key| (r.clone(), key.clone())));
             if let Some((holder, key)) = found {
                 self.spend_posted(&c, &holder, &key).await;
-                self.complete(&c.subject, &key, batch, false).await;
+                if self.complete(&c.subject, &key, batch, false).await {
+                    batch.report.companies.insert(c.subject.clone(), c.proposal.company.clone());
+                }
                 continue;
             }
             to_create.push(c);
@@ -443,23 +511,36 @@ impl Poster {
                 Ok(key) => {
                     tracing::info!(subject = %c.subject, voucher = %key, version = c.version, "posted");
                     self.spend_posted(&c, &c.proposal.reference_number, &key).await;
-                    self.complete(&c.subject, &key, batch, true).await;
+                    let latency = self.clock.now() - c.updated_at;
+                    if self.complete(&c.subject, &key, batch, true).await {
+                        batch.report.companies.insert(c.subject.clone(), c.proposal.company.clone());
+                        batch.report.post_latencies_ms.push(latency.num_milliseconds());
+                    }
                 }
                 Err(e) => {
                     let reason = e.to_string();
-                    self.route(&[c.subject], e.disposition, held_from(&reason, &e), batch).await;
+                    let held = held_from(&reason, &e);
+                    self.route(&[c.subject], e.disposition, held, FailureClass::IfsRefusal, batch).await;
                 }
             }
         }
     }
 
-    /// Settles subjects that could not be posted, by who is at fault.
-    async fn route(&self, subjects: &[Subject], disposition: Disposition, held: Held, batch: &mut Batch) {
+    /// Settles subjects that could not be posted, by who is at fault; `class` says what a permanent
+    /// failure is about.
+    async fn route(
+        &self,
+        subjects: &[Subject],
+        disposition: Disposition,
+        held: Held,
+        class: FailureClass,
+        batch: &mut Batch,
+    ) {
         match disposition {
             Disposition::Retryable => self.give_back(subjects, &held.reason, batch).await,
             Disposition::Permanent => {
                 for subject in subjects {
-                    self.fail(subject, &held.reason, batch).await;
+                    self.fail(subject, &held.reason, class, batch).await;
                 }
             }
             Disposition::Hold => self.hold(subjects, held, batch).await,
@@ -474,7 +555,8 @@ impl Poster {
         } else {
             Disposition::Retryable
         };
-        self.route(subjects, disposition, held_from(reason, e), batch).await;
+        // Never permanent here, so the failure class is never used.
+        self.route(subjects, disposition, held_from(reason, e), FailureClass::IfsRefusal, batch).await;
     }
 
     /// Holds subjects: the claim turns into a HELD record with the reason and the fix (so the operator sees
@@ -484,6 +566,7 @@ impl Poster {
             if !self.options.dry_run {
                 // `outcome = "held"` is what the template's HeldRecordsMetric counts.
                 tracing::error!(%subject, outcome = "held", reason = %held.reason, fix = %held.fix,
+                    reason_class = held.class.as_str(),
                     "held: the deployment or the tenant is at fault; not reported to Brex");
                 self.release_spend(subject, batch).await;
                 let now = self.clock.now();
@@ -536,24 +619,27 @@ impl Poster {
         }
     }
 
-    async fn complete(&self, subject: &Subject, key: &str, batch: &mut Batch, new: bool) {
+    /// Records the voucher; `false` when that failed and the subject is given back for a retry.
+    async fn complete(&self, subject: &Subject, key: &str, batch: &mut Batch, new: bool) -> bool {
         let retain = self.clock.now() + self.options.retention;
         if let Err(e) = self.idempotency.complete(&IdempotencyKey::from(subject), Some(key), retain).await {
             // The voucher exists; a redelivery finds it with the dedup query and completes the subject then.
             tracing::warn!(%subject, voucher = key, error = %e, "posted but could not record it");
             batch.report.retry.insert(subject.clone(), format!("recording the voucher: {e}"));
-            return;
+            return false;
         }
         let done = if new { &mut batch.report.posted } else { &mut batch.report.already_posted };
         done.insert(subject.clone(), key.to_owned());
+        true
     }
 
-    async fn fail(&self, subject: &Subject, reason: &str, batch: &mut Batch) {
+    async fn fail(&self, subject: &Subject, reason: &str, class: FailureClass, batch: &mut Batch) {
         if self.options.dry_run {
             batch.report.failed.insert(subject.clone(), reason.to_owned());
+            batch.report.failure_classes.insert(subject.clone(), class);
             return;
         }
-        tracing::warn!(%subject, reason, "failed permanently");
+        tracing::warn!(%subject, reason, reason_class = class.as_str(), "failed permanently");
         self.release_spend(subject, batch).await;
         let retain = self.clock.now() + self.options.retention;
         if let Err(e) = self.idempotency.fail(&IdempotencyKey::from(subject), reason, retain).await {
@@ -561,6 +647,7 @@ impl Poster {
             return;
         }
         batch.report.failed.insert(subject.clone(), reason.to_owned());
+        batch.report.failure_classes.insert(subject.clone(), class);
     }
 
     async fn skip(&self, subject: &Subject, reason: &str, batch: &mut Batch) {
@@ -669,12 +756,39 @@ impl Poster {
     }
 }
 
+/// The batch's outcomes as metrics (see [`crate::metrics::Metric`] for what each counts).
+fn record_metrics(metrics: &Metrics, report: &BatchReport) {
+    let company = |subject: &Subject| report.companies.get(subject).map(|c| dim("Company", c.as_str()));
+    for (done, metric) in
+        [(&report.posted, Metric::RecordsPosted), (&report.already_posted, Metric::RecordsAlreadyPosted)]
+    {
+        for subject in done.keys() {
+            metrics.count(metric, 1, company(subject).unwrap_or_default());
+        }
+    }
+    for class in report.failure_classes.values() {
+        metrics.count(Metric::RecordsFailed, 1, dim("ReasonClass", class.as_str()));
+    }
+    for held in report.held.values() {
+        metrics.count(Metric::RecordsHeld, 1, dim("ReasonClass", held.class.as_str()));
+    }
+    metrics.count(Metric::RecordsRetried, report.retry.len() as u64, Vec::new());
+    metrics.count(Metric::RecordsSkipped, report.skipped.len() as u64, Vec::new());
+    for ms in &report.post_latencies_ms {
+        metrics.record(Metric::PostLatency, (*ms).max(0) as f64, Vec::new());
+    }
+}
+
 fn fetch_error(e: &crate::error::ExternalError) -> String {
     format!("fetching from Brex: {e}")
 }
 
 fn held_from(reason: &str, e: &crate::error::ExternalError) -> Held {
-    Held { reason: reason.to_owned(), fix: e.fix.clone().unwrap_or_else(|| GENERIC_FIX.into()) }
+    Held {
+        reason: reason.to_owned(),
+        fix: e.fix.clone().unwrap_or_else(|| GENERIC_FIX.into()),
+        class: HoldClass::of(e),
+    }
 }
 
 #[cfg(test)]

@@ -343,6 +343,7 @@ fn rig_without_mapping(options: PosterOptions) -> Rig {
         mapping: Arc::new(store.clone()),
         clock: clock.clone(),
         redelivery: Some(queue.clone()),
+        metrics: crate::metrics::Metrics::new("Test", "poster"),
         options,
     };
     Rig { brex, ifs, store, queue, clock, poster }
@@ -793,4 +794,36 @@ async fn a_record_no_longer_ready_is_skipped_and_its_claim_dropped() {
     assert!(report.failed_messages.is_empty());
     assert_eq!(rig.state("accr_1"), None, "a later READY_FOR_EXPORT posts it");
     assert_eq!((rig.ifs.creates(), rig.brex.report_calls.load(Ordering::SeqCst)), (0, 0));
+}
+
+/// The batch's outcomes become metrics once: posted by company with its latency, failures by what they are
+/// about, an IFS refusal apart from a mapping error; a redelivery counts as already posted.
+#[tokio::test]
+async fn the_outcomes_are_counted_as_metrics() {
+    let rig = rig();
+    rig.brex.insert(card_record("accr_1", Some("6500 Travel"), None));
+    rig.brex.insert(card_record("accr_bad", None, None));
+    lock(&rig.ifs.unknown_accounts).insert("6510".into());
+    rig.brex.insert(card_record("accr_2", Some("6510 Meals"), None));
+    let message = records_message("m1", &["accr_1", "accr_bad", "accr_2"]);
+    rig.process(std::slice::from_ref(&message)).await;
+    let lines: Vec<serde_json::Value> =
+        rig.poster.metrics.take_lines(rig.clock.now()).iter().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let value = |metric: &str, key: &str, dim: &str| {
+        lines.iter().find(|l| l.get(metric).is_some() && l[key] == dim).map(|l| l[metric].clone())
+    };
+    assert_eq!(value("RecordsPosted", "Company", "10"), Some(json!(1.0)), "{lines:?}");
+    assert_eq!(value("RecordsFailed", "ReasonClass", "mapping"), Some(json!(1.0)), "{lines:?}");
+    assert_eq!(value("RecordsFailed", "ReasonClass", "ifs_refusal"), Some(json!(1.0)), "{lines:?}");
+    // Brex updated the record at 09:09:10, the clock says 12:00:00.
+    let latency = lines.iter().find_map(|l| l.get("PostLatency")).cloned();
+    assert_eq!(latency, Some(json!(10_250_000.0)), "{lines:?}");
+    assert!(lines.iter().all(|l| l["Function"] == "poster"));
+
+    rig.process(&[message]).await;
+    let again: Vec<String> = rig.poster.metrics.take_lines(rig.clock.now());
+    assert_eq!(again.len(), 1, "{again:?}");
+    let line: serde_json::Value = serde_json::from_str(&again[0]).unwrap();
+    assert_eq!(line["RecordsAlreadyPosted"], json!(1.0), "the failed ones are not counted again: {line}");
+    assert!(line.get("RecordsFailed").is_none() && line.get("RecordsPosted").is_none(), "{line}");
 }

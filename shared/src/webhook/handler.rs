@@ -11,6 +11,7 @@ use tokio::sync::Mutex;
 
 use super::verify::{SignedHeaders, VerifyError, WebhookVerifier};
 use crate::domain::{AccountingRecordId, Origin, WebhookId, WorkItem};
+use crate::metrics::Metrics;
 use crate::ports::{Begin, Clock, IdempotencyKey, IdempotencyStore, WebhookSecretSource, WorkQueue};
 
 pub const READY_FOR_EXPORT: &str = "ACCOUNTING_RECORD_READY_FOR_EXPORT";
@@ -93,6 +94,7 @@ pub struct WebhookService {
     clock: Arc<dyn Clock>,
     options: WebhookOptions,
     cache: Mutex<SecretCache>,
+    metrics: Metrics,
 }
 
 /// A parsed `ACCOUNTING_RECORD_READY_FOR_EXPORT` event, or another event type to ignore.
@@ -165,7 +167,18 @@ impl WebhookService {
         clock: Arc<dyn Clock>,
         options: WebhookOptions,
     ) -> Self {
-        Self { queue, idempotency, secrets, clock, options, cache: Mutex::new(SecretCache::default()) }
+        let cache = Mutex::new(SecretCache::default());
+        Self { queue, idempotency, secrets, clock, options, cache, metrics: Metrics::default() }
+    }
+
+    /// Counts the deliveries into `metrics`.
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     pub fn options(&self) -> &WebhookOptions {

@@ -182,7 +182,7 @@ async fn poller_timer(
     runs: Arc<AtomicU64>,
 ) {
     while !stop.load(Ordering::Relaxed) {
-        let report = poller.run(chrono::Utc::now() + chrono::Duration::seconds(60)).await;
+        let report = shared::lambda::poller::run(&poller, chrono::Utc::now() + chrono::Duration::seconds(60)).await;
         runs.fetch_add(1, Ordering::Relaxed);
         enqueued.fetch_add(report.enqueued() as u64, Ordering::Relaxed);
         if report.has_errors() {

@@ -314,6 +314,11 @@ impl<'f> BatchFlow<'f> {
             let verdicts: Vec<Verdict> = match self.transport.execute(&req).await {
                 Ok(resp) => match parse_batch_response(resp.content_type.as_deref().unwrap_or(""), &resp.body) {
                     Ok(answers) => {
+                        for answer in &answers {
+                            if matches!(answer, ChangeSetAnswer::Failed(part) if part.status == 412) {
+                                self.transport.count_412_in_batch();
+                            }
+                        }
                         if answers.iter().any(|a| matches!(a, ChangeSetAnswer::Applied(_))) {
                             self.flow.prove_references();
                         } else {

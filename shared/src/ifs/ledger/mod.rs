@@ -81,10 +81,14 @@ impl IfsLedger {
     /// the dedup query first, and an uncertain outcome is resolved with it before anything is sent again.
     pub async fn create_vouchers(&self, proposals: &[Proposal]) -> Vec<Result<VoucherKey, IfsError>> {
         if self.voucher_flow().await.0 == VoucherFlow::StepByStep {
+            self.transport.count_flow(VoucherFlow::StepByStep);
             let step = StepByStep::new(&self.transport, &self.reference);
             return step.create_each(proposals.iter().enumerate()).await.into_iter().map(|(_, r)| r).collect();
         }
-        BatchFlow::new(&self.transport, &self.reference, &self.flow).create_vouchers(proposals).await
+        let outcomes = BatchFlow::new(&self.transport, &self.reference, &self.flow).create_vouchers(proposals).await;
+        // A batch the tenant refused went on step by step: that is the flow it got.
+        self.transport.count_flow(self.voucher_flow().await.0);
+        outcomes
     }
 
     /// The flow [`IfsLedger::create_vouchers`] takes now, and why.
