@@ -11,3 +11,4 @@ pub mod fixtures;
 pub mod ifs;
 pub mod logs;
 pub mod pipeline;
+pub mod template;

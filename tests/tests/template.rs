@@ -48,7 +48,9 @@ fn actions(t: &Value, role: &str) -> BTreeMap<String, Vec<String>> {
     out
 }
 
-const COMMON: &[&str] = &["QUEUE_URL", "TABLE_NAME", "BREX_SECRET_ID", "BREX_API_URL", "BREX_REQUESTS_PER_MINUTE"];
+// METRICS_NAMESPACE is an addition to contract §1 (README, "Deviations from the contract").
+const COMMON: &[&str] =
+    &["QUEUE_URL", "TABLE_NAME", "BREX_SECRET_ID", "BREX_API_URL", "BREX_REQUESTS_PER_MINUTE", "METRICS_NAMESPACE"];
 const IFS: &[&str] = &["IFS_SECRET_ID", "IFS_URL", "IFS_REALM", "IFS_REQUESTS_PER_MINUTE", "POSTER_MAX_CONCURRENCY"];
 
 #[test]
@@ -63,6 +65,12 @@ fn each_function_gets_exactly_its_contract_environment() {
     poster.extend(set(IFS));
     poster.extend(set(&["REPORT_EXPORT_RESULTS", "DRY_RUN"]));
     assert_eq!(env_names(&t, "PosterFunction"), poster);
+    // One namespace per stack, where the dashboard and the alarms look (tests/tests/dashboard.rs).
+    for function in ["WebhookFunction", "PollerFunction", "PosterFunction"] {
+        let namespace = &resource(&t, function)["Properties"]["Environment"]["Variables"]["METRICS_NAMESPACE"];
+        let expected: Value = serde_yaml::from_str(r#"!Sub "BrexIfsConnector/${AWS::StackName}""#).unwrap();
+        assert_eq!(namespace, &expected, "{function}");
+    }
 }
 
 #[test]
@@ -78,6 +86,7 @@ fn the_environment_the_code_reads_is_what_the_template_sets() {
             "SYNC_BREX_FIELDS" => "false",
             "BREX_FIELDS_MAX_REQUESTS" => "100",
             "POSTER_MAX_CONCURRENCY" => "2",
+            "METRICS_NAMESPACE" => "BrexIfsConnector/stack",
             _ => "https://example.test",
         };
         env_names(&t, function).into_iter().map(|k| (k.clone(), value(&k).to_owned())).collect()
@@ -165,6 +174,23 @@ fn queue_table_and_functions_match_what_the_code_assumes() {
     let globals = &t["Globals"]["Function"];
     assert_eq!(globals["Runtime"].as_str(), Some("provided.al2023"));
     assert_eq!(globals["Architectures"][0].as_str(), Some("arm64"));
+}
+
+#[test]
+fn every_function_is_traced_with_x_ray() {
+    let t = template();
+    assert_eq!(t["Globals"]["Function"]["Tracing"].as_str(), Some("Active"));
+    for (function, role) in
+        [("WebhookFunction", "WebhookRole"), ("PollerFunction", "PollerRole"), ("PosterFunction", "PosterRole")]
+    {
+        let own = &resource(&t, function)["Properties"]["Tracing"];
+        assert!(own.is_null() || own.as_str() == Some("Active"), "{function} turns tracing off");
+        // An explicit role gets none of SAM's tracing policy: it must grant the segments upload itself.
+        let granted = actions(&t, role);
+        for needed in ["xray:PutTraceSegments", "xray:PutTelemetryRecords"] {
+            assert!(granted.contains_key(needed), "{role} lacks {needed}");
+        }
+    }
 }
 
 trait Tagged {

@@ -121,7 +121,8 @@ fn statements(t: &Value) -> Vec<Statement<'_>> {
     out
 }
 
-/// Actions that have no resource-level permissions in IAM: `Resource: "*"` is the only form that works.
+/// Actions that have no resource-level permissions in IAM: `Resource: "*"` is the only form that works. X-Ray
+/// traces every function (`Tracing: Active`), and its upload actions name no resource type at all.
 const NO_RESOURCE_LEVEL: &[&str] = &["xray:PutTraceSegments", "xray:PutTelemetryRecords"];
 
 /// Resource types whose `Ref` is their ARN (e.g. a queue's `Ref` is its URL, a table's its name).
@@ -324,8 +325,10 @@ fn encryption_problems(t: &Value) -> Vec<String> {
         "AWS::IAM::Role",
         "AWS::Serverless::HttpApi",
         "AWS::CloudWatch::Alarm",
-        // Turns log lines into a metric; stores nothing itself.
-        "AWS::Logs::MetricFilter",
+        // Widget definitions only; the metrics and logs it shows are stored (and encrypted) elsewhere.
+        "AWS::CloudWatch::Dashboard",
+        // Where the alarm topic delivers; the messages rest in the topic.
+        "AWS::SNS::Subscription",
         // Code and configuration only; its environment holds no secret (ids and URLs, docs/contract.md §1).
         "AWS::Serverless::Function",
     ];
@@ -337,6 +340,8 @@ fn encryption_problems(t: &Value) -> Vec<String> {
             "AWS::SQS::Queue" => is_our_key(&p["KmsMasterKeyId"]),
             "AWS::SecretsManager::Secret" => is_our_key(&p["KmsKeyId"]),
             "AWS::Logs::LogGroup" => is_our_key(&p["KmsKeyId"]),
+            // Alarm messages at rest; CloudWatch may publish to it because the key policy lets it use the key.
+            "AWS::SNS::Topic" => is_our_key(&p["KmsMasterKeyId"]),
             "AWS::DynamoDB::Table" => {
                 let sse = &p["SSESpecification"];
                 sse["SSEEnabled"].as_bool() == Some(true)
@@ -354,8 +359,10 @@ fn encryption_problems(t: &Value) -> Vec<String> {
             problems.push(format!("{name} ({kind}) is not encrypted with ConnectorKey"));
         }
     }
-    if encrypted < 8 {
-        problems.push(format!("only {encrypted} data stores found: queue, DLQ, table, 2 secrets, 3 log groups"));
+    if encrypted < 9 {
+        problems.push(format!(
+            "only {encrypted} data stores found: queue, DLQ, table, 2 secrets, 3 log groups, alarm topic"
+        ));
     }
     // Each function logs into one of those encrypted log groups, not an implicit unencrypted one.
     for (name, f) in of_type(t, "AWS::Serverless::Function") {
@@ -403,6 +410,13 @@ fn the_encryption_rules_catch_the_mistakes_they_exist_for() {
         ("table with the AWS-owned key", Box::new(drop("Table", &["SSESpecification"], "KMSMasterKeyId"))),
         ("log group without KMS", Box::new(drop("PosterLogGroup", &[], "KmsKeyId"))),
         ("secret without KMS", Box::new(drop("IfsSecret", &[], "KmsKeyId"))),
+        ("alarm topic without KMS", Box::new(drop("AlarmTopic", &[], "KmsMasterKeyId"))),
+        (
+            "alarm topic on the AWS-managed SNS key (CloudWatch cannot publish to it)",
+            Box::new(|t: &mut Value| {
+                t["Resources"]["AlarmTopic"]["Properties"]["KmsMasterKeyId"] = Value::from("alias/aws/sns");
+            }),
+        ),
         ("no key rotation", Box::new(drop("ConnectorKey", &[], "EnableKeyRotation"))),
         ("function logging to an implicit group", Box::new(drop("PollerFunction", &[], "LoggingConfig"))),
         (

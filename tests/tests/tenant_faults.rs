@@ -97,7 +97,7 @@ async fn wrong_projection_name_holds_every_record_and_replay_posts_them_once_fix
             l["outcome"] == "held" && ids.iter().any(|id| l["subject"].as_str().is_some_and(|s| s.contains(id)))
         })
         .count();
-    assert!(held_lines >= ids.len(), "every hold is logged (the alarm's metric filter counts these)");
+    assert!(held_lines >= ids.len(), "every hold is logged (the dashboard's failed-and-held log query lists these)");
 
     let listed = cli(&p, &["failures", "--json"]).await;
     assert_eq!(listed.code, 1, "held records are something to fix");
