@@ -564,7 +564,7 @@ impl Poster {
     async fn hold(&self, subjects: &[Subject], held: Held, batch: &mut Batch) {
         for subject in subjects {
             if !self.options.dry_run {
-                // `outcome = "held"` is what the template's HeldRecordsMetric counts.
+                // `outcome = "held"` is what the dashboard's latest-failures widget lists.
                 tracing::error!(%subject, outcome = "held", reason = %held.reason, fix = %held.fix,
                     reason_class = held.class.as_str(),
                     "held: the deployment or the tenant is at fault; not reported to Brex");
