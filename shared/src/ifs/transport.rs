@@ -569,6 +569,7 @@ impl IfsTransport {
                 resend: Resend::Always,
             };
             let answer: TokenAnswer = self.run(&req, false).await?.json("token response")?;
+            self.inner.metrics.count(Metric::IfsTokenFetches, 1, Vec::new());
             Ok(FetchedToken {
                 access_token: Secret::new(answer.access_token),
                 expires_in: answer.expires_in.filter(|s| *s > 0).map(Duration::from_secs),
@@ -651,9 +652,6 @@ impl IfsTransport {
             _ => "write",
         };
         self.inner.metrics.count(Metric::IfsRequests, 1, dim("Kind", kind));
-        if kind == "token" {
-            self.inner.metrics.count(Metric::IfsTokenFetches, 1, Vec::new());
-        }
         let resp = builder.send().await.map_err(transport_failure)?;
         let status = resp.status();
         let etag = resp.headers().get(ETAG).and_then(|v| v.to_str().ok()).and_then(|v| ETag::parse(v).ok());
