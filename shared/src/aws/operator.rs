@@ -42,7 +42,7 @@ pub struct IdempotencyState {
 /// A subject with its idempotency state.
 pub type SubjectState = (Subject, IdempotencyState);
 
-fn state_from_item(item: &HashMap<String, AttributeValue>) -> IdempotencyState {
+pub(super) fn state_from_item(item: &HashMap<String, AttributeValue>) -> IdempotencyState {
     IdempotencyState {
         status: get_s(item, "status").unwrap_or_default().to_owned(),
         result: get_s(item, "result").map(str::to_owned),
