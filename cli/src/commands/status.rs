@@ -126,9 +126,9 @@ pub fn voucher_flow(
             Some(c.reason.clone()),
             Some(c.until),
             format!(
-                "step by step — IFS refused $batch: {}; $batch is tried again after {} ({setting})",
-                clip(&c.reason, 200),
-                stamp(c.until)
+                "step by step until {}, then $batch is tried again ({setting}); why: {}",
+                stamp(c.until),
+                clip(&c.reason, 300)
             ),
         ),
         Some(c) if c.value == STEP_BY_STEP => status(
@@ -471,8 +471,8 @@ mod tests {
         assert_eq!((f.flow, f.configured), ("step_by_step", "auto"));
         assert_eq!(
             f.text,
-            "step by step — IFS refused $batch: $batch answered 404 ODP_RESOURCE_NOTFOUND; $batch is tried again \
-             after 2026-06-11T12:40:00Z ([ifs.api] batch = auto)"
+            "step by step until 2026-06-11T12:40:00Z, then $batch is tried again ([ifs.api] batch = auto); why: \
+             $batch answered 404 ODP_RESOURCE_NOTFOUND"
         );
         let lapsed = refused(now - Duration::minutes(1));
         assert_eq!(voucher_flow(Some(BatchMode::Auto), Some(&lapsed), true, now).flow, "batch");
