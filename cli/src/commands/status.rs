@@ -1,6 +1,7 @@
 //! `connector status [--since 24h]`: one screen for whoever is on call — is spend flowing, how far behind,
 //! what is failing or held and why. Posted and failed are counted within the window; held and claimed
 //! records are present states and are shown whatever their age (a record held last week is still waiting).
+//! Exit 1 when a record failed within the window, any is held, or the DLQ holds messages (as `failures`).
 
 use std::collections::HashMap;
 use std::io::Write;

@@ -12,7 +12,7 @@ use super::DynamoStore;
 use super::operator::{SubjectState, state_from_item};
 use super::poll_state::DynamoPollState;
 use super::table::status::{COMPLETED, FAILED, HELD, IN_PROGRESS};
-use super::table::{IDEM_SK, get_s, s};
+use super::table::{EXPENSE_PK_PREFIX, IDEM_SK, RECORD_PK_PREFIX, get_s, s};
 use crate::brex::model::SourceType;
 use crate::domain::Subject;
 use crate::error::AwsError;
@@ -91,8 +91,8 @@ impl DynamoStore {
                 .expression_attribute_names("#upd", "updated_at")
                 .expression_attribute_names("#lease", "lease_until")
                 .expression_attribute_values(":idem", s(IDEM_SK))
-                .expression_attribute_values(":rec", s("record#"))
-                .expression_attribute_values(":exp", s("expense#"))
+                .expression_attribute_values(":rec", s(RECORD_PK_PREFIX))
+                .expression_attribute_values(":exp", s(EXPENSE_PK_PREFIX))
                 .set_exclusive_start_key(start)
                 .send()
                 .await
