@@ -19,20 +19,53 @@ pub const SETTING_FLAGS: [(&str, &str, &str); 10] = [
     ("ifs-requests-per-minute", "IFS_REQUESTS_PER_MINUTE", "IFS request budget"),
 ];
 
+/// `connector status` looks this far back unless told otherwise.
+pub const DEFAULT_STATUS_WINDOW: &str = "24h";
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
-    Doctor { records: usize, lookback_days: i64, probe_writes: bool },
-    MappingValidate { file: PathBuf },
-    MappingPush { file: PathBuf, force: bool },
+    Doctor {
+        records: usize,
+        lookback_days: i64,
+        probe_writes: bool,
+    },
+    MappingValidate {
+        file: PathBuf,
+    },
+    MappingPush {
+        file: PathBuf,
+        force: bool,
+    },
     MappingShow,
-    DryRun { since: Option<DateTime<Utc>>, ids: Vec<String>, csv: bool },
-    Backfill { since: DateTime<Utc>, until: Option<DateTime<Utc>> },
+    DryRun {
+        since: Option<DateTime<Utc>>,
+        ids: Vec<String>,
+        csv: bool,
+    },
+    Backfill {
+        since: DateTime<Utc>,
+        until: Option<DateTime<Utc>>,
+    },
     Failures,
-    Replay { all: bool, ids: Vec<String> },
-    Trace { id: String },
-    WebhookRegister { url: String },
+    /// `window` is the operator's text for `since` (e.g. `24h`), for the heading.
+    Status {
+        since: DateTime<Utc>,
+        window: String,
+    },
+    Replay {
+        all: bool,
+        ids: Vec<String>,
+    },
+    Trace {
+        id: String,
+    },
+    WebhookRegister {
+        url: String,
+    },
     WebhookList,
-    FieldsSync { dry_run: bool },
+    FieldsSync {
+        dry_run: bool,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,6 +144,11 @@ fn cli() -> clap::Command {
             .arg(time_arg("until", "updated at or before")),
     )
     .subcommand(clap::Command::new("failures").about("Failed and held records (table) and dead-lettered messages"))
+    .subcommand(
+        clap::Command::new("status")
+            .about("Is spend flowing: posted/failed/held/in flight, queue depth, poller lag, IFS flow, top reasons")
+            .arg(time_arg("since", "window for posted and failed (date, RFC 3339, or 90m/24h/7d); default 24h")),
+    )
     .subcommand(
         clap::Command::new("replay")
             .about("Retry failed and held records (after the mapping or the deployment is fixed)")
@@ -229,6 +267,11 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Invocation, Parse
             until: time(m, "until", now)?,
         },
         ("failures", _) => Command::Failures,
+        ("status", m) => {
+            let window = m.get_one::<String>("since").cloned().unwrap_or_else(|| DEFAULT_STATUS_WINDOW.to_owned());
+            let since = parse_time(&window, now).map_err(|e| ParseOutcome::Error(format!("error: --since: {e}\n")))?;
+            Command::Status { since, window }
+        }
         ("replay", m) => Command::Replay { all: m.get_flag("all"), ids: strings(m, "ids") },
         ("trace", m) => Command::Trace { id: m.get_one::<String>("id").cloned().unwrap_or_default() },
         ("webhook", m) => match m.subcommand().ok_or_else(missing)? {
@@ -274,6 +317,24 @@ mod tests {
         assert_eq!(parse(args("fields sync --dry-run")).ok().unwrap().command, Command::FieldsSync { dry_run: true });
         assert_eq!(parse(args("fields sync")).ok().unwrap().command, Command::FieldsSync { dry_run: false });
         assert!(matches!(parse(args("fields")), Err(ParseOutcome::Error(_))));
+        let before = Utc::now();
+        match parse(args("status")).ok().unwrap().command {
+            Command::Status { since, window } => {
+                assert_eq!(window, "24h");
+                let back = before - since;
+                assert!(back <= Duration::hours(24) && back > Duration::hours(24) - Duration::minutes(1), "{back}");
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse(args("status --since 90m --json")).ok().unwrap().command {
+            Command::Status { since, window } => {
+                assert_eq!(window, "90m");
+                assert!(Utc::now() - since >= Duration::minutes(90) && Utc::now() - since < Duration::minutes(91));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(parse(args("status --since 7d")).ok().unwrap().command, Command::Status { .. }));
+        assert!(matches!(parse(args("status --since soon")), Err(ParseOutcome::Error(_))));
     }
 
     #[test]

@@ -25,7 +25,7 @@ const HELD_ROWS_PER_CAUSE: usize = 10;
 /// Replayed records named one by one in text before the rest is counted.
 const REPLAYED_LINES: usize = 50;
 /// The heading of the held section.
-const HELD_HEADING: &str = "the deployment or tenant is at fault; fix, then `connector replay`";
+pub(crate) const HELD_HEADING: &str = "the deployment or tenant is at fault; fix, then `connector replay`";
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct DlqMessage {
@@ -142,16 +142,16 @@ pub fn origin_text(origin: &Origin) -> String {
 
 /// Held records that share one cause: the same reason and the same fix.
 #[derive(Debug)]
-struct HeldCause<'a> {
-    reason: &'a str,
-    fix: &'a str,
+pub(crate) struct HeldCause<'a> {
+    pub reason: &'a str,
+    pub fix: &'a str,
     /// Longest held first (the order of the listing they came from).
-    records: Vec<&'a SubjectState>,
+    pub records: Vec<&'a SubjectState>,
 }
 
 /// Groups held records by (reason, fix), so a cause that holds every record reads as one fix plus a list. The
 /// causes come in the order of their longest-held record.
-fn held_causes(held: &[SubjectState]) -> Vec<HeldCause<'_>> {
+pub(crate) fn held_causes(held: &[SubjectState]) -> Vec<HeldCause<'_>> {
     let mut causes: Vec<HeldCause<'_>> = Vec::new();
     let mut index: HashMap<(&str, &str), usize> = HashMap::new();
     for entry in held {

@@ -6,6 +6,7 @@ mod dry_run;
 mod failures;
 mod fields;
 mod mapping;
+mod status;
 mod trace;
 mod webhook;
 
@@ -32,6 +33,7 @@ pub async fn dispatch(
         Command::DryRun { since, ids, csv } => dry_run::run(ctx, *since, ids, *csv, out).await,
         Command::Backfill { since, until } => backfill::run(ctx, *since, *until, out, err).await,
         Command::Failures => failures::list(ctx, out).await,
+        Command::Status { since, window } => status::run(ctx, *since, window, out).await,
         Command::Replay { all, ids } => failures::replay(ctx, *all, ids, out).await,
         Command::Trace { id } => trace::run(ctx, id, out).await,
         Command::WebhookRegister { url } => webhook::register(ctx, url, out).await,

@@ -14,6 +14,7 @@ pub mod report;
 pub mod secrets;
 pub mod spend;
 pub mod sqs;
+pub mod status;
 pub mod table;
 
 pub use dynamodb::DynamoStore;

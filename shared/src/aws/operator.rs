@@ -8,7 +8,9 @@ use chrono::{DateTime, TimeZone, Utc};
 
 use super::DynamoStore;
 use super::table::status::{FAILED, HELD};
-use super::table::{IDEM_SK, conditional_failed, get_n, get_s, queued_pk, s, subject_pk};
+use super::table::{
+    EXPENSE_PK_PREFIX, IDEM_SK, RECORD_PK_PREFIX, conditional_failed, get_n, get_s, queued_pk, s, subject_pk,
+};
 use crate::domain::Subject;
 use crate::error::AwsError;
 
@@ -42,7 +44,7 @@ pub struct IdempotencyState {
 /// A subject with its idempotency state.
 pub type SubjectState = (Subject, IdempotencyState);
 
-fn state_from_item(item: &HashMap<String, AttributeValue>) -> IdempotencyState {
+pub(super) fn state_from_item(item: &HashMap<String, AttributeValue>) -> IdempotencyState {
     IdempotencyState {
         status: get_s(item, "status").unwrap_or_default().to_owned(),
         result: get_s(item, "result").map(str::to_owned),
@@ -84,8 +86,8 @@ impl DynamoStore {
                 .expression_attribute_values(":idem", s(IDEM_SK))
                 .expression_attribute_values(":failed", s(FAILED))
                 .expression_attribute_values(":held", s(HELD))
-                .expression_attribute_values(":rec", s("record#"))
-                .expression_attribute_values(":exp", s("expense#"))
+                .expression_attribute_values(":rec", s(RECORD_PK_PREFIX))
+                .expression_attribute_values(":exp", s(EXPENSE_PK_PREFIX))
                 .consistent_read(true)
                 .set_exclusive_start_key(start)
                 .send()

@@ -25,6 +25,9 @@ use crate::ports::{Feed, IdempotencyKey};
 pub const IDEM_SK: &str = "idem";
 pub const QUEUED_SK: &str = "queued";
 pub const LEASE_SK: &str = "lease";
+/// How the partitions of [`subject_pk`] begin, for Scans that look for every subject's items.
+pub const RECORD_PK_PREFIX: &str = "record#";
+pub const EXPENSE_PK_PREFIX: &str = "expense#";
 
 /// The `status` of an idempotency item.
 pub mod status {
@@ -39,8 +42,8 @@ pub mod status {
 /// The partition of a subject's idempotency item and audit trail.
 pub fn subject_pk(subject: &Subject) -> String {
     match subject {
-        Subject::Record(id) => format!("record#{id}"),
-        Subject::Expense(id) => format!("expense#{id}"),
+        Subject::Record(id) => format!("{RECORD_PK_PREFIX}{id}"),
+        Subject::Expense(id) => format!("{EXPENSE_PK_PREFIX}{id}"),
     }
 }
 

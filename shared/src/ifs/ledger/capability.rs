@@ -21,7 +21,8 @@ const STORE_RECHECK: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// The name under which the flow is stored.
 pub const FLOW_CAPABILITY: &str = "ifs_voucher_flow";
-const STEP_BY_STEP: &str = "step_by_step";
+/// The stored value of a refusal of `$batch`.
+pub const STEP_BY_STEP: &str = "step_by_step";
 
 /// The flow the poster uses for a tenant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
