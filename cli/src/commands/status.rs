@@ -257,9 +257,10 @@ pub async fn run(ctx: &Ctx<'_>, since: DateTime<Utc>, window: &str, out: &mut dy
                 json!({
                     "feed": f.name,
                     "last_run": f.state.completed_at,
-                    "last_run_age_seconds": f.state.completed_at.map(|t| (now - t).num_seconds()),
+                    // The lag is the `PollerLag` metric's: since the feed was last read to its end.
+                    "lag_seconds": f.state.completed_at.map(|t| (now - t).num_seconds()),
                     "watermark": f.state.watermark,
-                    "lag_seconds": f.state.watermark.map(|t| (now - t).num_seconds()),
+                    "newest_record_age_seconds": f.state.watermark.map(|t| (now - t).num_seconds()),
                     "paging": f.state.paging.is_some(),
                 })
             })
@@ -347,10 +348,14 @@ pub async fn run(ctx: &Ctx<'_>, since: DateTime<Utc>, window: &str, out: &mut dy
     }
     for (i, f) in feeds.iter().enumerate() {
         let label = if i == 0 { "poller" } else { "" };
-        let run =
-            f.state.completed_at.map_or("no completed run".to_owned(), |t| format!("last run {} ago", span(now - t)));
+        // The lag is the `PollerLag` metric's (and its alarm's): since the feed was last read to its end. The
+        // newest record seen is older on a quiet day without the poller being behind.
+        let run = f
+            .state
+            .completed_at
+            .map_or("no completed run".to_owned(), |t| format!("read to its end {} ago (lag)", span(now - t)));
         let lag = f.state.watermark.map_or("no record seen yet".to_owned(), |t| {
-            format!("lag {} (newest record seen {})", span(now - t), stamp(t))
+            format!("newest record seen {} ago ({})", span(now - t), stamp(t))
         });
         let paging = if f.state.paging.is_some() { ", paging under way" } else { "" };
         writeln!(out, "{label:<16}{}: {run}, {lag}{paging}", f.name)?;
