@@ -51,19 +51,21 @@
 mod document;
 mod engine;
 mod error;
+pub mod period;
 mod template;
 mod validate;
 
 pub use document::{
-    Condition, DEFAULT_GL_ACCOUNT_FIELD, DEFAULT_TEXT, DEFAULT_VOUCHER_TEXT, DocumentError, LoadedMapping,
-    MappingDocument, Passthrough, Pattern, Rule, RuleSet, code_part_key, code_part_remote_id,
+    ClosedPeriodPolicy, Condition, DEFAULT_GL_ACCOUNT_FIELD, DEFAULT_TEXT, DEFAULT_VOUCHER_TEXT, DocumentError,
+    LoadedMapping, MappingDocument, Passthrough, Pattern, Rule, RuleSet, code_part_key, code_part_remote_id,
 };
 pub use engine::{
     CATEGORY_FIELD, DEPARTMENT_FIELD, GL_ACCOUNT_FIELD, GL_ACCOUNT_REMOTE_ID, MAX_VOUCHER_TEXT, map_record,
 };
 pub use error::{Conflict, LineRef, LineSides, MappingError};
+pub use period::{recheck_refusal, settle_period};
 pub use template::{Placeholder, Template, TemplateError};
-pub use validate::validate_proposal;
+pub use validate::{check_proposal, validate_proposal};
 
 use crate::error::{Classify, Disposition};
 
