@@ -1,7 +1,7 @@
 //! What the poster would make of records: the mapping engine, then the same IFS validation, nothing posted.
 
 use shared::brex::model::AccountingRecord;
-use shared::mapping::{MappingDocument, map_record, validate_proposal};
+use shared::mapping::{MappingDocument, check_proposal, map_record};
 use shared::ports::ChartOfAccounts;
 use shared::proposal::Proposal;
 
@@ -21,8 +21,12 @@ pub async fn evaluate(
     for record in records {
         let outcome = match map_record(doc, &record) {
             Err(e) => Err(e.to_string()),
-            Ok(proposal) => match chart {
-                Some(chart) => validate_proposal(&proposal, chart).await.map(|()| proposal).map_err(|e| e.to_string()),
+            Ok(mut proposal) => match chart {
+                // The closed-period policy too, so a moved date shows as the poster would post it.
+                Some(chart) => check_proposal(&mut proposal, doc.closed_period, chart)
+                    .await
+                    .map(|_| proposal)
+                    .map_err(|e| e.to_string()),
                 None => Ok(proposal),
             },
         };

@@ -45,6 +45,10 @@ pub struct AuditEntry {
     /// holds, reporting off).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reported_to_brex: Option<BrexReport>,
+    /// What the poster changed on the way, e.g. a voucher date moved out of a closed IFS period
+    /// (`[ifs] closed_period = "next_open"`). Absent in entries written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 impl AuditEntry {
@@ -58,6 +62,7 @@ impl AuditEntry {
             enqueued_at: None,
             mapping_version: None,
             reported_to_brex: None,
+            note: None,
         }
     }
 }
@@ -151,5 +156,11 @@ mod tests {
             r#"{"at":"2026-01-01T00:00:00Z","outcome":"posted","voucher":"v","reported_to_brex":{"Ok":"EXPORTED v"}}"#;
         let entry: AuditEntry = serde_json::from_str(entry).unwrap();
         assert_eq!(entry.reported_to_brex, Some(BrexReport::Exported { voucher: "v".into() }));
+        assert_eq!(entry.note, None, "entries written before the note still read");
+        let noted = AuditEntry { note: Some("voucher date moved".into()), ..entry };
+        let json = serde_json::to_string(&noted).unwrap();
+        assert_eq!(serde_json::from_str::<AuditEntry>(&json).unwrap(), noted);
+        let plain = serde_json::to_value(AuditEntry::new(noted.at, AuditOutcome::Posted)).unwrap();
+        assert!(plain.get("note").is_none(), "no note, no key: {plain}");
     }
 }

@@ -7,6 +7,8 @@
 //! codes, `DATABASE_ERROR` in the documented releases) blame the record. Anything about *how* we talk to the
 //! tenant — credentials, a path its release or gateway does not serve, an answer we cannot read, a request
 //! its OData layer refuses, our own missing `If-Match` — holds it: the same record posts once that is fixed.
+//! A closed period is the record's fault only under the mapping's `[ifs] closed_period = "fail"`; the other
+//! policies are applied before and after posting by `crate::mapping::period`, not here.
 
 use crate::brex::BrexError;
 use crate::brex::error::status_is_retryable;

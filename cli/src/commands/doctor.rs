@@ -5,7 +5,7 @@
 use std::io::Write;
 use std::sync::Arc;
 
-use chrono::{Duration, Utc};
+use chrono::{Datelike, Duration, Utc};
 use serde_json::json;
 use shared::aws::DynamoStore;
 use shared::aws::report::DynamoReportStore;
@@ -16,9 +16,10 @@ use shared::ifs::filter::key_literal;
 use shared::ifs::probe::{BatchProbe, EtagReferenceProbe, Flow, decide_flow};
 use shared::ifs::{BatchMode, IfsClient, IfsError};
 use shared::lambda::build::StartupError;
-use shared::mapping::{LoadedMapping, MappingDocument};
+use shared::mapping::period::{CLOSING_SOON_DAYS, closing_soon};
+use shared::mapping::{ClosedPeriodPolicy, LoadedMapping, MappingDocument};
 use shared::ports::ChartOfAccounts;
-use shared::reference::{ReferenceRefresh, ValidationReport, mapping_code_parts, validate_mapping};
+use shared::reference::{ReferenceRefresh, ValidationReport, mapping_code_parts, mapping_companies, validate_mapping};
 
 use crate::context::Ctx;
 use crate::error::CliError;
@@ -32,6 +33,8 @@ use super::webhook::EVENT_TYPE;
 #[serde(rename_all = "snake_case")]
 enum Status {
     Pass,
+    /// Works today, but needs attention soon; does not fail the run.
+    Warn,
     Fail,
     Skip,
 }
@@ -67,12 +70,26 @@ impl Report {
         });
     }
 
+    fn warn(&mut self, name: &'static str, detail: impl Into<String>, fix: impl Into<String>) {
+        self.checks.push(Check {
+            name,
+            status: Status::Warn,
+            detail: detail.into(),
+            fix: Some(fix.into()),
+            findings: vec![],
+        });
+    }
+
     fn skip(&mut self, name: &'static str, detail: impl Into<String>) {
         self.checks.push(Check { name, status: Status::Skip, detail: detail.into(), fix: None, findings: vec![] });
     }
 
     fn failed(&self) -> usize {
-        self.checks.iter().filter(|c| c.status == Status::Fail).count()
+        self.count(Status::Fail)
+    }
+
+    fn count(&self, status: Status) -> usize {
+        self.checks.iter().filter(|c| c.status == status).count()
     }
 }
 
@@ -115,6 +132,57 @@ pub async fn reference_check(ctx: &Ctx<'_>, doc: &MappingDocument) -> IfsReferen
         Ok(snapshot) => IfsReferenceCheck::Report(validate_mapping(doc, &snapshot, today)),
         Err(e) => IfsReferenceCheck::Unavailable(e.to_string()),
     }
+}
+
+/// Warns [`CLOSING_SOON_DAYS`] ahead when the current period of a company the mapping posts to ends, naming
+/// the next open period and what `[ifs] closed_period` will do with records dated in it that arrive late.
+async fn period_closing(ifs: &IfsClient, doc: &MappingDocument, report: &mut Report) {
+    let name = "IFS period closing";
+    let today = Utc::now().date_naive();
+    let mut soon = Vec::new();
+    let mut fine = Vec::new();
+    for company in mapping_companies(doc) {
+        let mut periods = Vec::new();
+        // The current period's year, and the next one for the period after it (fiscal years may straddle).
+        for year in [today.year() - 1, today.year(), today.year() + 1] {
+            match ifs.reference().accounting_periods(&company, year).await {
+                Ok(found) => periods.extend(found),
+                Err(e) => {
+                    report.fail(
+                        name,
+                        format!("company {company}: calendar not readable: {e}"),
+                        "check the IFS checks above",
+                    );
+                    return;
+                }
+            }
+        }
+        match closing_soon(&periods, today, CLOSING_SOON_DAYS) {
+            Some(s) => soon.push(s),
+            None => fine.push(company.to_string()),
+        }
+    }
+    if soon.is_empty() {
+        report.pass(
+            name,
+            format!("no current period of company {} ends within {CLOSING_SOON_DAYS} days", fine.join(", ")),
+        );
+        return;
+    }
+    let what = match doc.closed_period {
+        ClosedPeriodPolicy::Fail => "fail (reported to Brex as failed)",
+        ClosedPeriodPolicy::NextOpen => "post in the next open period, dated its first day",
+        ClosedPeriodPolicy::Hold => "be held until the period is reopened",
+    };
+    report.warn(
+        name,
+        soon.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "),
+        format!(
+            "have the bookkeepers export records dated in it before it closes: once closed, late records will {what} \
+             ([ifs] closed_period = \"{}\")",
+            doc.closed_period
+        ),
+    );
 }
 
 fn configuration(ctx: &Ctx<'_>, report: &mut Report) {
@@ -541,6 +609,10 @@ pub async fn run(
         },
         _ => report.skip("mapping vs IFS reference data", "needs the mapping and IFS"),
     }
+    match (&mapping, &ifs) {
+        (Some(m), Some(ifs)) => period_closing(ifs, &m.document, &mut report).await,
+        _ => report.skip("IFS period closing", "needs the mapping and IFS"),
+    }
 
     let name = "mapping vs recent records";
     match (&mapping, &brex) {
@@ -590,6 +662,7 @@ pub async fn run(
         for c in &report.checks {
             let mark = match c.status {
                 Status::Pass => "✓",
+                Status::Warn => "!",
                 Status::Fail => "✗",
                 Status::Skip => "-",
             };
@@ -602,9 +675,10 @@ pub async fn run(
                 writeln!(out, "    fix: {fix}")?;
             }
         }
-        let passed = report.checks.iter().filter(|c| c.status == Status::Pass).count();
-        let skipped = report.checks.len() - passed - failed;
-        writeln!(out, "{passed} passed, {failed} failed, {skipped} skipped")?;
+        let (passed, warned, skipped) =
+            (report.count(Status::Pass), report.count(Status::Warn), report.count(Status::Skip));
+        let warned = if warned > 0 { format!(", {warned} warning(s)") } else { String::new() };
+        writeln!(out, "{passed} passed, {failed} failed{warned}, {skipped} skipped")?;
     }
     Ok(if failed == 0 { 0 } else { 1 })
 }

@@ -1,6 +1,7 @@
 //! `connector trace RECORD_ID`: everything known about one record — its idempotency state (posted with which
 //! voucher, failed why), each attempt from the audit trail (how it arrived, when it was enqueued, the mapping
-//! version, what Brex was told), the poller's queued mark and Brex's current view of the record.
+//! version, what Brex was told, what was changed on the way such as a voucher date moved out of a closed
+//! period), the poller's queued mark and Brex's current view of the record.
 
 use std::io::Write;
 
@@ -118,6 +119,9 @@ pub async fn run(ctx: &Ctx<'_>, raw: &str, out: &mut dyn Write) -> Result<i32, C
             ]);
         }
         t.write(out, "    ")?;
+        for a in attempts.iter().filter(|a| a.note.is_some()) {
+            writeln!(out, "    note {}: {}", a.at.to_rfc3339(), a.note.as_deref().unwrap_or_default())?;
+        }
     }
     if !known {
         writeln!(out, "  nothing recorded for this record in the table")?;

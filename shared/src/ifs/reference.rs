@@ -56,11 +56,12 @@ pub struct AccountingPeriodInfo {
 }
 
 impl AccountingPeriodInfo {
-    fn contains(&self, date: NaiveDate) -> bool {
+    pub fn contains(&self, date: NaiveDate) -> bool {
         self.date_from <= date && date <= self.date_until
     }
 
-    fn is_ordinary(&self) -> bool {
+    /// Not a year opening or closing period.
+    pub fn is_ordinary(&self) -> bool {
         self.year_end_period.as_deref().is_none_or(|p| p.eq_ignore_ascii_case("ordinary"))
     }
 }
@@ -359,6 +360,20 @@ impl ChartOfAccounts for IfsReference {
         account: &AccountCode,
     ) -> Result<Option<AccountInfo>, ExternalError> {
         IfsReference::account(self, company, account).await.map_err(ExternalError::from)
+    }
+
+    async fn calendar(
+        &self,
+        company: &CompanyCode,
+        year: i32,
+        fresh: bool,
+    ) -> Result<Vec<AccountingPeriodInfo>, ExternalError> {
+        let periods = if fresh {
+            self.fetch_accounting_periods(company, year).await
+        } else {
+            IfsReference::accounting_periods(self, company, year).await
+        };
+        periods.map_err(ExternalError::from)
     }
 }
 

@@ -51,8 +51,48 @@ pub struct MappingDocument {
     pub voucher_text: Template,
     /// `[ifs.api]`: projection/entity-set/action names of the customer's IFS release.
     pub api: IfsApiNames,
+    /// `[ifs] closed_period`: what happens to a record dated in a closed IFS accounting period.
+    pub closed_period: ClosedPeriodPolicy,
     pub rules: Vec<Rule>,
     pub passthrough: Passthrough,
+}
+
+/// `[ifs] closed_period`: what the poster does with a record whose date falls in a closed IFS accounting
+/// period of its company.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClosedPeriodPolicy {
+    /// `"fail"` (the default): posted as dated; IFS refuses it and the refusal is reported to Brex.
+    #[default]
+    Fail,
+    /// `"next_open"`: posted on the first day of the company's first open period after the date, the
+    /// original date kept in the row text and the audit trail.
+    NextOpen,
+    /// `"hold"`: held (not reported to Brex) until the period is reopened and the record replayed.
+    Hold,
+}
+
+impl ClosedPeriodPolicy {
+    pub const ALL: [Self; 3] = [Self::Fail, Self::NextOpen, Self::Hold];
+
+    /// The spelling in the mapping document.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Fail => "fail",
+            Self::NextOpen => "next_open",
+            Self::Hold => "hold",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.as_str() == s.trim())
+    }
+}
+
+impl std::fmt::Display for ClosedPeriodPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// The document as read from DynamoDB, with the item's `version` for audit and cache checks.
@@ -287,6 +327,8 @@ struct RawIfs {
     #[serde(default)]
     voucher_text: Option<String>,
     #[serde(default)]
+    closed_period: Option<String>,
+    #[serde(default)]
     api: IfsApiNames,
 }
 
@@ -323,6 +365,15 @@ impl MappingDocument {
         let voucher_text = Template::parse(ifs.voucher_text.as_deref().unwrap_or(DEFAULT_VOUCHER_TEXT))
             .map_err(|e| ifs_err("voucher_text")(e.to_string()))?;
 
+        let closed_period = match ifs.closed_period.as_deref() {
+            None => ClosedPeriodPolicy::default(),
+            Some(s) => ClosedPeriodPolicy::parse(s).ok_or_else(|| {
+                ifs_err("closed_period")(format!(
+                    "{s:?} is not a closed-period policy; use \"fail\" (the default), \"next_open\" or \"hold\""
+                ))
+            })?,
+        };
+
         let rules = raw.rule.iter().enumerate().map(|(i, table)| parse_rule(i + 1, table)).collect::<Result<_, _>>()?;
         let passthrough = parse_passthrough(raw.passthrough)?;
 
@@ -336,6 +387,7 @@ impl MappingDocument {
             text,
             voucher_text,
             api: ifs.api,
+            closed_period,
             rules,
             passthrough,
         })
@@ -542,6 +594,33 @@ gl_account_remote_id = true
         assert_eq!(doc.text.as_str(), DEFAULT_TEXT);
         assert_eq!(doc.voucher_status, VoucherStatus::NotApproved);
         assert_eq!(doc.reimbursement_credit_account, None);
+        assert_eq!(doc.closed_period, ClosedPeriodPolicy::Fail, "today's behaviour unless asked otherwise");
+    }
+
+    #[test]
+    fn the_closed_period_policy_is_read_and_a_bad_one_named() {
+        for (text, policy) in [
+            ("fail", ClosedPeriodPolicy::Fail),
+            ("next_open", ClosedPeriodPolicy::NextOpen),
+            ("hold", ClosedPeriodPolicy::Hold),
+        ] {
+            let doc = MappingDocument::parse(&format!("{MINIMAL}closed_period = \"{text}\"\n")).unwrap();
+            assert_eq!(doc.closed_period, policy);
+            assert_eq!(policy.to_string(), text);
+        }
+        for bad in ["\"next-open\"", "\"Hold\"", "\"\"", "true"] {
+            let err = MappingDocument::parse(&format!("{MINIMAL}closed_period = {bad}\n")).unwrap_err();
+            let text = err.to_string();
+            if bad == "true" {
+                assert!(matches!(err, DocumentError::Syntax(_)), "{err:?}");
+            } else {
+                assert!(
+                    matches!(&err, DocumentError::Ifs { key: "closed_period", .. }) && text.contains("next_open"),
+                    "{text}"
+                );
+            }
+            assert!(text.contains("closed_period"), "names the key: {text}");
+        }
     }
 
     #[test]

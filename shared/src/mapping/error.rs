@@ -199,6 +199,26 @@ pub enum MappingError {
         value: String,
     },
 
+    /// The voucher date falls in a closed IFS period and `[ifs] closed_period` is not `next_open` (or the
+    /// period closed after the calendar was read). Held under `hold`, retried under `next_open`.
+    #[error(
+        "record {record}: the voucher date {date} falls in accounting period {period} of IFS company {company}, which is closed"
+    )]
+    PeriodClosed {
+        record: ReferenceNumber,
+        company: CompanyCode,
+        date: NaiveDate,
+        period: String,
+        policy: super::document::ClosedPeriodPolicy,
+    },
+
+    /// `next_open`, but IFS's calendar has no open period after the closed one.
+    #[error(
+        "record {record}: the voucher date {date} falls in closed accounting period {closed} of IFS company {company}, \
+         and no open period follows it"
+    )]
+    NoOpenPeriod { record: ReferenceNumber, company: CompanyCode, date: NaiveDate, closed: String },
+
     /// IFS could not be asked (validation): retryable or not as IFS's failure is.
     #[error("record {record}: could not check the chart of accounts: {source}")]
     Chart {
@@ -216,6 +236,13 @@ impl Classify for MappingError {
     fn disposition(&self) -> Disposition {
         match self {
             Self::Chart { source, .. } => source.disposition(),
+            Self::PeriodClosed { policy, .. } => match policy {
+                super::document::ClosedPeriodPolicy::Fail => Disposition::Permanent,
+                super::document::ClosedPeriodPolicy::NextOpen => Disposition::Retryable,
+                super::document::ClosedPeriodPolicy::Hold => Disposition::Hold,
+            },
+            // The tenant's calendar, not the record, is what stands in the way.
+            Self::NoOpenPeriod { .. } => Disposition::Hold,
             _ => Disposition::Permanent,
         }
     }
@@ -226,6 +253,13 @@ impl MappingError {
     pub fn fix(&self) -> Option<String> {
         match self {
             Self::Chart { source, .. } => source.fix.clone(),
+            Self::PeriodClosed { company, period, .. } => {
+                Some(format!("reopen period {period} of company {company} in IFS, then `connector replay`"))
+            }
+            Self::NoOpenPeriod { company, date, closed, .. } => Some(format!(
+                "open a period of company {company} after {date} in IFS (or reopen period {closed}), then \
+                 `connector replay`"
+            )),
             _ => None,
         }
     }

@@ -47,23 +47,32 @@
 //!   the end of the row text (`(orig 92.50 EUR)`). `currency_rate` stays `None`: the original/billed ratio is
 //!   not the rate from the row currency to the company's currency, which IFS takes from its rate table.
 //! * **Texts.** `[ifs] text` per row and `[ifs] voucher_text` for VoucherText2, each cut to 200 characters.
+//! * **Closed periods.** The voucher date is the record's posting date. When IFS's calendar has it in a
+//!   closed period of the voucher's company, `[ifs] closed_period` decides (see [`period`]): `"fail"` (the
+//!   default) posts it as dated and IFS's refusal is reported to Brex; `"next_open"` dates the voucher the
+//!   first day of the company's first open (ordinary) period after it and appends `(Brex date YYYY-MM-DD)` to
+//!   every row text (the note in the audit trail says what moved where); `"hold"` holds the record with the
+//!   fix "reopen period Y/P of company C in IFS, then `connector replay`". Under `next_open`, a calendar with
+//!   no open period after the date holds the record too. Any other value is a document error naming the key.
 
 mod document;
 mod engine;
 mod error;
+pub mod period;
 mod template;
 mod validate;
 
 pub use document::{
-    Condition, DEFAULT_GL_ACCOUNT_FIELD, DEFAULT_TEXT, DEFAULT_VOUCHER_TEXT, DocumentError, LoadedMapping,
-    MappingDocument, Passthrough, Pattern, Rule, RuleSet, code_part_key, code_part_remote_id,
+    ClosedPeriodPolicy, Condition, DEFAULT_GL_ACCOUNT_FIELD, DEFAULT_TEXT, DEFAULT_VOUCHER_TEXT, DocumentError,
+    LoadedMapping, MappingDocument, Passthrough, Pattern, Rule, RuleSet, code_part_key, code_part_remote_id,
 };
 pub use engine::{
     CATEGORY_FIELD, DEPARTMENT_FIELD, GL_ACCOUNT_FIELD, GL_ACCOUNT_REMOTE_ID, MAX_VOUCHER_TEXT, map_record,
 };
 pub use error::{Conflict, LineRef, LineSides, MappingError};
+pub use period::{recheck_refusal, settle_period};
 pub use template::{Placeholder, Template, TemplateError};
-pub use validate::validate_proposal;
+pub use validate::{check_proposal, validate_proposal};
 
 use crate::error::{Classify, Disposition};
 

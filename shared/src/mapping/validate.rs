@@ -8,6 +8,18 @@ use crate::domain::AccountCode;
 use crate::ports::{AccountInfo, ChartOfAccounts, Demand};
 use crate::proposal::{CodePart, Proposal};
 
+/// The closed-period policy ([`super::period::settle_period`]), then [`validate_proposal`] on the date the
+/// voucher will carry. `Some(note)` when the date was moved, for the audit trail.
+pub async fn check_proposal(
+    proposal: &mut Proposal,
+    closed_period: super::ClosedPeriodPolicy,
+    chart: &dyn ChartOfAccounts,
+) -> Result<Option<String>, MappingError> {
+    let note = super::period::settle_period(proposal, closed_period, chart).await?;
+    validate_proposal(proposal, chart).await?;
+    Ok(note)
+}
+
 /// Every row's account exists in the proposal's company and is valid on the voucher date; every code part
 /// the account demands is set and none it blocks is. Stops at the first problem (rows in order, from 1).
 /// A code part the chart says nothing about counts as optional: IFS has the last word when posting.

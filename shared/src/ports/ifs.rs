@@ -70,6 +70,18 @@ pub trait ChartOfAccounts: Send + Sync {
         company: &crate::domain::CompanyCode,
         account: &crate::domain::AccountCode,
     ) -> Result<Option<AccountInfo>, ExternalError>;
+
+    /// The company's accounting calendar for one accounting year (every period, open or not). `fresh` reads
+    /// past any cache: for a decision that must see a period closed or reopened a minute ago. A chart that
+    /// cannot read the calendar answers empty, which leaves the verdict on the voucher date to IFS.
+    async fn calendar(
+        &self,
+        _company: &CompanyCode,
+        _year: i32,
+        _fresh: bool,
+    ) -> Result<Vec<AccountingPeriodInfo>, ExternalError> {
+        Ok(Vec::new())
+    }
 }
 
 /// Read access to IFS's reference data, whole lists at a time (the adapter pages with `$top` ≤ 5000 and

@@ -21,7 +21,7 @@ use crate::audit::{AuditEntry, AuditOutcome, BrexReport};
 use crate::brex::model::{AccountingRecord, ReviewStatus};
 use crate::domain::{CompanyCode, ExpenseId, Origin, ReferenceNumber, Subject, WorkItem};
 use crate::error::{Classify, Disposition};
-use crate::mapping::{LoadedMapping, map_record, validate_proposal};
+use crate::mapping::{ClosedPeriodPolicy, LoadedMapping, check_proposal, map_record, recheck_refusal};
 use crate::metrics::{Metric, Metrics, dim};
 use crate::ports::{
     AuditTrail, Begin, Clock, ExportOutcome, IdempotencyKey, IdempotencyStore, Ledger, MappingSource, RecordSource,
@@ -103,6 +103,8 @@ pub struct BatchReport {
     pub unreported: BTreeSet<Subject>,
     /// Message ids SQS must redeliver.
     pub failed_messages: Vec<String>,
+    /// What was changed on the way (a voucher date moved out of a closed period), for the audit trail.
+    pub notes: BTreeMap<Subject, String>,
     /// Those of `failed_messages` that carry a held subject: redelivered with backoff.
     pub held_messages: Vec<String>,
 }
@@ -190,6 +192,8 @@ struct Candidate {
     spend: Option<ExpenseId>,
     /// Other Brex ids that claimed the same spend: their vouchers count as ours in the dedup.
     other_holders: Vec<ReferenceNumber>,
+    /// `[ifs] closed_period` of the mapping that made it: how an IFS refusal over the period is taken.
+    closed_period: ClosedPeriodPolicy,
 }
 
 /// One batch's working state.
@@ -387,15 +391,18 @@ impl Poster {
                 self.skip(&subject, &why, batch).await;
                 continue;
             }
-            let proposal = match map_record(&mapping.document, &view) {
+            let mut proposal = match map_record(&mapping.document, &view) {
                 Ok(p) => p,
                 Err(e) => {
                     self.fail(&subject, &e.to_string(), FailureClass::Mapping, batch).await;
                     continue;
                 }
             };
-            match validate_proposal(&proposal, self.ledger.as_chart()).await {
-                Ok(()) => {
+            match check_proposal(&mut proposal, mapping.document.closed_period, self.ledger.as_chart()).await {
+                Ok(note) => {
+                    if let Some(note) = note {
+                        batch.report.notes.insert(subject.clone(), note);
+                    }
                     let spend = match &subject {
                         Subject::Expense(id) => Some(id.clone()),
                         Subject::Record(_) => view.spend_id(),
@@ -407,6 +414,7 @@ impl Poster {
                         updated_at: view.updated_at,
                         spend,
                         other_holders: Vec::new(),
+                        closed_period: mapping.document.closed_period,
                     });
                 }
                 Err(e) => {
@@ -518,9 +526,16 @@ impl Poster {
                     }
                 }
                 Err(e) => {
-                    let reason = e.to_string();
-                    let held = held_from(&reason, &e);
-                    self.route(&[c.subject], e.disposition, held, FailureClass::IfsRefusal, batch).await;
+                    // A period closed since the calendar was read: the policy decides, not the refusal.
+                    let (disposition, held) =
+                        match recheck_refusal(&c.proposal, c.closed_period, &e, self.ledger.as_chart()).await {
+                            Some(p) => {
+                                let fix = p.fix().unwrap_or_default();
+                                (p.disposition(), Held { reason: p.to_string(), fix, class: HoldClass::Ifs })
+                            }
+                            None => (e.disposition, held_from(&e.to_string(), &e)),
+                        };
+                    self.route(&[c.subject], disposition, held, FailureClass::IfsRefusal, batch).await;
                 }
             }
         }
@@ -744,6 +759,7 @@ impl Poster {
                 }
                 entry.mapping_version = report.mapping_version;
                 entry.reported_to_brex = reported.get(subject).cloned();
+                entry.note = report.notes.get(subject).cloned();
                 entries.push((subject.clone(), entry));
             }
         }

@@ -46,7 +46,9 @@
 //! `GET /_sim/vouchers`, `GET /_sim/reference`, `GET /_sim/faults`, `PUT|POST /_sim/faults` (an
 //! [`IfsFaults`] JSON document; missing fields take their defaults), `GET /_sim/tenant`, `PUT|POST
 //! /_sim/tenant` (an [`IfsTenant`] JSON document such as `{"batch":"absent"}`; missing fields take their
-//! defaults).
+//! defaults), `PUT|POST /_sim/periods/{company}/{year}/{period}` (`{"status":"Open"|"Closed"}`: close or
+//! reopen an accounting period at runtime, as [`IfsSim::set_period_status`] does; a voucher dated in a closed
+//! period is refused at `CreateVoucher` with 400 `DATABASE_ERROR` "Period 2026/10 is closed").
 
 pub mod batch;
 pub mod filter;

@@ -514,7 +514,50 @@ fn admin(shared: &Shared, method: &Method, rest: &str, body: &Bytes) -> Response
             }
             Err(e) => ApiError::deserialization(format!("Invalid tenant document: {e}")).into_response(),
         },
+        (&Method::PUT | &Method::POST, path) if path.starts_with("periods/") => set_period(&mut st, path, body),
         _ => ApiError::not_found(rest).into_response(),
+    }
+}
+
+/// `PUT /_sim/periods/{company}/{year}/{period}` with `{"status": "Open" | "Closed"}`: a bookkeeper closing or
+/// reopening a period while the connector runs. Answers the period as it now is; 404 for one that does not
+/// exist.
+fn set_period(st: &mut super::state::State, path: &str, body: &Bytes) -> Response {
+    #[derive(serde::Deserialize)]
+    struct Body {
+        status: super::reference::PeriodStatus,
+    }
+    let parts: Vec<&str> = path.split('/').collect();
+    let key = match parts.as_slice() {
+        ["periods", company, year, period] => {
+            year.parse::<i32>().ok().zip(period.parse::<u32>().ok()).map(|k| (*company, k))
+        }
+        _ => None,
+    };
+    let Some((company, (year, period))) = key else {
+        return ApiError::deserialization(format!("expected periods/{{company}}/{{year}}/{{period}}, got {path}"))
+            .into_response();
+    };
+    let status = match serde_json::from_slice::<Body>(body) {
+        Ok(b) => b.status,
+        Err(e) => {
+            return ApiError::deserialization(format!(
+                "Invalid period document (want {{\"status\":\"Open\"|\"Closed\"}}): {e}"
+            ))
+            .into_response();
+        }
+    };
+    match st
+        .reference
+        .periods
+        .iter_mut()
+        .find(|p| p.company == company && p.accounting_year == year && p.accounting_period == period)
+    {
+        Some(p) => {
+            p.status = status;
+            axum::Json(p.clone()).into_response()
+        }
+        None => ApiError::not_found(path).into_response(),
     }
 }
 
