@@ -16,6 +16,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
+use tracing::Instrument;
 
 use crate::audit::{AuditEntry, AuditOutcome, BrexReport};
 use crate::brex::model::{AccountingRecord, ReviewStatus};
@@ -232,7 +233,19 @@ impl Poster {
                 carriers.entry(subject).or_default().push(message.message_id.clone());
             }
         }
+        // Every line logged while the batch is handled carries its records' ids (the span's `records`).
+        let records: Vec<String> = carriers.keys().map(Subject::to_string).collect();
+        let span = tracing::info_span!("batch", records = %records.join(","));
+        self.settle_batch(carriers, deliveries, bad_messages, deadline).instrument(span).await
+    }
 
+    async fn settle_batch(
+        &self,
+        carriers: BTreeMap<Subject, Vec<String>>,
+        deliveries: HashMap<Subject, (Origin, DateTime<Utc>)>,
+        mut bad_messages: HashSet<String>,
+        deadline: DateTime<Utc>,
+    ) -> BatchReport {
         let now = self.clock.now();
         let mut batch = Batch {
             report: BatchReport::default(),

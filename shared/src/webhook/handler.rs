@@ -8,6 +8,7 @@ use chrono::{DateTime, Duration, Utc};
 use http::HeaderMap;
 use serde_json::{Map, Value};
 use tokio::sync::Mutex;
+use tracing::Instrument;
 
 use super::verify::{SignedHeaders, VerifyError, WebhookVerifier};
 use crate::domain::{AccountingRecordId, Origin, WebhookId, WorkItem};
@@ -215,7 +216,10 @@ impl WebhookService {
                 return WebhookOutcome::BadRequest(err);
             }
         };
-        self.accept(&webhook_id, &ids, company_id.as_deref(), now).await
+        // Every line logged while the records are handled carries their ids (the span's `records`).
+        let records: Vec<String> = ids.iter().map(ToString::to_string).collect();
+        let span = tracing::info_span!("delivery", records = %records.join(","));
+        self.accept(&webhook_id, &ids, company_id.as_deref(), now).instrument(span).await
     }
 
     async fn accept(
