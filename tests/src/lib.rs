@@ -10,5 +10,6 @@ pub mod chaos;
 pub mod fixtures;
 pub mod ifs;
 pub mod logs;
+pub mod operator;
 pub mod pipeline;
 pub mod template;

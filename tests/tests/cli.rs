@@ -5,25 +5,13 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use connector::Env;
 use shared::domain::{Origin, WebhookId, WorkItem};
 use sims::brex::generator::{GeneratorOptions, RecordGenerator};
 use sims::brex::model::{AccountingRecord, ReviewStatus};
+use sims::operator::{cli, cli_with};
 use sims::pipeline::{EXAMPLE_MAPPING, Pipeline, PipelineOptions};
 
 const HOOK_URL: &str = "https://abc123.execute-api.us-east-1.amazonaws.com/webhooks/brex";
-
-struct Run {
-    code: i32,
-    out: String,
-    err: String,
-}
-
-impl Run {
-    fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.out).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.out))
-    }
-}
 
 async fn world(name: &str) -> Pipeline {
     Pipeline::start(PipelineOptions { name: name.into(), ..PipelineOptions::default() }).await.expect("pipeline")
@@ -31,20 +19,6 @@ async fn world(name: &str) -> Pipeline {
 
 fn env_of(p: &Pipeline) -> HashMap<String, String> {
     p.operator_env()
-}
-
-async fn cli_with(p: &Pipeline, vars: HashMap<String, String>, line: &[&str]) -> Run {
-    let env = Env { vars: Box::new(vars), sdk: Some(p.stack.sdk.clone()) };
-    let (mut out, mut err) = (Vec::new(), Vec::new());
-    let code = connector::run_with(&env, line.iter().map(|s| (*s).to_owned()), &mut out, &mut err).await;
-    let run =
-        Run { code, out: String::from_utf8_lossy(&out).into_owned(), err: String::from_utf8_lossy(&err).into_owned() };
-    eprintln!("$ connector {}\n{}{}(exit {})", line.join(" "), run.out, run.err, run.code);
-    run
-}
-
-async fn cli(p: &Pipeline, line: &[&str]) -> Run {
-    cli_with(p, env_of(p), line).await
 }
 
 fn clean_records(seed: u64, n: usize) -> Vec<AccountingRecord> {

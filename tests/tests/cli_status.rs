@@ -9,40 +9,13 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::types::AttributeValue::{N, S};
 use chrono::{DateTime, SecondsFormat, Utc};
-use connector::Env;
 use shared::aws::{CachedMapping, DynamoStore};
 use shared::domain::{Origin, WebhookId};
 use sims::brex::generator::{GeneratorOptions, RecordGenerator};
 use sims::brex::model::AccountingRecord;
 use sims::ifs::BatchSupport;
+use sims::operator::cli;
 use sims::pipeline::{EXAMPLE_MAPPING, Pipeline, PipelineOptions};
-
-struct Run {
-    code: i32,
-    out: String,
-}
-
-impl Run {
-    fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.out).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.out))
-    }
-
-    /// The one output line starting with `label`.
-    fn line(&self, label: &str) -> &str {
-        let found: Vec<&str> = self.out.lines().filter(|l| l.starts_with(label)).collect();
-        assert_eq!(found.len(), 1, "one line starting {label:?}:\n{}", self.out);
-        found[0]
-    }
-}
-
-async fn cli(p: &Pipeline, line: &[&str]) -> Run {
-    let env = Env { vars: Box::new(p.operator_env()), sdk: Some(p.stack.sdk.clone()) };
-    let (mut out, mut err) = (Vec::new(), Vec::new());
-    let code = connector::run_with(&env, line.iter().map(|s| (*s).to_owned()), &mut out, &mut err).await;
-    let run = Run { code, out: String::from_utf8_lossy(&out).into_owned() };
-    eprintln!("$ connector {}\n{}{}(exit {code})", line.join(" "), run.out, String::from_utf8_lossy(&err));
-    run
-}
 
 /// A pipeline whose poster sees a pushed mapping at once and retries a held message quickly, as
 /// tests/tests/tenant_faults.rs builds it.

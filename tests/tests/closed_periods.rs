@@ -18,7 +18,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{Datelike, NaiveDate, TimeZone, Utc};
-use connector::Env;
 use shared::aws::{CachedMapping, DynamoStore};
 use shared::domain::{Origin, WebhookId};
 use sims::brex::ExportOutcome;
@@ -27,6 +26,7 @@ use sims::brex::model::{AccountingRecord, ReviewStatus};
 use sims::ifs::model::Voucher;
 use sims::ifs::tenant::BatchSupport;
 use sims::ifs::{IfsSimConfig, PeriodStatus};
+use sims::operator::cli;
 use sims::pipeline::{EXAMPLE_MAPPING, Pipeline, PipelineOptions};
 
 /// The example mapping maps into both of these (Acme Canada by its Entity field).
@@ -101,20 +101,6 @@ async fn post(p: &Pipeline, records: Vec<AccountingRecord>, webhook: &str) -> Ve
     p.enqueue(&ids, &origin).await.unwrap();
     p.drain(Duration::from_secs(90)).await.expect("drained");
     ids
-}
-
-struct Run {
-    code: i32,
-    out: String,
-}
-
-async fn cli(p: &Pipeline, line: &[&str]) -> Run {
-    let env = Env { vars: Box::new(p.operator_env()), sdk: Some(p.stack.sdk.clone()) };
-    let (mut out, mut err) = (Vec::new(), Vec::new());
-    let code = connector::run_with(&env, line.iter().map(|s| (*s).to_owned()), &mut out, &mut err).await;
-    let run = Run { code, out: String::from_utf8_lossy(&out).into_owned() };
-    eprintln!("$ connector {}\n{}{}(exit {code})", line.join(" "), run.out, String::from_utf8_lossy(&err));
-    run
 }
 
 async fn status(p: &Pipeline, id: &str) -> Option<String> {

@@ -8,7 +8,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use connector::Env;
 use shared::aws::CachedMapping;
 use shared::aws::DynamoStore;
 use shared::domain::{Origin, WebhookId};
@@ -18,6 +17,7 @@ use sims::brex::model::{AccountingRecord, ReviewStatus};
 use sims::ifs::IfsSimConfig;
 use sims::ifs::tenant::BatchSupport;
 use sims::logs::{captured_lines, install_capture};
+use sims::operator::cli;
 use sims::pipeline::{EXAMPLE_MAPPING, Pipeline, PipelineOptions};
 
 /// The example mapping with one `[ifs.api]` name this tenant does not serve.
@@ -46,20 +46,6 @@ async fn pipeline(name: &str, tenant: BatchSupport, mapping: String, poster_env:
     p.poster.options.hold_backoff = Duration::from_millis(10);
     p.poster.options.hold_backoff_cap = Duration::from_millis(10);
     p
-}
-
-struct Run {
-    code: i32,
-    out: String,
-}
-
-async fn cli(p: &Pipeline, line: &[&str]) -> Run {
-    let env = Env { vars: Box::new(p.operator_env()), sdk: Some(p.stack.sdk.clone()) };
-    let (mut out, mut err) = (Vec::new(), Vec::new());
-    let code = connector::run_with(&env, line.iter().map(|s| (*s).to_owned()), &mut out, &mut err).await;
-    let run = Run { code, out: String::from_utf8_lossy(&out).into_owned() };
-    eprintln!("$ connector {}\n{}{}(exit {code})", line.join(" "), run.out, String::from_utf8_lossy(&err));
-    run
 }
 
 /// `status` of each record's idempotency item.
