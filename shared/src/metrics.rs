@@ -336,10 +336,7 @@ mod tests {
         assert_eq!(ten["_aws"]["Timestamp"], json!(1_700_000_000_000i64));
         assert_eq!(ten["_aws"]["CloudWatchMetrics"][0]["Namespace"], "NS");
         assert_eq!(ten["_aws"]["CloudWatchMetrics"][0]["Dimensions"], json!([["Function"], ["Function", "Company"]]));
-        assert_eq!(
-            ten["_aws"]["CloudWatchMetrics"][0]["Metrics"],
-            json!([{"Name": "RecordsPosted", "Unit": "Count"}])
-        );
+        assert_eq!(ten["_aws"]["CloudWatchMetrics"][0]["Metrics"], json!([{"Name": "RecordsPosted", "Unit": "Count"}]));
         assert!(metrics.take_lines(now).is_empty(), "a flush forgets what it wrote");
     }
 

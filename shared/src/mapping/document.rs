@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+use super::link::VoucherLink;
 use super::template::Template;
 use crate::brex::model::LineSide;
 use crate::domain::{AccountCode, CodePartValue, CompanyCode, CurrencyCode, VoucherType};
@@ -51,6 +52,8 @@ pub struct MappingDocument {
     pub voucher_text: Template,
     /// `[ifs.api]`: projection/entity-set/action names of the customer's IFS release.
     pub api: IfsApiNames,
+    /// `[ifs] voucher_link`: the voucher's address in IFS, sent to Brex as `deep_link_url`; none by default.
+    pub voucher_link: Option<VoucherLink>,
     pub rules: Vec<Rule>,
     pub passthrough: Passthrough,
 }
@@ -288,6 +291,8 @@ struct RawIfs {
     voucher_text: Option<String>,
     #[serde(default)]
     api: IfsApiNames,
+    #[serde(default)]
+    voucher_link: Option<String>,
 }
 
 const WHEN_KEYS: &str =
@@ -323,6 +328,9 @@ impl MappingDocument {
         let voucher_text = Template::parse(ifs.voucher_text.as_deref().unwrap_or(DEFAULT_VOUCHER_TEXT))
             .map_err(|e| ifs_err("voucher_text")(e.to_string()))?;
 
+        let voucher_link =
+            ifs.voucher_link.as_deref().map(VoucherLink::parse).transpose().map_err(ifs_err("voucher_link"))?;
+
         let rules = raw.rule.iter().enumerate().map(|(i, table)| parse_rule(i + 1, table)).collect::<Result<_, _>>()?;
         let passthrough = parse_passthrough(raw.passthrough)?;
 
@@ -336,6 +344,7 @@ impl MappingDocument {
             text,
             voucher_text,
             api: ifs.api,
+            voucher_link,
             rules,
             passthrough,
         })

@@ -51,6 +51,7 @@
 mod document;
 mod engine;
 mod error;
+mod link;
 mod template;
 mod validate;
 
@@ -62,6 +63,7 @@ pub use engine::{
     CATEGORY_FIELD, DEPARTMENT_FIELD, GL_ACCOUNT_FIELD, GL_ACCOUNT_REMOTE_ID, MAX_VOUCHER_TEXT, map_record,
 };
 pub use error::{Conflict, LineRef, LineSides, MappingError};
+pub use link::{LINK_PLACEHOLDERS, VoucherLink};
 pub use template::{Placeholder, Template, TemplateError};
 pub use validate::validate_proposal;
 
