@@ -33,6 +33,7 @@ pub enum Command {
     WebhookRegister { url: String },
     WebhookList,
     FieldsSync { dry_run: bool },
+    Reconcile { since: DateTime<Utc> },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -151,6 +152,11 @@ fn cli() -> clap::Command {
                     ),
             ),
     )
+    .subcommand(
+        clap::Command::new("reconcile")
+            .about("Compare Brex's exported records with IFS's vouchers (read-only); differences with their fix")
+            .arg(time_arg("since", "records completed after (date, RFC 3339, or 30d/12h); default 30d")),
+    )
 }
 
 /// `2026-06-01`, RFC 3339, or a span back from now (`7d`, `12h`, `30m`).
@@ -241,6 +247,10 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Invocation, Parse
             ("sync", m) => Command::FieldsSync { dry_run: m.get_flag("dry-run") },
             _ => return Err(missing()),
         },
+        ("reconcile", m) => Command::Reconcile {
+            since: time(m, "since", now)?
+                .unwrap_or(now - Duration::days(shared::reconcile::DailyReconcile::DEFAULT_WINDOW_DAYS)),
+        },
         _ => return Err(missing()),
     };
     Ok(Invocation { command, json, settings })
@@ -273,6 +283,12 @@ mod tests {
         assert!(matches!(inv.command, Command::DryRun { csv: true, ref ids, since: None } if ids.len() == 2));
         assert_eq!(parse(args("fields sync --dry-run")).ok().unwrap().command, Command::FieldsSync { dry_run: true });
         assert_eq!(parse(args("fields sync")).ok().unwrap().command, Command::FieldsSync { dry_run: false });
+        let Command::Reconcile { since } = parse(args("reconcile --since 2026-06-01 --json")).ok().unwrap().command
+        else {
+            panic!("reconcile")
+        };
+        assert_eq!(since.to_rfc3339(), "2026-06-01T00:00:00+00:00");
+        assert!(matches!(parse(args("reconcile")).ok().unwrap().command, Command::Reconcile { .. }));
         assert!(matches!(parse(args("fields")), Err(ParseOutcome::Error(_))));
     }
 

@@ -6,6 +6,7 @@ mod dry_run;
 mod failures;
 mod fields;
 mod mapping;
+mod reconcile;
 mod trace;
 mod webhook;
 
@@ -37,6 +38,7 @@ pub async fn dispatch(
         Command::WebhookRegister { url } => webhook::register(ctx, url, out).await,
         Command::WebhookList => webhook::list(ctx, out).await,
         Command::FieldsSync { dry_run } => fields::sync(ctx, *dry_run, out).await,
+        Command::Reconcile { since } => reconcile::run(ctx, *since, out).await,
     }
 }
 

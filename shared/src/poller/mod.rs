@@ -23,6 +23,7 @@ use crate::domain::{Origin, Subject, WorkItem};
 use crate::error::{AwsError, Classify};
 use crate::ports::MappingSource;
 use crate::ports::{BrexPages, Clock, EnqueueLedger, Feed, Paging, PollState, PollStateStore, WorkQueue};
+use crate::reconcile::{DailyOutcome, DailyReconcile};
 use crate::reference::ReferenceRefresh;
 use crate::sync::{FieldSync, SyncReport};
 
@@ -41,6 +42,8 @@ pub struct PollerOptions {
     pub max_pages_per_run: Option<u32>,
     /// How long a queued mark blocks re-enqueueing. After it, a record the poster skipped is queued again.
     pub queued_ttl: Duration,
+    /// The reconciliation run once a day after polling, when wired.
+    pub reconcile: Option<Arc<DailyReconcile>>,
 }
 
 impl Default for PollerOptions {
@@ -52,6 +55,7 @@ impl Default for PollerOptions {
             stop_margin: Duration::seconds(30),
             max_pages_per_run: None,
             queued_ttl: Duration::hours(1),
+            reconcile: None,
         }
     }
 }
@@ -127,6 +131,8 @@ pub struct PollReport {
     pub reference: Option<ReferenceSummary>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fields: Option<FieldSyncSummary>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reconcile: Option<DailyOutcome>,
 }
 
 impl PollReport {
@@ -257,6 +263,11 @@ impl Poller {
         }
         report.reference = self.check_reference(deadline).await;
         report.fields = self.sync_fields(deadline).await;
+        if let Some(daily) = &self.options.reconcile
+            && self.clock.now() + self.options.stop_margin < deadline
+        {
+            report.reconcile = Some(daily.run_if_due().await);
+        }
         tracing::info!(report = %serde_json::to_string(&report).unwrap_or_default(), "poll run finished");
         report
     }
