@@ -28,7 +28,7 @@ pub enum Command {
     DryRun { since: Option<DateTime<Utc>>, ids: Vec<String>, csv: bool },
     Backfill { since: DateTime<Utc>, until: Option<DateTime<Utc>> },
     Failures,
-    Replay { all: bool, ids: Vec<String> },
+    Replay { all: bool, ids: Vec<String>, completed: bool },
     Trace { id: String },
     WebhookRegister { url: String },
     WebhookList,
@@ -119,6 +119,14 @@ fn cli() -> clap::Command {
                 Arg::new("all").long("all").action(ArgAction::SetTrue).help("every failed and held record and the DLQ"),
             )
             .arg(Arg::new("ids").value_name("ID").num_args(0..).help("record ids (failed, held or dead-lettered)"))
+            .arg(
+                Arg::new("completed")
+                    .long("completed")
+                    .action(ArgAction::SetTrue)
+                    .requires("ids")
+                    .conflicts_with("all")
+                    .help("also these completed records, whose voucher `connector reconcile` found missing in IFS"),
+            )
             .group(clap::ArgGroup::new("what").args(["all", "ids"]).required(true)),
     )
     .subcommand(
@@ -235,7 +243,9 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Invocation, Parse
             until: time(m, "until", now)?,
         },
         ("failures", _) => Command::Failures,
-        ("replay", m) => Command::Replay { all: m.get_flag("all"), ids: strings(m, "ids") },
+        ("replay", m) => {
+            Command::Replay { all: m.get_flag("all"), ids: strings(m, "ids"), completed: m.get_flag("completed") }
+        }
         ("trace", m) => Command::Trace { id: m.get_one::<String>("id").cloned().unwrap_or_default() },
         ("webhook", m) => match m.subcommand().ok_or_else(missing)? {
             ("register", m) => {
@@ -278,7 +288,10 @@ mod tests {
             other => panic!("{other:?}"),
         }
         let inv = parse(args("replay accr_1 accr_2")).ok().unwrap();
-        assert_eq!(inv.command, Command::Replay { all: false, ids: vec!["accr_1".into(), "accr_2".into()] });
+        assert_eq!(
+            inv.command,
+            Command::Replay { all: false, ids: vec!["accr_1".into(), "accr_2".into()], completed: false }
+        );
         let inv = parse(args("dry-run --ids accr_1,accr_2 --csv")).ok().unwrap();
         assert!(matches!(inv.command, Command::DryRun { csv: true, ref ids, since: None } if ids.len() == 2));
         assert_eq!(parse(args("fields sync --dry-run")).ok().unwrap().command, Command::FieldsSync { dry_run: true });

@@ -114,7 +114,11 @@ async fn planted_differences_are_each_found_with_their_fix() {
     let text = cli(&w, &["reconcile", "--since", "30d"]).await;
     assert_eq!(text.code, 1, "differences exit 1: {}", text.out);
     assert!(text.out.contains("missing_voucher (1):") && text.out.contains(&missing_id), "{}", text.out);
-    assert!(text.out.contains(&format!("connector replay {missing_id}")), "the fix names the replay: {}", text.out);
+    assert!(
+        text.out.contains(&format!("connector replay --completed {missing_id}")),
+        "the fix names the replay: {}",
+        text.out
+    );
     assert!(text.out.contains("extra_voucher (1):") && text.out.contains(&extra_key), "{}", text.out);
     assert!(text.out.contains("remove or reverse it there"), "{}", text.out);
     assert!(text.out.contains("amount_mismatch (1):") && text.out.contains(&edited_key), "{}", text.out);
@@ -153,6 +157,20 @@ async fn planted_differences_are_each_found_with_their_fix() {
     let c = w.ifs.counters();
     assert_eq!(c.mutations_with_if_match + c.mutations_without_if_match, 0, "no IFS write at all: {c:?}");
     assert_eq!(c.total_requests, c.count_label(ROWS_GET) + c.token_fetches, "only row reads and tokens: {c:?}");
+
+    // The missing voucher's fix, followed: the export undone in Brex, the completed record replayed → posted
+    // again, once; the other two differences are IFS's to fix and stay.
+    let plain = cli(&w, &["replay", &missing_id]).await;
+    assert!(plain.out.contains("use --completed"), "a plain replay passes over a completed record: {}", plain.out);
+    assert_eq!(w.brex.mark_ready_for_export(&[&missing_id]), 1);
+    let replay = cli(&w, &["replay", "--completed", &missing_id]).await;
+    assert_eq!(replay.code, 0, "{}", replay.out);
+    assert!(replay.out.contains("completed, voucher missing in IFS"), "{}", replay.out);
+    w.drain(Duration::from_secs(60)).await.unwrap();
+    assert_eq!(w.vouchers_by_reference()[&missing_id].len(), 1, "posted again, once");
+    let after = cli(&w, &["reconcile", "--json"]).await;
+    let v: serde_json::Value = serde_json::from_str(&after.out).unwrap();
+    assert_eq!(v["counts"], serde_json::json!({"missing_voucher": 0, "extra_voucher": 1, "amount_mismatch": 1}));
 }
 
 #[tokio::test]

@@ -33,7 +33,7 @@ pub async fn dispatch(
         Command::DryRun { since, ids, csv } => dry_run::run(ctx, *since, ids, *csv, out).await,
         Command::Backfill { since, until } => backfill::run(ctx, *since, *until, out, err).await,
         Command::Failures => failures::list(ctx, out).await,
-        Command::Replay { all, ids } => failures::replay(ctx, *all, ids, out).await,
+        Command::Replay { all, ids, completed } => failures::replay(ctx, *all, ids, *completed, out).await,
         Command::Trace { id } => trace::run(ctx, id, out).await,
         Command::WebhookRegister { url } => webhook::register(ctx, url, out).await,
         Command::WebhookList => webhook::list(ctx, out).await,

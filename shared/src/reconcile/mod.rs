@@ -14,7 +14,6 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, Utc};
-use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{AccountingRecordId, Subject};
@@ -116,9 +115,9 @@ pub enum ReconcileError {
 /// The fix for a voucher the table names but IFS does not hold.
 fn missing_fix(subject: &Subject, voucher: &str) -> String {
     format!(
-        "check in IFS whether voucher {voucher} was deleted or renumbered on purpose; if it should exist, have the \
-         record returned to Ready for export in Brex and run `connector replay {id}` (Brex shows it EXPORTED \
-         with {voucher} until then)",
+        "check in IFS whether voucher {voucher} was deleted or renumbered on purpose; if it should exist, undo the \
+         record's export in Brex (Ready for export again) and run `connector replay --completed {id}` (the \
+         poster's dedup query still finds the voucher if it exists after all)",
         id = subject
     )
 }

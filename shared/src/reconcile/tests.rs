@@ -5,6 +5,7 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 use chrono::TimeZone;
+use rust_decimal::Decimal;
 
 use super::*;
 use crate::brex::model::AccountingRecord;
@@ -119,7 +120,7 @@ async fn each_kind_of_difference_is_found_with_its_fix() {
             (DifferenceKind::AmountMismatch, Some("accr_b"), "10-2026-M-2"),
         ]
     );
-    assert!(report.differences[0].fix.contains("connector replay accr_c"), "{:?}", report.differences[0]);
+    assert!(report.differences[0].fix.contains("connector replay --completed accr_c"), "{:?}", report.differences[0]);
     assert!(report.differences[1].fix.contains("remove or reverse it"), "{:?}", report.differences[1]);
     assert!(report.differences[2].detail.contains("record 20 USD"), "{:?}", report.differences[2]);
     assert_eq!((report.subjects_checked, report.amounts_checked, report.vouchers_in_ifs), (4, 2, 4));
