@@ -15,7 +15,6 @@ use shared::aws::{CachedMapping, DynamoStore};
 use shared::config::{CommonConfig, IfsConfig};
 use shared::domain::{Origin, WebhookId};
 use shared::lambda::build;
-use shared::ports::ReconcileStore;
 use shared::reconcile::{DailyOutcome, DailyReconcile, DifferenceKind, Reconciler};
 use sims::brex::generator::{GeneratorOptions, RecordGenerator};
 use sims::ifs::IfsSimConfig;
