@@ -55,6 +55,7 @@ pub enum Command {
     Replay {
         all: bool,
         ids: Vec<String>,
+        completed: bool,
     },
     Trace {
         id: String,
@@ -65,6 +66,9 @@ pub enum Command {
     WebhookList,
     FieldsSync {
         dry_run: bool,
+    },
+    Reconcile {
+        since: DateTime<Utc>,
     },
 }
 
@@ -156,6 +160,14 @@ fn cli() -> clap::Command {
                 Arg::new("all").long("all").action(ArgAction::SetTrue).help("every failed and held record and the DLQ"),
             )
             .arg(Arg::new("ids").value_name("ID").num_args(0..).help("record ids (failed, held or dead-lettered)"))
+            .arg(
+                Arg::new("completed")
+                    .long("completed")
+                    .action(ArgAction::SetTrue)
+                    .requires("ids")
+                    .conflicts_with("all")
+                    .help("also these completed records, whose voucher `connector reconcile` found missing in IFS"),
+            )
             .group(clap::ArgGroup::new("what").args(["all", "ids"]).required(true)),
     )
     .subcommand(
@@ -188,6 +200,11 @@ fn cli() -> clap::Command {
                             .help("print the diff; write nothing to Brex"),
                     ),
             ),
+    )
+    .subcommand(
+        clap::Command::new("reconcile")
+            .about("Compare Brex's exported records with IFS's vouchers (read-only); differences with their fix")
+            .arg(time_arg("since", "records completed after (date, RFC 3339, or 30d/12h); default 30d")),
     )
 }
 
@@ -272,7 +289,9 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Invocation, Parse
             let since = parse_time(&window, now).map_err(|e| ParseOutcome::Error(format!("error: --since: {e}\n")))?;
             Command::Status { since, window }
         }
-        ("replay", m) => Command::Replay { all: m.get_flag("all"), ids: strings(m, "ids") },
+        ("replay", m) => {
+            Command::Replay { all: m.get_flag("all"), ids: strings(m, "ids"), completed: m.get_flag("completed") }
+        }
         ("trace", m) => Command::Trace { id: m.get_one::<String>("id").cloned().unwrap_or_default() },
         ("webhook", m) => match m.subcommand().ok_or_else(missing)? {
             ("register", m) => {
@@ -283,6 +302,10 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Invocation, Parse
         ("fields", m) => match m.subcommand().ok_or_else(missing)? {
             ("sync", m) => Command::FieldsSync { dry_run: m.get_flag("dry-run") },
             _ => return Err(missing()),
+        },
+        ("reconcile", m) => Command::Reconcile {
+            since: time(m, "since", now)?
+                .unwrap_or(now - Duration::days(shared::reconcile::DailyReconcile::DEFAULT_WINDOW_DAYS)),
         },
         _ => return Err(missing()),
     };
@@ -311,11 +334,20 @@ mod tests {
             other => panic!("{other:?}"),
         }
         let inv = parse(args("replay accr_1 accr_2")).ok().unwrap();
-        assert_eq!(inv.command, Command::Replay { all: false, ids: vec!["accr_1".into(), "accr_2".into()] });
+        assert_eq!(
+            inv.command,
+            Command::Replay { all: false, ids: vec!["accr_1".into(), "accr_2".into()], completed: false }
+        );
         let inv = parse(args("dry-run --ids accr_1,accr_2 --csv")).ok().unwrap();
         assert!(matches!(inv.command, Command::DryRun { csv: true, ref ids, since: None } if ids.len() == 2));
         assert_eq!(parse(args("fields sync --dry-run")).ok().unwrap().command, Command::FieldsSync { dry_run: true });
         assert_eq!(parse(args("fields sync")).ok().unwrap().command, Command::FieldsSync { dry_run: false });
+        let Command::Reconcile { since } = parse(args("reconcile --since 2026-06-01 --json")).ok().unwrap().command
+        else {
+            panic!("reconcile")
+        };
+        assert_eq!(since.to_rfc3339(), "2026-06-01T00:00:00+00:00");
+        assert!(matches!(parse(args("reconcile")).ok().unwrap().command, Command::Reconcile { .. }));
         assert!(matches!(parse(args("fields")), Err(ParseOutcome::Error(_))));
         let before = Utc::now();
         match parse(args("status")).ok().unwrap().command {

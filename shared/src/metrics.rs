@@ -66,6 +66,9 @@ pub enum Metric {
     PollerLag,
     /// Poller: warnings of the latest IFS reference refresh (the mapping against IFS's reference data).
     ReferenceWarnings,
+    /// Poller, once a day: differences between Brex, the table and IFS the reconciliation found (0 included).
+    /// `Kind`: `missing_voucher`, `extra_voucher`, `amount_mismatch`.
+    ReconcileDifferences,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,7 +100,7 @@ enum Aggregate {
 }
 
 impl Metric {
-    pub const ALL: [Metric; 18] = [
+    pub const ALL: [Metric; 19] = [
         Self::RecordsPosted,
         Self::RecordsAlreadyPosted,
         Self::RecordsFailed,
@@ -116,6 +119,7 @@ impl Metric {
         Self::PollerEnqueued,
         Self::PollerLag,
         Self::ReferenceWarnings,
+        Self::ReconcileDifferences,
     ];
 
     pub fn name(self) -> &'static str {
@@ -138,6 +142,7 @@ impl Metric {
             Self::PollerEnqueued => "PollerEnqueued",
             Self::PollerLag => "PollerLag",
             Self::ReferenceWarnings => "ReferenceWarnings",
+            Self::ReconcileDifferences => "ReconcileDifferences",
         }
     }
 

@@ -12,6 +12,7 @@ use serde_json::Value;
 use shared::aws::{CachedMapping, DynamoStore};
 use shared::domain::{AccountingRecordId, Origin, Subject, WebhookId};
 use shared::ports::{IdempotencyKey, IdempotencyStore};
+use shared::reconcile::{DailyOutcome, DifferenceKind};
 use sims::brex::BrexSimConfig;
 use sims::brex::generator::{GeneratorOptions, RecordGenerator};
 use sims::brex::model::ReviewStatus;
@@ -213,6 +214,14 @@ async fn the_functions_emit_every_metric_the_dashboard_and_alarms_read_with_the_
         let lag = values(&lines, "PollerLag", &[("Function", "poller"), ("Source", source)]);
         assert_eq!(lag.len(), 1, "{source}: {lag:?}");
         assert!(lag[0] < 60.0, "read to the end moments ago: {lag:?}");
+    }
+    let Some(DailyOutcome::Ran { differences, .. }) = &polled.reconcile else {
+        panic!("the first run of the day reconciles: {:?}", polled.reconcile)
+    };
+    for kind in DifferenceKind::ALL {
+        let found = differences.get(&kind).copied().unwrap_or(0) as f64;
+        let written = values(&lines, "ReconcileDifferences", &[("Function", "poller"), ("Kind", kind.as_str())]);
+        assert_eq!(written, [found], "{kind:?}");
     }
     let warnings = polled.reference.as_ref().map(|r| r.warnings).expect("the refresh ran");
     assert_eq!(values(&lines, "ReferenceWarnings", &[("Function", "poller")]), [warnings as f64]);

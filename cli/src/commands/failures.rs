@@ -365,6 +365,28 @@ async fn redrive(ctx: &Ctx<'_>, dlq_url: &str) -> Result<DlqRedrive, CliError> {
     Ok(DlqRedrive { method: "receive/send/delete", moved, task_handle: None, fallback_reason: Some(fallback_reason) })
 }
 
+/// The spend behind a completed record is remembered as posted with the missing voucher too; it is released
+/// (holders kept) so the poster does not complete the record with that voucher again.
+async fn release_spend(
+    ctx: &Ctx<'_>,
+    store: &shared::aws::DynamoStore,
+    subject: &Subject,
+    voucher: &str,
+) -> Result<(), CliError> {
+    let spend = match subject {
+        Subject::Expense(id) => Some(id.clone()),
+        Subject::Record(id) => {
+            let brex = ctx.brex(store).await?;
+            let fetch = brex.records_by_ids(std::slice::from_ref(id)).await?;
+            fetch.records.first().and_then(|r| r.spend_id())
+        }
+    };
+    if let Some(spend) = spend {
+        store.release_posted_spend(&spend, voucher).await?;
+    }
+    Ok(())
+}
+
 /// Why a subject was re-enqueued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -375,6 +397,8 @@ enum Replayed {
     Held,
     /// The poster has no item for it (e.g. it was only dead-lettered).
     Unseen,
+    /// Its COMPLETED item was deleted (`--completed`): its voucher is missing from IFS.
+    Completed,
 }
 
 impl Replayed {
@@ -383,11 +407,20 @@ impl Replayed {
             Self::Failed => "failed",
             Self::Held => "held",
             Self::Unseen => "not seen by the poster",
+            Self::Completed => "completed, voucher missing in IFS",
         }
     }
 }
 
-pub async fn replay(ctx: &Ctx<'_>, all: bool, ids: &[String], out: &mut dyn Write) -> Result<i32, CliError> {
+/// `completed`: also re-enqueue the given COMPLETED records (their voucher found missing by `connector
+/// reconcile`). Safe against duplicates: the poster's dedup query finds a voucher that exists after all.
+pub async fn replay(
+    ctx: &Ctx<'_>,
+    all: bool,
+    ids: &[String],
+    completed: bool,
+    out: &mut dyn Write,
+) -> Result<i32, CliError> {
     let store = ctx.store()?;
     let mut replayed: Vec<(Subject, Replayed)> = Vec::new();
     let mut passed_over: Vec<(Subject, String)> = Vec::new();
@@ -411,8 +444,22 @@ pub async fn replay(ctx: &Ctx<'_>, all: bool, ids: &[String], out: &mut dyn Writ
                     }
                 }
                 Some(state) if state.status == "HELD" => replayed.push((subject, Replayed::Held)),
-                Some(state) if state.status == "COMPLETED" => passed_over
-                    .push((subject, format!("already posted (voucher {})", state.result.as_deref().unwrap_or("?")))),
+                Some(state) if state.status == "COMPLETED" && completed => {
+                    let voucher = state.result.unwrap_or_default();
+                    release_spend(ctx, &store, &subject, &voucher).await?;
+                    if store.clear_completed(&subject, &voucher).await? {
+                        replayed.push((subject, Replayed::Completed));
+                    } else {
+                        passed_over.push((subject, "changed while replaying; run `connector trace`".into()));
+                    }
+                }
+                Some(state) if state.status == "COMPLETED" => passed_over.push((
+                    subject,
+                    format!(
+                        "already posted (voucher {}; if `connector reconcile` finds it missing, use --completed)",
+                        state.result.as_deref().unwrap_or("?")
+                    ),
+                )),
                 Some(state) => passed_over.push((subject, format!("being posted now ({})", state.status))),
                 // Never settled (e.g. only in the DLQ): enqueue it.
                 None => replayed.push((subject, Replayed::Unseen)),
@@ -441,6 +488,10 @@ pub async fn replay(ctx: &Ctx<'_>, all: bool, ids: &[String], out: &mut dyn Writ
     let mut counts = vec![format!("{} failed", failed.len()), format!("{} held", held.len())];
     if !unseen.is_empty() {
         counts.push(format!("{} not seen by the poster", unseen.len()));
+    }
+    let reposting = replayed.iter().filter(|(_, k)| *k == Replayed::Completed).count();
+    if reposting > 0 {
+        counts.push(format!("{reposting} completed with a missing voucher"));
     }
     writeln!(out, "re-enqueued {} record(s) with origin replay ({})", replayed.len(), counts.join(", "))?;
     for (s, kind) in replayed.iter().take(REPLAYED_LINES) {

@@ -6,6 +6,7 @@ mod dry_run;
 mod failures;
 mod fields;
 mod mapping;
+mod reconcile;
 mod status;
 mod trace;
 mod webhook;
@@ -34,11 +35,12 @@ pub async fn dispatch(
         Command::Backfill { since, until } => backfill::run(ctx, *since, *until, out, err).await,
         Command::Failures => failures::list(ctx, out).await,
         Command::Status { since, window } => status::run(ctx, *since, window, out).await,
-        Command::Replay { all, ids } => failures::replay(ctx, *all, ids, out).await,
+        Command::Replay { all, ids, completed } => failures::replay(ctx, *all, ids, *completed, out).await,
         Command::Trace { id } => trace::run(ctx, id, out).await,
         Command::WebhookRegister { url } => webhook::register(ctx, url, out).await,
         Command::WebhookList => webhook::list(ctx, out).await,
         Command::FieldsSync { dry_run } => fields::sync(ctx, *dry_run, out).await,
+        Command::Reconcile { since } => reconcile::run(ctx, *since, out).await,
     }
 }
 

@@ -7,7 +7,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, TimeZone, Utc};
 
 use super::DynamoStore;
-use super::table::status::{FAILED, HELD};
+use super::table::status::{COMPLETED, FAILED, HELD};
 use super::table::{
     EXPENSE_PK_PREFIX, IDEM_SK, RECORD_PK_PREFIX, conditional_failed, get_n, get_s, queued_pk, s, subject_pk,
 };
@@ -142,6 +142,30 @@ impl DynamoStore {
             .condition_expression("#st = :failed")
             .expression_attribute_names("#st", "status")
             .expression_attribute_values(":failed", s(FAILED))
+            .send()
+            .await;
+        match out {
+            Ok(_) => Ok(true),
+            Err(e) if conditional_failed(&e) => Ok(false),
+            Err(e) => Err(AwsError::from_sdk("dynamodb", "DeleteItem", &e)),
+        }
+    }
+
+    /// Deletes the subject's idempotency item only while it is COMPLETED with `voucher`, so the poster takes
+    /// it on again (`connector replay --completed`, after `connector reconcile` found the voucher missing).
+    /// `false` when the item is not that (changed meanwhile).
+    pub async fn clear_completed(&self, subject: &Subject, voucher: &str) -> Result<bool, AwsError> {
+        let out = self
+            .client()
+            .delete_item()
+            .table_name(self.table())
+            .key("pk", s(subject_pk(subject)))
+            .key("sk", s(IDEM_SK))
+            .condition_expression("#st = :done AND #res = :voucher")
+            .expression_attribute_names("#st", "status")
+            .expression_attribute_names("#res", "result")
+            .expression_attribute_values(":done", s(COMPLETED))
+            .expression_attribute_values(":voucher", s(voucher))
             .send()
             .await;
         match out {

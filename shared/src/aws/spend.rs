@@ -177,3 +177,31 @@ impl SpendClaims for DynamoStore {
         }
     }
 }
+
+impl DynamoStore {
+    /// Turns a spend posted with `voucher` back into a released claim (its holder history kept), for
+    /// `connector replay --completed` after `connector reconcile` found that voucher missing in IFS: otherwise
+    /// the poster would complete the record again with the voucher that is gone. `false` when the claim is
+    /// not posted with that voucher.
+    pub async fn release_posted_spend(&self, spend: &ExpenseId, voucher: &str) -> Result<bool, AwsError> {
+        let out = self
+            .client()
+            .update_item()
+            .table_name(self.table())
+            .key("pk", s(spend_pk(spend)))
+            .key("sk", s(SK))
+            .update_expression("SET #st = :released REMOVE voucher")
+            .condition_expression("#st = :posted AND voucher = :v")
+            .expression_attribute_names("#st", "status")
+            .expression_attribute_values(":released", s(RELEASED))
+            .expression_attribute_values(":posted", s(POSTED))
+            .expression_attribute_values(":v", s(voucher))
+            .send()
+            .await;
+        match out {
+            Ok(_) => Ok(true),
+            Err(e) if conditional_failed(&e) => Ok(false),
+            Err(e) => Err(AwsError::from_sdk("dynamodb", "UpdateItem", &e)),
+        }
+    }
+}

@@ -49,9 +49,12 @@ impl RecordSource for BrexClient {
         let wire: Vec<ExportResult> = results
             .iter()
             .map(|r| match r {
-                ExportOutcome::Success { id, reference_id } => ExportResult {
+                ExportOutcome::Success { id, reference_id, deep_link_url } => ExportResult {
                     accounting_record_id: id.clone(),
-                    outcome: ExportStatus::Success { reference_id: Some(reference_id.clone()), deep_link_url: None },
+                    outcome: ExportStatus::Success {
+                        reference_id: Some(reference_id.clone()),
+                        deep_link_url: deep_link_url.clone(),
+                    },
                 },
                 ExportOutcome::Failure { id, message } => ExportResult {
                     accounting_record_id: id.clone(),

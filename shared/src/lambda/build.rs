@@ -22,6 +22,7 @@ use crate::poller::{Poller, PollerOptions, ReferenceCheck};
 use crate::ports::MappingSource;
 use crate::ports::{Clock, SecretStore, SystemClock};
 use crate::poster::{Poster, PosterOptions};
+use crate::reconcile::{DailyReconcile, Reconciler};
 use crate::reference::ReferenceRefresh;
 use crate::sync::FieldSync;
 use crate::webhook::{WebhookOptions, WebhookService};
@@ -169,18 +170,27 @@ pub async fn poller(config: &PollerConfig, sdk: &SdkConfig) -> Result<Poller, St
     );
     let brex = Arc::new(brex?);
     // A broken IFS secret must not stop the polling itself: the refresh reports it on every run instead.
+    let mut options = PollerOptions::default();
     let reference = match ifs {
-        Ok(ifs) => ReferenceCheck::On {
-            fields: config.field_sync.map(|options| {
-                FieldSync::new(ifs.clone(), brex.clone()).with_options(options).with_clock(clock.clone())
-            }),
-            refresh: ReferenceRefresh::new(
-                Arc::new(ifs.reference().clone()),
-                Arc::new(DynamoReportStore::new(dynamodb.clone(), &common.table_name)),
-            )
-            .with_clock(clock.clone()),
-            mapping,
-        },
+        Ok(ifs) => {
+            options.reconcile = Some(Arc::new(DailyReconcile {
+                reconciler: Reconciler::new(Arc::new(ifs.ledger().clone()), Arc::new(table.clone()), brex.clone()),
+                mapping: mapping.clone(),
+                store: Arc::new(table.clone()),
+                window: chrono::Duration::days(DailyReconcile::DEFAULT_WINDOW_DAYS),
+            }));
+            ReferenceCheck::On {
+                fields: config.field_sync.map(|options| {
+                    FieldSync::new(ifs.clone(), brex.clone()).with_options(options).with_clock(clock.clone())
+                }),
+                refresh: ReferenceRefresh::new(
+                    Arc::new(ifs.reference().clone()),
+                    Arc::new(DynamoReportStore::new(dynamodb.clone(), &common.table_name)),
+                )
+                .with_clock(clock.clone()),
+                mapping,
+            }
+        }
         Err(e) => {
             tracing::error!(error = %e, "IFS client unavailable; the reference refresh will report it on every run");
             ReferenceCheck::Unavailable(e.to_string())
@@ -196,7 +206,7 @@ pub async fn poller(config: &PollerConfig, sdk: &SdkConfig) -> Result<Poller, St
         sources: config.poll_sources.clone(),
         reference,
         metrics,
-        options: PollerOptions::default(),
+        options,
     })
 }
 

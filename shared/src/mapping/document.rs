@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+use super::link::VoucherLink;
 use super::template::Template;
 use crate::brex::model::LineSide;
 use crate::domain::{AccountCode, CodePartValue, CompanyCode, CurrencyCode, VoucherType};
@@ -53,6 +54,8 @@ pub struct MappingDocument {
     pub api: IfsApiNames,
     /// `[ifs] closed_period`: what happens to a record dated in a closed IFS accounting period.
     pub closed_period: ClosedPeriodPolicy,
+    /// `[ifs] voucher_link`: the voucher's address in IFS, sent to Brex as `deep_link_url`; none by default.
+    pub voucher_link: Option<VoucherLink>,
     pub rules: Vec<Rule>,
     pub passthrough: Passthrough,
 }
@@ -330,6 +333,8 @@ struct RawIfs {
     closed_period: Option<String>,
     #[serde(default)]
     api: IfsApiNames,
+    #[serde(default)]
+    voucher_link: Option<String>,
 }
 
 const WHEN_KEYS: &str =
@@ -373,6 +378,8 @@ impl MappingDocument {
                 ))
             })?,
         };
+        let voucher_link =
+            ifs.voucher_link.as_deref().map(VoucherLink::parse).transpose().map_err(ifs_err("voucher_link"))?;
 
         let rules = raw.rule.iter().enumerate().map(|(i, table)| parse_rule(i + 1, table)).collect::<Result<_, _>>()?;
         let passthrough = parse_passthrough(raw.passthrough)?;
@@ -388,6 +395,7 @@ impl MappingDocument {
             voucher_text,
             api: ifs.api,
             closed_period,
+            voucher_link,
             rules,
             passthrough,
         })

@@ -58,6 +58,7 @@
 mod document;
 mod engine;
 mod error;
+mod link;
 pub mod period;
 mod template;
 mod validate;
@@ -70,6 +71,7 @@ pub use engine::{
     CATEGORY_FIELD, DEPARTMENT_FIELD, GL_ACCOUNT_FIELD, GL_ACCOUNT_REMOTE_ID, MAX_VOUCHER_TEXT, map_record,
 };
 pub use error::{Conflict, LineRef, LineSides, MappingError};
+pub use link::{LINK_PLACEHOLDERS, VoucherLink};
 pub use period::{recheck_refusal, settle_period};
 pub use template::{Placeholder, Template, TemplateError};
 pub use validate::{check_proposal, validate_proposal};

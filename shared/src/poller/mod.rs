@@ -24,6 +24,7 @@ use crate::error::{AwsError, Classify};
 use crate::metrics::{Metric, Metrics, dim};
 use crate::ports::MappingSource;
 use crate::ports::{BrexPages, Clock, EnqueueLedger, Feed, Paging, PollState, PollStateStore, WorkQueue};
+use crate::reconcile::{DailyOutcome, DailyReconcile, DifferenceKind};
 use crate::reference::ReferenceRefresh;
 use crate::sync::{FieldSync, SyncReport};
 
@@ -42,6 +43,8 @@ pub struct PollerOptions {
     pub max_pages_per_run: Option<u32>,
     /// How long a queued mark blocks re-enqueueing. After it, a record the poster skipped is queued again.
     pub queued_ttl: Duration,
+    /// The reconciliation run once a day after polling, when wired.
+    pub reconcile: Option<Arc<DailyReconcile>>,
 }
 
 impl Default for PollerOptions {
@@ -53,6 +56,7 @@ impl Default for PollerOptions {
             stop_margin: Duration::seconds(30),
             max_pages_per_run: None,
             queued_ttl: Duration::hours(1),
+            reconcile: None,
         }
     }
 }
@@ -132,6 +136,8 @@ pub struct PollReport {
     pub reference: Option<ReferenceSummary>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fields: Option<FieldSyncSummary>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reconcile: Option<DailyOutcome>,
 }
 
 impl PollReport {
@@ -264,6 +270,11 @@ impl Poller {
         }
         report.reference = self.check_reference(deadline).await;
         report.fields = self.sync_fields(deadline).await;
+        if let Some(daily) = &self.options.reconcile
+            && self.clock.now() + self.options.stop_margin < deadline
+        {
+            report.reconcile = Some(daily.run_if_due().await);
+        }
         tracing::info!(report = %serde_json::to_string(&report).unwrap_or_default(), "poll run finished");
         self.record_metrics(&report);
         report
@@ -283,6 +294,13 @@ impl Poller {
         if let Some(reference) = report.reference.as_ref().filter(|r| r.outcome == Outcome::Complete) {
             // Written even when 0: the latest refresh's count, not an event.
             self.metrics.record(Metric::ReferenceWarnings, reference.warnings as f64, Vec::new());
+        }
+        // Every kind, 0 included: the day's finding, which the alarm reads.
+        if let Some(DailyOutcome::Ran { differences, .. }) = &report.reconcile {
+            for kind in DifferenceKind::ALL {
+                let found = differences.get(&kind).copied().unwrap_or(0) as f64;
+                self.metrics.record(Metric::ReconcileDifferences, found, dim("Kind", kind.as_str()));
+            }
         }
     }
 

@@ -36,8 +36,16 @@ pub struct FetchedExpenses {
 /// One export result for Brex (`POST /v3/accounting/records/export-results`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ExportOutcome {
-    Success { id: AccountingRecordId, reference_id: String },
-    Failure { id: AccountingRecordId, message: String },
+    /// `deep_link_url`: the voucher's address in IFS (`[ifs] voucher_link`), when the mapping gives one.
+    Success {
+        id: AccountingRecordId,
+        reference_id: String,
+        deep_link_url: Option<String>,
+    },
+    Failure {
+        id: AccountingRecordId,
+        message: String,
+    },
 }
 
 #[async_trait]

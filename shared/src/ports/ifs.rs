@@ -101,6 +101,28 @@ pub trait ReferenceSource: Send + Sync {
     ) -> Result<Vec<AccountingPeriodInfo>, ExternalError>;
 }
 
+/// One voucher of the hold table as reconciliation sees it: its key, the references on its rows and its
+/// totals.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PostedVoucher {
+    /// `10-2026-M-17`, as the ledger returns it.
+    pub key: String,
+    /// Every `ReferenceNumber` on its rows (the Brex ids); one for a voucher the connector posted.
+    pub references: std::collections::BTreeSet<String>,
+    /// The currencies of its rows; one for a voucher the connector posted.
+    pub currencies: std::collections::BTreeSet<String>,
+    pub debit_total: rust_decimal::Decimal,
+    pub credit_total: rust_decimal::Decimal,
+    pub rows: usize,
+}
+
+/// Reads IFS's vouchers by `ReferenceSerie` (read-only; paged, within the request budget).
+#[async_trait]
+pub trait VoucherListing: Send + Sync {
+    /// Every voucher with a row in `reference_serie`, in key order.
+    async fn vouchers_in_serie(&self, reference_serie: &str) -> Result<Vec<PostedVoucher>, ExternalError>;
+}
+
 /// The IFS request budget (`IFS_REQUESTS_PER_MINUTE`, for the whole deployment). Every HTTP request, token
 /// fetches included, takes one unit first.
 #[async_trait]

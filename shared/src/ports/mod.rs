@@ -13,10 +13,13 @@ pub use brex::{
     BrexFields, BrexPages, ExportOutcome, FetchedExpenses, FetchedRecords, RecordSource, WebhookSecretSource,
 };
 pub use clock::{Clock, SystemClock};
-pub use ifs::{AccountInfo, ChartOfAccounts, Demand, Ledger, ReferenceSource, RequestBudget};
+pub use ifs::{
+    AccountInfo, ChartOfAccounts, Demand, Ledger, PostedVoucher, ReferenceSource, RequestBudget, VoucherListing,
+};
 pub use queue::{Redelivery, WorkQueue};
 pub use secrets::SecretStore;
 pub use storage::{
-    AuditTrail, Begin, Capability, CapabilityStore, EnqueueLedger, Feed, IdempotencyKey, IdempotencyStore, LeaseStore,
-    MappingSource, Paging, PollState, PollStateStore, ReportStore, SpendClaim, SpendClaims,
+    AuditTrail, Begin, Capability, CapabilityStore, CompletedSubject, CompletedSubjects, EnqueueLedger, Feed,
+    IdempotencyKey, IdempotencyStore, LeaseStore, MappingSource, Paging, PollState, PollStateStore, ReconcileStore,
+    ReportStore, SpendClaim, SpendClaims,
 };

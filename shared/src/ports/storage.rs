@@ -221,6 +221,30 @@ pub trait ReportStore: Send + Sync {
     async fn load_latest(&self) -> Result<Option<ValidationReport>, AwsError>;
 }
 
+/// A subject the poster completed, with the voucher it completed with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompletedSubject {
+    pub subject: Subject,
+    /// The IFS voucher key (`10-2026-M-17`).
+    pub voucher: String,
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+/// Every subject the poster completed (DynamoDB: a filtered Scan of the idempotency items; a daily job's
+/// read, never the poster's).
+#[async_trait]
+pub trait CompletedSubjects: Send + Sync {
+    async fn completed_subjects(&self) -> Result<Vec<CompletedSubject>, AwsError>;
+}
+
+/// Where reconciliation reports are kept (DynamoDB: `crate::aws::reconcile`); the latest one also says which
+/// day the poller last ran it.
+#[async_trait]
+pub trait ReconcileStore: Send + Sync {
+    async fn save(&self, report: &crate::reconcile::ReconcileReport) -> Result<(), AwsError>;
+    async fn load_latest(&self) -> Result<Option<crate::reconcile::ReconcileReport>, AwsError>;
+}
+
 #[async_trait]
 pub trait AuditTrail: Send + Sync {
     /// Appends entries; kept until `retain_until`.

@@ -715,9 +715,12 @@ impl Poster {
             return told;
         }
         let mut exports: Vec<ExportOutcome> = Vec::new();
+        // The mapping is cached; without one (or without `voucher_link`) no link is sent.
+        let link = self.mapping.mapping().await.ok().and_then(|m| m.document.voucher_link.clone());
         for (subject, key) in report.posted.iter().chain(report.already_posted.iter()) {
             if let Subject::Record(id) = subject {
-                exports.push(ExportOutcome::Success { id: id.clone(), reference_id: key.clone() });
+                let deep_link_url = link.as_ref().and_then(|l| l.render(key));
+                exports.push(ExportOutcome::Success { id: id.clone(), reference_id: key.clone(), deep_link_url });
                 told.insert(subject.clone(), BrexReport::Exported { voucher: key.clone() });
             }
         }

@@ -396,7 +396,7 @@ fn names<V>(entries: &BTreeMap<Subject, V>) -> Vec<String> {
 }
 
 fn success(id: &str, key: &str) -> ExportOutcome {
-    ExportOutcome::Success { id: AccountingRecordId::parse(id).unwrap(), reference_id: key.into() }
+    ExportOutcome::Success { id: AccountingRecordId::parse(id).unwrap(), reference_id: key.into(), deep_link_url: None }
 }
 
 #[tokio::test]

@@ -260,6 +260,65 @@ impl IfsSim {
         self.shared.lock().vouchers.clone()
     }
 
+    /// Test hook for reconciliation: removes a committed voucher as someone deleting it in IFS would.
+    pub fn remove_voucher(&self, company: &str, year: i32, voucher_type: &str, voucher_no: i64) -> Option<Voucher> {
+        let mut st = self.shared.lock();
+        let at = st.vouchers.iter().position(|v| {
+            v.company == company
+                && v.accounting_year == year
+                && v.voucher_type == voucher_type
+                && v.voucher_no == voucher_no
+        })?;
+        Some(st.vouchers.remove(at))
+    }
+
+    /// Test hook for reconciliation: changes a committed voucher in place (an amount edited in IFS); false if
+    /// there is no such voucher.
+    pub fn edit_voucher(
+        &self,
+        company: &str,
+        year: i32,
+        voucher_type: &str,
+        voucher_no: i64,
+        edit: impl FnOnce(&mut Voucher),
+    ) -> bool {
+        let mut st = self.shared.lock();
+        match st.vouchers.iter_mut().find(|v| {
+            v.company == company
+                && v.accounting_year == year
+                && v.voucher_type == voucher_type
+                && v.voucher_no == voucher_no
+        }) {
+            Some(v) => {
+                edit(v);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Test hook for reconciliation: commits a voucher as someone entering it by hand in IFS would, numbered
+    /// after every voucher of its company, year and type; returns its number.
+    pub fn add_voucher(&self, mut voucher: Voucher) -> i64 {
+        let mut st = self.shared.lock();
+        let last = st
+            .vouchers
+            .iter()
+            .filter(|v| {
+                v.company == voucher.company
+                    && v.accounting_year == voucher.accounting_year
+                    && v.voucher_type == voucher.voucher_type
+            })
+            .map(|v| v.voucher_no)
+            .max()
+            .unwrap_or(0);
+        // Far above the series, so the connector's next voucher never takes the same number.
+        voucher.voucher_no = last + 1_000_000;
+        let no = voucher.voucher_no;
+        st.vouchers.push(voucher);
+        no
+    }
+
     pub fn voucher_count(&self) -> usize {
         self.shared.lock().vouchers.len()
     }

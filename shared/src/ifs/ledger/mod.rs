@@ -5,6 +5,7 @@
 mod batch;
 pub mod capability;
 mod dedup;
+mod listing;
 mod step;
 pub mod voucher;
 

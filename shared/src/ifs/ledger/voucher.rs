@@ -34,6 +34,19 @@ impl fmt::Display for VoucherKey {
     }
 }
 
+impl VoucherKey {
+    /// Reads back what [`fmt::Display`] wrote (`10-2026-M-17`). Taken apart from the right, because a
+    /// company code may itself hold a `-`.
+    pub fn parse(text: &str) -> Option<Self> {
+        let mut parts = text.rsplitn(4, '-');
+        let voucher_no = parts.next()?.parse().ok()?;
+        let voucher_type = VoucherType::parse(parts.next()?).ok()?;
+        let accounting_year = parts.next()?.parse().ok()?;
+        let company = CompanyCode::parse(parts.next()?).ok()?;
+        Some(Self { company, accounting_year, voucher_type, voucher_no })
+    }
+}
+
 /// An amount as it goes on the wire: its exact decimal text.
 pub fn amount_json(amount: Decimal) -> Value {
     Value::String(amount.to_string())
@@ -174,6 +187,19 @@ mod tests {
             json!({"Company": "10", "VoucherType": "M", "VoucherDate": "2026-02-03", "AccountingYear": 2026,
                    "AccountingPeriod": 2, "VoucherStatus": "AwaitingApproval"})
         );
+    }
+
+    #[test]
+    fn voucher_keys_parse_back() {
+        let key = VoucherKey::parse("AB-1-2026-M-17").unwrap();
+        assert_eq!(
+            (key.company.as_str(), key.accounting_year, key.voucher_type.as_str(), key.voucher_no),
+            ("AB-1", 2026, "M", 17)
+        );
+        assert_eq!(key.to_string(), "AB-1-2026-M-17");
+        for bad in ["", "10-2026-M", "10-20x6-M-1", "10-2026-M-x", "-2026-M-1"] {
+            assert!(VoucherKey::parse(bad).is_none(), "{bad}");
+        }
     }
 
     #[test]

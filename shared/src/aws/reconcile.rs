@@ -1,0 +1,125 @@
+//! Reconciliation's reads and its report in the one table.
+//!
+//! - completed subjects: a filtered Scan of the idempotency items (`sk = "idem"`, `status = COMPLETED`,
+//!   `pk = record#… | expense#…`) — once a day, never on the poster's path
+//! - latest report: `pk = "report#reconcile"`, `sk = "latest"`; one per run: `sk = "run#<checked_at>"`, kept
+//!   for [`RUN_RETENTION_DAYS`] (TTL `expires_at`). Both carry `run_day` and `checked_at` (S), `differences`
+//!   (N) and `report` (S, the JSON of [`ReconcileReport`]); `run_day` of the latest is the poller's "ran
+//!   today" mark.
+
+use async_trait::async_trait;
+use chrono::{DateTime, SecondsFormat, Utc};
+
+use super::DynamoStore;
+use super::table::status::COMPLETED;
+use super::table::{IDEM_SK, corrupt, get_s, n, s};
+use crate::domain::Subject;
+use crate::error::AwsError;
+use crate::ports::{CompletedSubject, CompletedSubjects, ReconcileStore};
+use crate::reconcile::ReconcileReport;
+
+pub const REPORT_PK: &str = "report#reconcile";
+pub const LATEST_SK: &str = "latest";
+/// How long the per-run copies are kept.
+pub const RUN_RETENTION_DAYS: i64 = 30;
+
+#[async_trait]
+impl CompletedSubjects for DynamoStore {
+    async fn completed_subjects(&self) -> Result<Vec<CompletedSubject>, AwsError> {
+        let mut out = Vec::new();
+        let mut start = None;
+        loop {
+            let page = self
+                .client()
+                .scan()
+                .table_name(self.table())
+                .filter_expression("sk = :idem AND #st = :done AND (begins_with(pk, :rec) OR begins_with(pk, :exp))")
+                .expression_attribute_names("#st", "status")
+                .expression_attribute_values(":idem", s(IDEM_SK))
+                .expression_attribute_values(":done", s(COMPLETED))
+                .expression_attribute_values(":rec", s("record#"))
+                .expression_attribute_values(":exp", s("expense#"))
+                .projection_expression("pk, #res, updated_at")
+                .expression_attribute_names("#res", "result")
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| AwsError::from_sdk("dynamodb", "Scan", &e))?;
+            for item in page.items() {
+                // A key this version cannot parse is someone else's item; skip it.
+                let Some(subject) = get_s(item, "pk").and_then(|pk| Subject::parse(pk).ok()) else { continue };
+                // A completed item without a voucher predates nothing this version writes; it names no
+                // voucher to check, so it is left out rather than reported as missing.
+                let Some(voucher) = get_s(item, "result").filter(|v| !v.is_empty()) else { continue };
+                let updated_at = get_s(item, "updated_at")
+                    .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                    .map(|t| t.with_timezone(&Utc));
+                out.push(CompletedSubject { subject, voucher: voucher.to_owned(), updated_at });
+            }
+            start = page.last_evaluated_key;
+            if start.is_none() {
+                break;
+            }
+        }
+        out.sort_by(|a, b| a.subject.cmp(&b.subject));
+        Ok(out)
+    }
+}
+
+impl DynamoStore {
+    async fn put_reconcile(
+        &self,
+        sk: &str,
+        report: &ReconcileReport,
+        json: &str,
+        expires_at: Option<i64>,
+    ) -> Result<(), AwsError> {
+        let mut put = self
+            .client()
+            .put_item()
+            .table_name(self.table())
+            .item("pk", s(REPORT_PK))
+            .item("sk", s(sk))
+            .item("run_day", s(report.run_day.to_string()))
+            .item("checked_at", s(report.checked_at.to_rfc3339_opts(SecondsFormat::Secs, true)))
+            .item("differences", n(i64::try_from(report.differences.len()).unwrap_or(i64::MAX)))
+            .item("report", s(json));
+        if let Some(at) = expires_at {
+            put = put.item("expires_at", n(at));
+        }
+        put.send().await.map_err(|e| AwsError::from_sdk("dynamodb", "PutItem", &e))?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ReconcileStore for DynamoStore {
+    /// The per-run copy first: if the second write fails, "latest" still names a report that exists.
+    async fn save(&self, report: &ReconcileReport) -> Result<(), AwsError> {
+        let json = serde_json::to_string(report)
+            .map_err(|e| corrupt("PutItem", format!("reconciliation report does not serialise: {e}")))?;
+        let run_sk = format!("run#{}", report.checked_at.to_rfc3339_opts(SecondsFormat::Millis, true));
+        let expires = (report.checked_at + chrono::Duration::days(RUN_RETENTION_DAYS)).timestamp();
+        self.put_reconcile(&run_sk, report, &json, Some(expires)).await?;
+        self.put_reconcile(LATEST_SK, report, &json, None).await
+    }
+
+    async fn load_latest(&self) -> Result<Option<ReconcileReport>, AwsError> {
+        let out = self
+            .client()
+            .get_item()
+            .table_name(self.table())
+            .key("pk", s(REPORT_PK))
+            .key("sk", s(LATEST_SK))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("dynamodb", "GetItem", &e))?;
+        let Some(item) = out.item else { return Ok(None) };
+        let json =
+            get_s(&item, "report").ok_or_else(|| corrupt("GetItem", "reconciliation report without `report`"))?;
+        serde_json::from_str(json)
+            .map(Some)
+            .map_err(|e| corrupt("GetItem", format!("reconciliation report unreadable: {e}")))
+    }
+}
