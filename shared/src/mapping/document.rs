@@ -53,6 +53,9 @@ pub struct MappingDocument {
     pub api: IfsApiNames,
     /// `[ifs] closed_period`: what happens to a record dated in a closed IFS accounting period.
     pub closed_period: ClosedPeriodPolicy,
+    /// `[ifs] attach_receipts`: attach each Brex receipt to the voucher in IFS document management (off by
+    /// default; see [`crate::receipts`]).
+    pub attach_receipts: bool,
     pub rules: Vec<Rule>,
     pub passthrough: Passthrough,
 }
@@ -329,6 +332,8 @@ struct RawIfs {
     #[serde(default)]
     closed_period: Option<String>,
     #[serde(default)]
+    attach_receipts: bool,
+    #[serde(default)]
     api: IfsApiNames,
 }
 
@@ -388,6 +393,7 @@ impl MappingDocument {
             voucher_text,
             api: ifs.api,
             closed_period,
+            attach_receipts: ifs.attach_receipts,
             rules,
             passthrough,
         })
@@ -595,6 +601,9 @@ gl_account_remote_id = true
         assert_eq!(doc.voucher_status, VoucherStatus::NotApproved);
         assert_eq!(doc.reimbursement_credit_account, None);
         assert_eq!(doc.closed_period, ClosedPeriodPolicy::Fail, "today's behaviour unless asked otherwise");
+        assert!(!doc.attach_receipts, "receipts are attached only when asked for");
+        assert!(MappingDocument::parse(&format!("{MINIMAL}attach_receipts = true\n")).unwrap().attach_receipts);
+        assert!(MappingDocument::parse(&format!("{MINIMAL}attach_receipts = \"yes\"\n")).is_err());
     }
 
     #[test]

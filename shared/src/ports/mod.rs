@@ -10,13 +10,15 @@ mod secrets;
 mod storage;
 
 pub use brex::{
-    BrexFields, BrexPages, ExportOutcome, FetchedExpenses, FetchedRecords, RecordSource, WebhookSecretSource,
+    BrexFields, BrexPages, ExportOutcome, FetchedExpenses, FetchedRecords, ReceiptSource, RecordSource,
+    WebhookSecretSource,
 };
 pub use clock::{Clock, SystemClock};
-pub use ifs::{AccountInfo, ChartOfAccounts, Demand, Ledger, ReferenceSource, RequestBudget};
+pub use ifs::{AccountInfo, AttachmentStore, ChartOfAccounts, Demand, Ledger, ReferenceSource, RequestBudget};
 pub use queue::{Redelivery, WorkQueue};
 pub use secrets::SecretStore;
 pub use storage::{
-    AuditTrail, Begin, Capability, CapabilityStore, EnqueueLedger, Feed, IdempotencyKey, IdempotencyStore, LeaseStore,
-    MappingSource, Paging, PollState, PollStateStore, ReportStore, SpendClaim, SpendClaims,
+    AttachedReceipts, AuditTrail, Begin, Capability, CapabilityStore, EnqueueLedger, Feed, IdempotencyKey,
+    IdempotencyStore, LeaseStore, MappingSource, Paging, PollState, PollStateStore, ReportStore, SpendClaim,
+    SpendClaims,
 };

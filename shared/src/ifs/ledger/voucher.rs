@@ -34,6 +34,32 @@ impl fmt::Display for VoucherKey {
     }
 }
 
+impl VoucherKey {
+    /// Reads the key back from its display form (`10-2026-M-17`), as the poster records it. The year is the
+    /// first four-digit part after the company, so a company or voucher type with a `-` still reads.
+    pub fn parse(text: &str) -> Option<Self> {
+        let parts: Vec<&str> = text.trim().split('-').collect();
+        let (no, rest) = parts.split_last()?;
+        let voucher_no = no.parse().ok()?;
+        let at = (1..rest.len().saturating_sub(1))
+            .find(|&i| rest[i].len() == 4 && rest[i].bytes().all(|b| b.is_ascii_digit()))?;
+        Some(Self {
+            company: CompanyCode::parse(&rest[..at].join("-")).ok()?,
+            accounting_year: rest[at].parse().ok()?,
+            voucher_type: VoucherType::parse(&rest[at + 1..].join("-")).ok()?,
+            voucher_no,
+        })
+    }
+
+    /// The voucher's key reference in IFS (the object key document management connects documents to).
+    pub fn key_ref(&self) -> String {
+        format!(
+            "ACCOUNTING_YEAR={}^COMPANY={}^VOUCHER_NO={}^VOUCHER_TYPE={}^",
+            self.accounting_year, self.company, self.voucher_no, self.voucher_type
+        )
+    }
+}
+
 /// An amount as it goes on the wire: its exact decimal text.
 pub fn amount_json(amount: Decimal) -> Value {
     Value::String(amount.to_string())
@@ -185,6 +211,12 @@ mod tests {
             voucher_no: 17,
         };
         assert_eq!(key.to_string(), "10-2026-M-17");
+        assert_eq!(VoucherKey::parse("10-2026-M-17"), Some(key.clone()));
+        assert_eq!(key.key_ref(), "ACCOUNTING_YEAR=2026^COMPANY=10^VOUCHER_NO=17^VOUCHER_TYPE=M^");
+        let dashed = VoucherKey::parse("ACME-US-2026-AP-3").unwrap();
+        assert_eq!((dashed.company.as_str(), dashed.voucher_type.as_str(), dashed.voucher_no), ("ACME-US", "AP", 3));
+        assert_eq!(VoucherKey::parse("10-M-17"), None);
+        assert_eq!(VoucherKey::parse(""), None);
         assert_eq!(voucher_no(&json!({"value": 17})), Some(17));
         assert_eq!(voucher_no(&json!({"value": "18"})), Some(18));
         assert_eq!(voucher_no(&json!({"value": 1.5})), None);
