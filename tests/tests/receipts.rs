@@ -231,3 +231,106 @@ async fn with_the_switch_off_nothing_is_downloaded_or_attached() {
     assert!(store(&w).attached(&key(&v)).await.unwrap().is_empty());
     assert_eq!(w.brex.counters().route_total("GET", "/v3/accounting/records"), 1, "no extra read for receipts");
 }
+
+#[tokio::test]
+async fn the_simulator_serves_receipts_like_presigned_s3_links() {
+    use sims::brex::{BrexSim, BrexSimConfig, DEFAULT_RECEIPT_URL_TTL};
+    let sim = BrexSim::start(BrexSimConfig::default()).await.unwrap();
+    let r = record(15);
+    let id = r.id.clone();
+    sim.insert_records(vec![r]);
+    assert!(sim.add_receipt(&id, "rcpt_s3", "application/pdf", PDF));
+    assert!(!sim.add_receipt("accr_unknown", "rcpt_x", "application/pdf", PDF));
+    assert_eq!(DEFAULT_RECEIPT_URL_TTL, Duration::from_secs(900), "Brex's links last about 15 minutes");
+    let http = reqwest::Client::new();
+    let read_uri = || async {
+        let record: serde_json::Value = http
+            .get(format!("{}/v3/accounting/records/{id}", sim.base_url()))
+            .bearer_auth("bxt_sim_user_token")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        record["receipts"][0]["download_uris"][0].as_str().unwrap().to_owned()
+    };
+    let uri = read_uri().await;
+    assert!(uri.contains("X-Amz-Expires=900") && uri.contains("X-Amz-Signature="), "{uri}");
+    let got = http.get(&uri).send().await.unwrap();
+    assert_eq!(got.status(), 200);
+    assert_eq!(got.headers()["content-type"], "application/pdf");
+    assert_eq!(got.bytes().await.unwrap().as_ref(), PDF);
+    assert_eq!(sim.receipt_downloads("rcpt_s3"), 1);
+    let tampered = uri.replace("X-Amz-Expires=900", "X-Amz-Expires=9000");
+    let refused = http.get(&tampered).send().await.unwrap();
+    assert_eq!(refused.status(), 403);
+    assert!(refused.text().await.unwrap().contains("SignatureDoesNotMatch"));
+
+    sim.set_receipt_url_ttl(Duration::from_secs(1));
+    let short = read_uri().await;
+    assert_ne!(short, uri, "links are minted on every read");
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let expired = http.get(&short).send().await.unwrap();
+    assert_eq!(expired.status(), 403);
+    assert!(expired.text().await.unwrap().contains("Request has expired"));
+    assert_eq!((sim.receipt_downloads("rcpt_s3"), sim.expired_receipt_downloads()), (1, 1));
+}
+
+#[tokio::test]
+async fn an_expense_receipt_is_read_with_its_expansion_and_attached() {
+    use shared::domain::{ExpenseId, WorkItem};
+    use shared::ports::WorkQueue;
+    let w = world("receipts-expense", true).await;
+    let options = GeneratorOptions {
+        count: 1,
+        refund_rate: 0.0,
+        foreign_rate: 0.0,
+        missing_gl_rate: 0.0,
+        entity_rate: 0.0,
+        ..GeneratorOptions::default()
+    };
+    let (_, mut expense) = RecordGenerator::with_options(16, options).pairs(1).remove(0);
+    expense.status = "APPROVED".into();
+    let id = expense.id.clone();
+    w.brex.insert_expenses(vec![expense]);
+    assert!(w.brex.add_expense_receipt(&id, "rcpt_exp", "image/png", PNG));
+    let queue = shared::aws::SqsQueue::new(aws_sdk_sqs::Client::new(&w.stack.sdk), &w.stack.queue_url);
+    let ids = [ExpenseId::parse(&id).unwrap()];
+    let origin = Origin::Webhook { webhook_id: WebhookId::parse("msg_expense").unwrap() };
+    queue.enqueue(&WorkItem::expenses(&ids, &origin, chrono::Utc::now())).await.unwrap();
+    let runs = deliver(&w, 1).await;
+    let (failed, report) = &runs[0];
+    let expense_subject = Subject::Expense(ids[0].clone());
+    assert!(failed.is_empty() && report.posted.contains_key(&expense_subject), "{report:?}");
+    assert_eq!(report.receipts_attached.get(&expense_subject), Some(&1));
+    let v = the_voucher(&w, &id);
+    assert_eq!(attachments(&w, &v).iter().map(|a| a.sha256.clone()).collect::<Vec<_>>(), vec![sha(PNG)]);
+    assert_eq!(w.brex.receipt_downloads("rcpt_exp"), 1);
+}
+
+#[tokio::test]
+async fn connector_trace_shows_the_attachments_of_the_voucher() {
+    let w = world("receipts-trace", true).await;
+    let r = record(17);
+    let id = r.id.clone();
+    w.brex.insert_records(vec![r]);
+    assert!(w.brex.add_receipt(&id, "rcpt_t", "application/pdf", PDF));
+    enqueue(&w, &id).await;
+    w.drain(Duration::from_secs(30)).await.unwrap();
+    let vars = w.operator_env();
+    let env = connector::Env { vars: Box::new(vars), sdk: Some(w.stack.sdk.clone()) };
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let code = connector::run_with(&env, ["trace", id.as_str()].map(str::to_owned), &mut out, &mut err).await;
+    let text = String::from_utf8_lossy(&out);
+    assert_eq!(code, 0, "{text}{}", String::from_utf8_lossy(&err));
+    let v = the_voucher(&w, &id);
+    assert!(text.contains(&format!("receipts   1 attached to voucher {}", key(&v))), "{text}");
+    assert!(text.contains("brex-rcpt_t.pdf (Brex rcpt_t)") && text.contains(&sha(PDF)), "{text}");
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let code = connector::run_with(&env, ["trace", id.as_str(), "--json"].map(str::to_owned), &mut out, &mut err).await;
+    assert_eq!(code, 0);
+    let json: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(json["receipts"][0]["sha256"], sha(PDF));
+    assert_eq!(json["receipts"][0]["size"], PDF.len());
+}
