@@ -17,6 +17,7 @@ pub mod poller;
 pub mod ports;
 pub mod poster;
 pub mod proposal;
+pub mod receipts;
 pub mod reconcile;
 pub mod reference;
 pub mod retry;

@@ -21,9 +21,11 @@ use shared::error::{AwsError, Classify, Disposition};
 use shared::mapping::MappingLoadError;
 use shared::memory::{MemoryPollState, MemoryQueue, MemoryReports, MemorySecrets, MemoryStore};
 use shared::ports::{
-    AuditTrail, Begin, Capability, CapabilityStore, EnqueueLedger, Feed, IdempotencyKey, IdempotencyStore, LeaseStore,
-    MappingSource, Paging, PollState, PollStateStore, ReportStore, SecretStore, SpendClaim, SpendClaims, WorkQueue,
+    AttachedReceipts, AuditTrail, Begin, Capability, CapabilityStore, EnqueueLedger, Feed, IdempotencyKey,
+    IdempotencyStore, LeaseStore, MappingSource, Paging, PollState, PollStateStore, ReportStore, SecretStore,
+    SpendClaim, SpendClaims, WorkQueue,
 };
+use shared::receipts::AttachedReceipt;
 use shared::reference::{CompanySummary, ValidationReport};
 use sims::aws::{Moto, Stack, StackSpec};
 
@@ -68,6 +70,7 @@ contract!(
     the_latest_validation_report_is_kept,
     secrets_round_trip,
     the_queue_receives_every_item,
+    attached_receipts_are_kept_per_voucher_once_per_file,
 );
 
 /// The ports of one backend, and what the tests read behind them.
@@ -83,6 +86,7 @@ struct Backend {
     reports: Arc<dyn ReportStore>,
     queue: Arc<dyn WorkQueue>,
     secrets: Arc<dyn SecretStore>,
+    attached: Arc<dyn AttachedReceipts>,
     /// A secret that exists, holding [`SECRET`].
     secret_id: String,
     peek: Arc<dyn Peek>,
@@ -119,6 +123,7 @@ fn memory() -> Backend {
         reports: Arc::new(MemoryReports::new()),
         queue: queue.clone(),
         secrets: Arc::new(MemorySecrets::new().with(&secret_id, SECRET)),
+        attached: Arc::new(store.clone()),
         secret_id,
         peek: Arc::new(MemoryPeek { store, poll, queue }),
     }
@@ -170,6 +175,7 @@ async fn dynamodb() -> Backend {
         reports: Arc::new(DynamoReportStore::new(client, &stack.table_name)),
         queue: Arc::new(SqsQueue::new(aws_sdk_sqs::Client::new(&stack.sdk), &stack.queue_url)),
         secrets: Arc::new(SecretsManagerStore::new(aws_sdk_secretsmanager::Client::new(&stack.sdk))),
+        attached: Arc::new(store.clone()),
         secret_id: stack.brex_secret_id.clone(),
         peek: Arc::new(DynamoPeek { store, stack }),
     }
@@ -744,4 +750,27 @@ async fn the_queue_receives_every_item(b: Backend) {
     received.sort_by_key(key);
     items.sort_by_key(key);
     assert_eq!(received, items, "every item arrives whole, once");
+}
+
+async fn attached_receipts_are_kept_per_voucher_once_per_file(b: Backend) {
+    let at = |s: i64| DateTime::from_timestamp(1_780_000_000 + s, 0).unwrap();
+    let entry = |sha: &str, receipt: &str, when: i64| AttachedReceipt {
+        sha256: sha.into(),
+        receipt_id: receipt.into(),
+        name: format!("brex-{receipt}.pdf"),
+        size: 42,
+        subject: "accr_1".into(),
+        attached_at: at(when),
+    };
+    let retain = at(0) + Duration::days(400);
+    assert!(b.attached.attached("10-2026-M-1").await.unwrap().is_empty());
+    b.attached.record("10-2026-M-1", &entry("bb", "rcpt_2", 2), retain).await.unwrap();
+    b.attached.record("10-2026-M-1", &entry("aa", "rcpt_1", 1), retain).await.unwrap();
+    b.attached.record("10-2026-M-2", &entry("aa", "rcpt_9", 3), retain).await.unwrap();
+    // The same file recorded again (a retry after a lost answer) stays one entry.
+    b.attached.record("10-2026-M-1", &entry("aa", "rcpt_1", 1), retain).await.unwrap();
+    let one = b.attached.attached("10-2026-M-1").await.unwrap();
+    assert_eq!(one, vec![entry("aa", "rcpt_1", 1), entry("bb", "rcpt_2", 2)], "oldest first, once per hash");
+    assert_eq!(b.attached.attached("10-2026-M-2").await.unwrap(), vec![entry("aa", "rcpt_9", 3)]);
+    assert!(b.attached.attached("10-2026-M-10").await.unwrap().is_empty(), "no prefix match across vouchers");
 }

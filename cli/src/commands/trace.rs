@@ -1,14 +1,15 @@
 //! `connector trace RECORD_ID`: everything known about one record — its idempotency state (posted with which
 //! voucher, failed why), each attempt from the audit trail (how it arrived, when it was enqueued, the mapping
 //! version, what Brex was told, what was changed on the way such as a voucher date moved out of a closed
-//! period), the poller's queued mark and Brex's current view of the record.
+//! period), the poller's queued mark, the receipts attached to its voucher (name, SHA-256, size, when) and
+//! Brex's current view of the record.
 
 use std::io::Write;
 
 use serde_json::json;
 use shared::audit::{AuditOutcome, BrexReport};
 use shared::domain::Subject;
-use shared::ports::AuditTrail;
+use shared::ports::{AttachedReceipts, AuditTrail};
 
 use crate::context::Ctx;
 use crate::error::CliError;
@@ -33,6 +34,12 @@ pub async fn run(ctx: &Ctx<'_>, raw: &str, out: &mut dyn Write) -> Result<i32, C
     let state = store.idempotency_state(&subject).await?;
     let attempts = AuditTrail::read(&store, &subject).await?;
     let queued_until = store.queued_until(&subject).await?;
+    // The receipts attached to its voucher (`[ifs] attach_receipts`), kept per voucher.
+    let voucher = state.as_ref().filter(|s| s.status == "COMPLETED").and_then(|s| s.result.clone());
+    let receipts = match voucher.as_deref().filter(|v| !v.is_empty()) {
+        Some(v) => AttachedReceipts::attached(&store, v).await?,
+        None => Vec::new(),
+    };
     // Brex's side when Brex is configured: the record's review status now (EXPORTED after a success).
     let brex_view = match (subject.as_record(), ctx.common()) {
         (Some(id), Ok(_)) => {
@@ -54,7 +61,7 @@ pub async fn run(ctx: &Ctx<'_>, raw: &str, out: &mut dyn Write) -> Result<i32, C
             out,
             &json!({
                 "subject": subject, "key": shared::aws::table::subject_pk(&subject), "state": state, "queued_until": queued_until,
-                "brex": brex_view, "attempts": attempts,
+                "brex": brex_view, "attempts": attempts, "receipts": receipts,
             }),
         )?;
         return Ok(if known { 0 } else { 1 });
@@ -94,6 +101,25 @@ pub async fn run(ctx: &Ctx<'_>, raw: &str, out: &mut dyn Write) -> Result<i32, C
                 view["updated_at"].as_str().unwrap_or("?")
             )?,
             None => writeln!(out, "  Brex       not found")?,
+        }
+    }
+    if !receipts.is_empty() {
+        writeln!(out, "  receipts   {} attached to voucher {}", receipts.len(), voucher.as_deref().unwrap_or("?"))?;
+        for r in &receipts {
+            let from = if r.subject.is_empty() || r.subject == subject.to_string() {
+                String::new()
+            } else {
+                format!(", with {}", r.subject)
+            };
+            writeln!(
+                out,
+                "    {} (Brex {}{from}) sha256 {} {} bytes, {}",
+                r.name,
+                r.receipt_id,
+                r.sha256,
+                r.size,
+                r.attached_at.to_rfc3339()
+            )?;
         }
     }
     writeln!(out, "  attempts   {}", attempts.len())?;

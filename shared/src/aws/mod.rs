@@ -2,6 +2,7 @@
 //! Secrets Manager. All of them are built from one `SdkConfig` loaded the standard way, so `AWS_ENDPOINT_URL`
 //! points them at an emulator without any custom variable.
 
+pub mod attachments;
 pub mod audit;
 mod aws_error;
 pub mod budget;

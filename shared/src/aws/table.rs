@@ -10,6 +10,8 @@
 //! - poll position: `pk = poll#accounting_records#<source> | poll#expenses`, `sk = "cursor"`
 //! - queued mark: `pk = queued#record#<id> | queued#expense#<id>`, `sk = "queued"`
 //! - spend claim: `pk = spend#<expense id>`
+//! - attached receipt: `pk = voucher#<voucher key>`, `sk = receipt#<sha256 hex>`, `entry` (S, JSON: receipt
+//!   id, file name, size, the subject, when), `expires_at` — one item per file attached to the voucher
 //! - lease: `pk = "lease#<name>"`, `sk = "lease"`, `holder` (S), `lease_until` (N, epoch ms)
 //! - mapping: `pk = "config"`, `sk = "mapping"`, `document` (S), `version` (N), `updated_at` (S) — the
 //!   operator CLI and the functions share this item, see `docs/contract.md`
@@ -69,6 +71,19 @@ pub fn poll_pk(feed: Feed) -> String {
 
 pub fn lease_pk(name: &str) -> String {
     format!("lease#{name}")
+}
+
+/// The partition of a voucher's attached receipts (the voucher key as the poster records it, `10-2026-M-17`).
+pub fn voucher_pk(voucher: &str) -> String {
+    format!("voucher#{voucher}")
+}
+
+/// How the sort keys of attached receipts begin.
+pub const RECEIPT_SK_PREFIX: &str = "receipt#";
+
+/// The sort key of one attached file, by its content hash.
+pub fn receipt_sk(sha256: &str) -> String {
+    format!("{RECEIPT_SK_PREFIX}{sha256}")
 }
 
 pub fn spend_pk(spend: &ExpenseId) -> String {

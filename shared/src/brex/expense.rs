@@ -192,6 +192,7 @@ impl Expense {
                 .map(|m| Vendor { id: self.merchant_id.clone(), name: m.raw_descriptor.clone() }),
             memo: self.memo.clone(),
             line_items: vec![purchase, funding],
+            receipts: Vec::new(),
         })
     }
 }

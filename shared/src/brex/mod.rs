@@ -7,6 +7,7 @@ pub mod error;
 pub mod expense;
 pub mod fields;
 pub mod model;
+pub mod receipts;
 
 pub use auth::{AuthOptions, BrexAuth, OAuthContext};
 pub use client::{
@@ -19,3 +20,4 @@ pub use fields::{
     Field, FieldGroup, FieldValue, FieldValueData, FieldValueUpdate, MAX_VALUES_PER_CALL, NewField, NewFieldValue,
     ValueKey,
 };
+pub use receipts::BrexReceipts;

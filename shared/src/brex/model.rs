@@ -112,6 +112,26 @@ pub struct Vendor {
 pub const PURCHASE_TYPES: [&str; 4] =
     ["CARD_EXPENSE_POST", "REIMBURSEMENT_EXPENSE_APPROVAL", "REIMBURSEMENT_EXPENSE_POST", "BILL_EXPENSE"];
 
+/// One `receipts[]` entry: Brex's receipt id and presigned download URIs (S3-style, valid about 15 minutes
+/// from the moment the record was read, so a receipt is downloaded at once or its record read again).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Receipt {
+    pub id: String,
+    /// `null` when Brex was not asked to expand them (expenses) or has no file yet.
+    #[serde(deserialize_with = "null_as_empty")]
+    pub download_uris: Vec<String>,
+}
+
+/// `null` and absent read as an empty list (Brex sends both).
+pub(crate) fn null_as_empty<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Ok(Option::<Vec<T>>::deserialize(d)?.unwrap_or_default())
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AccountingRecord {
     pub id: AccountingRecordId,
@@ -141,6 +161,9 @@ pub struct AccountingRecord {
     pub memo: Option<String>,
     #[serde(default)]
     pub line_items: Vec<LineItem>,
+    /// The receipts behind the record (see [`crate::receipts`]).
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub receipts: Vec<Receipt>,
 }
 
 impl AccountingRecord {
@@ -203,6 +226,7 @@ mod tests {
            "remote_field_value_id": null, "field_name": "GL Account", "field_value_name": "6500 Travel", "type": "IDENTIFIER"}]},
         {"id": "accrli_2", "type": "CREDIT", "amount": {"amount": 171.75, "currency": "USD"}, "accounting_field_values": []}
       ],
+      "receipts": [{"id": "rcpt_1", "download_uris": ["https://s3.test/r1?X-Amz-Expires=900"]}, {"id": "rcpt_2", "download_uris": null}],
       "some_future_field": {"x": 1}
     }"#;
 
@@ -216,6 +240,12 @@ mod tests {
         assert_eq!(r.line_items[0].field("gl account").unwrap().field_value_name.as_deref(), Some("6500 Travel"));
         assert!(r.line_items[0].remote_field("GL_ACCOUNT").is_some());
         assert_eq!(r.posting_date().to_string(), "2026-06-11");
+        assert_eq!(r.receipts.len(), 2);
+        assert_eq!(r.receipts[0].download_uris, vec!["https://s3.test/r1?X-Amz-Expires=900".to_owned()]);
+        assert!(r.receipts[1].download_uris.is_empty(), "null URIs read as none");
+        let bare: AccountingRecord =
+            serde_json::from_str(&REAL_SHAPE.replace("\"receipts\"", "\"receipts_x\"")).unwrap();
+        assert!(bare.receipts.is_empty());
         assert!(!r.is_refund() && r.is_purchase());
         assert_eq!(r.spend_id().map(|id| id.to_string()).as_deref(), Some("expense_9"));
         let payment: AccountingRecord =

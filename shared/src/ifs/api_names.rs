@@ -32,6 +32,18 @@ pub struct IfsApiNames {
     /// Bound action (appended to `VoucherSet(Objkey='…')/`) that discards a virtual voucher whose rows or
     /// `CreateVoucher` failed, so nothing is left behind in IFS. Empty: never remove (a release without it).
     pub remove_voucher_action: String,
+    /// Document management, for receipts attached to vouchers (`[ifs] attach_receipts`): the projection
+    /// that connects documents to business objects.
+    pub attachment_projection: String,
+    /// Its entity set of document files connected to an object: a POST (the object's `LuName` and `KeyRef`,
+    /// the document class, title and file name) creates the document revision and its file entity; the
+    /// file's bytes then go to `{set}(key)/FileData` with a PUT carrying `If-Match`.
+    pub attachment_set: String,
+    /// The logical unit a voucher is in document management (`Voucher`; some releases attach to
+    /// `VoucherRow`, whose key ref is the same plus the row number).
+    pub attachment_lu_name: String,
+    /// The document class receipts are filed under (it must exist in the tenant's document basic data).
+    pub attachment_doc_class: String,
 }
 
 /// `[ifs.api] batch`: `"auto"`, `true` or `false`.
@@ -90,6 +102,10 @@ impl Default for IfsApiNames {
             batch: BatchMode::Auto,
             batch_max_vouchers: 10,
             remove_voucher_action: "IfsApp.VoucherEntryAssistantHandling.VoucherEntry_RemoveTempVoucher".into(),
+            attachment_projection: "DocReferenceObjectAttachmentHandling.svc".into(),
+            attachment_set: "EdmFileSet".into(),
+            attachment_lu_name: "Voucher".into(),
+            attachment_doc_class: "BREXRCPT".into(),
         }
     }
 }
@@ -111,6 +127,9 @@ mod tests {
         let names: IfsApiNames = toml::from_str("voucher_entry_projection = \"MyVoucherHandling.svc\"").unwrap();
         assert_eq!(names.voucher_entry_projection, "MyVoucherHandling.svc");
         assert_eq!(names.voucher_rows_set, "VoucherRowSet");
+        assert_eq!(names.attachment_projection, "DocReferenceObjectAttachmentHandling.svc");
+        let named: IfsApiNames = toml::from_str("attachment_lu_name = \"VoucherRow\"").unwrap();
+        assert_eq!((named.attachment_lu_name.as_str(), named.attachment_set.as_str()), ("VoucherRow", "EdmFileSet"));
         assert!(toml::from_str::<IfsApiNames>("voucher_entry_projektion = \"x\"").is_err());
         assert_eq!(names.batch, BatchMode::Auto, "$batch is discovered unless a tenant forces a flow");
         let mode = |text: &str| toml::from_str::<IfsApiNames>(text).map(|n| n.batch);

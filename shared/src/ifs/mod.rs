@@ -4,6 +4,7 @@
 //! or through `$batch`). [`IfsClient`] builds and owns the three.
 
 pub mod api_names;
+pub mod attachment;
 pub mod budget;
 pub mod client;
 pub mod error;
@@ -16,6 +17,7 @@ pub mod token;
 pub mod transport;
 
 pub use api_names::{BatchMode, IfsApiNames};
+pub use attachment::IfsAttachments;
 pub use client::IfsClient;
 pub use error::IfsError;
 pub use filter::Filter;

@@ -155,6 +155,11 @@ pub(crate) enum Body<'a> {
         boundary: &'a str,
         text: &'a str,
     },
+    /// A binary stream (a file's data), with its media type.
+    Binary {
+        content_type: &'a str,
+        bytes: &'a [u8],
+    },
 }
 
 pub(crate) struct Request<'a> {
@@ -642,6 +647,7 @@ impl IfsTransport {
                 .header(CONTENT_TYPE, format!("multipart/mixed;boundary={boundary}"))
                 .header("Prefer", "odata.continue-on-error")
                 .body(text.to_owned()),
+            Body::Binary { content_type, bytes } => builder.header(CONTENT_TYPE, content_type).body(bytes.to_vec()),
         };
         self.inner.budget.acquire().await;
         bump(&self.inner.counters.requests);

@@ -139,8 +139,22 @@ pub async fn poster(config: &PosterConfig, sdk: &SdkConfig) -> Result<Poster, St
     )?;
     // Every instance shares what it learns of the tenant's `$batch` through the table.
     ifs.remember_flow_in(Arc::new(store.clone()));
+    let brex = Arc::new(brex);
+    let options = PosterOptions {
+        report_export_results: config.report_export_results,
+        dry_run: config.dry_run,
+        ..PosterOptions::default()
+    };
+    // Built always, used only while the mapping says `[ifs] attach_receipts = true`.
+    let receipts = crate::receipts::ReceiptAttacher {
+        source: Arc::new(crate::brex::BrexReceipts::new(brex.clone())?),
+        ifs: Arc::new(crate::ifs::IfsAttachments::new(ifs.transport().clone())),
+        attached: Arc::new(store.clone()),
+        clock: clock(),
+        retention: options.retention,
+    };
     Ok(Poster {
-        records: Arc::new(brex),
+        records: brex,
         ledger: Arc::new(ifs.ledger().clone()),
         idempotency: Arc::new(store.clone()),
         spend: Arc::new(store.clone()),
@@ -149,11 +163,8 @@ pub async fn poster(config: &PosterConfig, sdk: &SdkConfig) -> Result<Poster, St
         clock: clock(),
         redelivery: Some(Arc::new(SqsQueue::new(aws_sdk_sqs::Client::new(sdk), &config.queue_url))),
         metrics,
-        options: PosterOptions {
-            report_export_results: config.report_export_results,
-            dry_run: config.dry_run,
-            ..PosterOptions::default()
-        },
+        options,
+        receipts: Some(Arc::new(receipts)),
     })
 }
 

@@ -56,6 +56,9 @@ pub struct MappingDocument {
     pub closed_period: ClosedPeriodPolicy,
     /// `[ifs] voucher_link`: the voucher's address in IFS, sent to Brex as `deep_link_url`; none by default.
     pub voucher_link: Option<VoucherLink>,
+    /// `[ifs] attach_receipts`: attach each Brex receipt to the voucher in IFS document management (off by
+    /// default; see [`crate::receipts`]).
+    pub attach_receipts: bool,
     pub rules: Vec<Rule>,
     pub passthrough: Passthrough,
 }
@@ -332,6 +335,8 @@ struct RawIfs {
     #[serde(default)]
     closed_period: Option<String>,
     #[serde(default)]
+    attach_receipts: bool,
+    #[serde(default)]
     api: IfsApiNames,
     #[serde(default)]
     voucher_link: Option<String>,
@@ -396,6 +401,7 @@ impl MappingDocument {
             api: ifs.api,
             closed_period,
             voucher_link,
+            attach_receipts: ifs.attach_receipts,
             rules,
             passthrough,
         })
@@ -603,6 +609,9 @@ gl_account_remote_id = true
         assert_eq!(doc.voucher_status, VoucherStatus::NotApproved);
         assert_eq!(doc.reimbursement_credit_account, None);
         assert_eq!(doc.closed_period, ClosedPeriodPolicy::Fail, "today's behaviour unless asked otherwise");
+        assert!(!doc.attach_receipts, "receipts are attached only when asked for");
+        assert!(MappingDocument::parse(&format!("{MINIMAL}attach_receipts = true\n")).unwrap().attach_receipts);
+        assert!(MappingDocument::parse(&format!("{MINIMAL}attach_receipts = \"yes\"\n")).is_err());
     }
 
     #[test]

@@ -9,9 +9,11 @@
 //!
 //! - [`MemoryStore`]: the table — idempotency records, spend claims, leases, capabilities, the audit trail
 //!   and the mapping document; [`MemoryPollState`] reads and writes the poller's items in the same table
-//!   (its `settled` reads the poster's idempotency records, as `DynamoPollState` does)
+//!   (its `settled` reads the poster's idempotency records, as `DynamoPollState` does), and the receipts
+//!   attached to each voucher
 //! - [`MemoryReports`], [`MemoryQueue`], [`MemorySecrets`], [`ManualClock`]
 
+mod attachments;
 mod audit;
 mod clock;
 mod idempotency;

@@ -32,6 +32,8 @@ pub(super) struct Table {
     pub positions: HashMap<Feed, PollState>,
     /// subject → queued until, epoch ms.
     pub queued: HashMap<Subject, i64>,
+    /// voucher key → attached files by hash.
+    pub attachments: HashMap<String, BTreeMap<String, crate::receipts::AttachedReceipt>>,
 }
 
 /// The table in memory. Clones share it, as `DynamoStore` clones share the DynamoDB table.

@@ -88,3 +88,20 @@ pub trait BrexFields: Send + Sync {
         scope: &str,
     ) -> Result<Vec<FieldValue>, BrexError>;
 }
+
+/// Brex as the receipt attacher reads it: the receipts of records and expenses (with fresh presigned URIs)
+/// and the files behind them. Implemented in `crate::brex::receipts`.
+#[async_trait]
+pub trait ReceiptSource: Send + Sync {
+    /// The receipts of each subject, read now. A subject Brex does not return has none.
+    async fn receipts(
+        &self,
+        subjects: &[crate::domain::Subject],
+    ) -> Result<std::collections::HashMap<crate::domain::Subject, Vec<crate::receipts::ReceiptRef>>, ExternalError>;
+    /// Downloads one receipt from one of its presigned URIs.
+    async fn download(
+        &self,
+        receipt_id: &str,
+        uri: &str,
+    ) -> Result<crate::receipts::ReceiptFile, crate::receipts::DownloadError>;
+}

@@ -130,3 +130,13 @@ pub trait RequestBudget: Send + Sync {
     /// Waits until one request may be sent.
     async fn acquire(&self);
 }
+
+/// IFS document management as the receipt attacher uses it: a file attached to a voucher. Implemented in
+/// `crate::ifs::attachment`.
+#[async_trait]
+pub trait AttachmentStore: Send + Sync {
+    /// Takes the projection, entity-set and LU names of the mapping document in force (`[ifs.api]`).
+    fn use_api(&self, api: &crate::ifs::IfsApiNames);
+    /// Attaches `file` to the voucher with this key (`10-2026-M-17`).
+    async fn attach(&self, voucher: &str, file: &crate::receipts::ReceiptFile) -> Result<(), ExternalError>;
+}

@@ -10,16 +10,18 @@ mod secrets;
 mod storage;
 
 pub use brex::{
-    BrexFields, BrexPages, ExportOutcome, FetchedExpenses, FetchedRecords, RecordSource, WebhookSecretSource,
+    BrexFields, BrexPages, ExportOutcome, FetchedExpenses, FetchedRecords, ReceiptSource, RecordSource,
+    WebhookSecretSource,
 };
 pub use clock::{Clock, SystemClock};
 pub use ifs::{
-    AccountInfo, ChartOfAccounts, Demand, Ledger, PostedVoucher, ReferenceSource, RequestBudget, VoucherListing,
+    AccountInfo, AttachmentStore, ChartOfAccounts, Demand, Ledger, PostedVoucher, ReferenceSource, RequestBudget,
+    VoucherListing,
 };
 pub use queue::{Redelivery, WorkQueue};
 pub use secrets::SecretStore;
 pub use storage::{
-    AuditTrail, Begin, Capability, CapabilityStore, CompletedSubject, CompletedSubjects, EnqueueLedger, Feed,
-    IdempotencyKey, IdempotencyStore, LeaseStore, MappingSource, Paging, PollState, PollStateStore, ReconcileStore,
-    ReportStore, SpendClaim, SpendClaims,
+    AttachedReceipts, AuditTrail, Begin, Capability, CapabilityStore, CompletedSubject, CompletedSubjects,
+    EnqueueLedger, Feed, IdempotencyKey, IdempotencyStore, LeaseStore, MappingSource, Paging, PollState,
+    PollStateStore, ReconcileStore, ReportStore, SpendClaim, SpendClaims,
 };

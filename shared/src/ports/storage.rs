@@ -253,6 +253,22 @@ pub trait AuditTrail: Send + Sync {
     async fn read(&self, subject: &Subject) -> Result<Vec<AuditEntry>, AwsError>;
 }
 
+/// Which files are attached to each voucher (DynamoDB: `crate::aws::attachments`), so a receipt is attached
+/// once across redeliveries and across the two sources of one spend.
+#[async_trait]
+pub trait AttachedReceipts: Send + Sync {
+    /// Every file recorded as attached to `voucher`, oldest first.
+    async fn attached(&self, voucher: &str) -> Result<Vec<crate::receipts::AttachedReceipt>, AwsError>;
+    /// Records one attached file (by its hash; recording the same hash again replaces it); kept until
+    /// `retain_until`.
+    async fn record(
+        &self,
+        voucher: &str,
+        attached: &crate::receipts::AttachedReceipt,
+        retain_until: DateTime<Utc>,
+    ) -> Result<(), AwsError>;
+}
+
 #[async_trait]
 pub trait MappingSource: Send + Sync {
     async fn mapping(&self) -> Result<Arc<LoadedMapping>, MappingLoadError>;

@@ -106,8 +106,14 @@ pub struct BatchReport {
     pub failed_messages: Vec<String>,
     /// What was changed on the way (a voucher date moved out of a closed period), for the audit trail.
     pub notes: BTreeMap<Subject, String>,
-    /// Those of `failed_messages` that carry a held subject: redelivered with backoff.
+    /// Those of `failed_messages` that carry a held subject (or one with a receipt still to attach):
+    /// redelivered with backoff.
     pub held_messages: Vec<String>,
+    /// Receipts attached to vouchers by this batch, per subject (see [`crate::receipts`]).
+    pub receipts_attached: BTreeMap<Subject, usize>,
+    /// Posted subjects with a receipt that could not be attached: still COMPLETED and EXPORTED; their
+    /// messages come back (with the held ones' backoff) and the redelivery attaches what is missing.
+    pub attachments_pending: BTreeSet<Subject>,
 }
 
 /// Why a subject is held, and what the operator should do.
@@ -180,6 +186,8 @@ pub struct Poster {
     /// Where the batch's outcomes are counted (the function flushes it after each invocation).
     pub metrics: Metrics,
     pub options: PosterOptions,
+    /// Attaches receipts to the vouchers when the mapping says `[ifs] attach_receipts = true`.
+    pub receipts: Option<Arc<crate::receipts::ReceiptAttacher>>,
 }
 
 /// A subject that mapped and validated, on its way to IFS.
@@ -283,11 +291,12 @@ impl Poster {
             // webhook would bring it back otherwise.
             batch.report.unreported =
                 reported.into_iter().filter(|(_, told)| !told.reached_brex()).map(|(subject, _)| subject).collect();
+            self.attach_receipts(&mut batch.report).await;
         }
 
         let mut report = batch.report;
         let mut held_messages: BTreeSet<String> = BTreeSet::new();
-        for subject in report.held.keys() {
+        for subject in report.held.keys().chain(&report.attachments_pending) {
             if let Some(ids) = carriers.get(subject) {
                 held_messages.extend(ids.iter().cloned());
             }
@@ -319,6 +328,31 @@ impl Poster {
             record_metrics(&self.metrics, &report);
         }
         report
+    }
+
+    /// After the batch: the receipts of every subject whose voucher exists (posted now or before) go beside
+    /// the voucher, when the mapping asks for it. Never changes a posting outcome; what could not be attached
+    /// is `attachments_pending` (see [`crate::receipts`]).
+    async fn attach_receipts(&self, report: &mut BatchReport) {
+        let Some(attacher) = &self.receipts else { return };
+        let vouchers: BTreeMap<Subject, String> =
+            report.posted.iter().chain(&report.already_posted).map(|(s, v)| (s.clone(), v.clone())).collect();
+        if vouchers.is_empty() {
+            return;
+        }
+        let mapping = match self.mapping.mapping().await {
+            Ok(mapping) if mapping.document.attach_receipts => mapping,
+            Ok(_) => return,
+            Err(e) => {
+                // Only redelivered COMPLETED subjects get here (nothing posts without a mapping): whether
+                // receipts are wanted is unknown, so nothing is held back for them.
+                tracing::warn!(error = %e, "no usable mapping document: receipts not looked at");
+                return;
+            }
+        };
+        let done = attacher.attach(&vouchers, &mapping.document.api).await;
+        report.receipts_attached = done.attached.iter().map(|(s, a)| (s.clone(), a.len())).collect();
+        report.attachments_pending = done.pending();
     }
 
     /// Fetches the subjects from Brex and sees each as a record the mapping engine reads. Subjects that

@@ -345,6 +345,7 @@ fn rig_without_mapping(options: PosterOptions) -> Rig {
         redelivery: Some(queue.clone()),
         metrics: crate::metrics::Metrics::new("Test", "poster"),
         options,
+        receipts: None,
     };
     Rig { brex, ifs, store, queue, clock, poster }
 }

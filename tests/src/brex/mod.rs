@@ -45,6 +45,6 @@ pub use model::{
 };
 pub use server::fields::{MAX_FIELD_ITEMS, SimField, SimFieldValue};
 pub use server::{
-    BrexCounters, BrexSim, BrexSimConfig, BrexSimHandle, ExportOutcome, ExportResult, Faults, OAuthClient, RouteCount,
-    SecretStatus, TOKEN_PATH, WebhookSecret,
+    BrexCounters, BrexSim, BrexSimConfig, BrexSimHandle, DEFAULT_RECEIPT_URL_TTL, ExportOutcome, ExportResult, Faults,
+    OAuthClient, RouteCount, SecretStatus, TOKEN_PATH, WebhookSecret,
 };

@@ -51,6 +51,7 @@
 //! period is refused at `CreateVoucher` with 400 `DATABASE_ERROR` "Period 2026/10 is closed").
 
 pub mod batch;
+pub mod documents;
 pub mod filter;
 pub mod model;
 pub mod odata;
@@ -189,6 +190,36 @@ impl IfsSim {
             }
         });
         Ok(IfsSim { shared, addr, task })
+    }
+
+    /// The files attached to one voucher (documents whose data was uploaded), oldest first.
+    pub fn attachments(
+        &self,
+        company: &str,
+        year: i32,
+        voucher_type: &str,
+        voucher_no: i64,
+    ) -> Vec<documents::SimAttachment> {
+        let key_ref = documents::voucher_key_ref(company, year, voucher_type, voucher_no);
+        self.shared
+            .lock()
+            .documents
+            .iter()
+            .filter(|d| d.key_ref == key_ref)
+            .filter_map(|d| {
+                d.file.as_ref().map(|f| documents::SimAttachment {
+                    file_name: d.file_name.clone(),
+                    sha256: f.sha256.clone(),
+                    size: f.size,
+                    lu_name: d.lu_name.clone(),
+                })
+            })
+            .collect()
+    }
+
+    /// Every document revision, with or without its file.
+    pub fn documents(&self) -> Vec<documents::Document> {
+        self.shared.lock().documents.clone()
     }
 
     /// The `IFS_URL`, e.g. `http://127.0.0.1:PORT` (no trailing slash).

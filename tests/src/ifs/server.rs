@@ -178,6 +178,8 @@ pub(super) enum Call {
     AssistCreateVoucher(String),
     AssistRemove(String),
     RowAnalysisList,
+    /// Document management (`DocReferenceObjectAttachmentHandling`).
+    Doc(super::documents::DocCall),
     VhList,
     VhGet(VhKey),
     VhRows(VhKey),
@@ -311,6 +313,12 @@ fn route_projection(method: &Method, projection: &str, segs: &[Seg]) -> (String,
                 }
             }
             _ => (String::new(), None),
+        };
+    }
+    if projection == super::documents::PROJECTION {
+        return match super::documents::route(method, segs) {
+            Some((label, call)) => (label, Some(call.map(Call::Doc).unwrap_or_else(Call::Fail))),
+            None => (String::new(), None),
         };
     }
     match projection {
@@ -836,6 +844,7 @@ pub(super) fn execute(st: &mut State, call: Call, req: &Req<'_>, paging: Paging)
             let rows = st.vouchers.iter().flat_map(|v| v.rows.iter().map(move |r| voucher_row_map(v, r))).collect();
             Ok(json_response(StatusCode::OK, odata::list(rows, &schema, &opts, &req.url, paging, req.render), None))
         }
+        Call::Doc(call) => super::documents::execute(st, call, req),
         Call::VhList => {
             let schema = voucher_head_schema();
             let opts = odata::parse_query(req.uri.query(), &schema)?;
@@ -914,7 +923,7 @@ fn guard(st: &mut State, objkey: &str, req: &Req<'_>) -> Result<(), ApiError> {
 }
 
 /// A JSON object body; requires `Content-Type: application/json`.
-fn json_body(req: &Req<'_>) -> Result<Map<String, Value>, ApiError> {
+pub(super) fn json_body(req: &Req<'_>) -> Result<Map<String, Value>, ApiError> {
     let is_json = req
         .headers
         .get(header::CONTENT_TYPE)

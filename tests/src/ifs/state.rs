@@ -41,6 +41,9 @@ pub struct IfsFaults {
     /// only after `stall_ms`: past the client's timeout, an answer that never comes in time.
     pub stall_rate: f64,
     pub stall_ms: u64,
+    /// The next N requests to document management (`EdmFileSet`) fail with `attachment_fault_status`.
+    pub attachment_fail_next: u32,
+    pub attachment_fault_status: u16,
 }
 
 impl Default for IfsFaults {
@@ -56,6 +59,8 @@ impl Default for IfsFaults {
             latency_ms: 0,
             stall_rate: 0.0,
             stall_ms: 35_000,
+            attachment_fail_next: 0,
+            attachment_fault_status: 503,
         }
     }
 }
@@ -97,6 +102,8 @@ pub struct IfsCounters {
     pub virtual_vouchers_open: u64,
     /// Virtual vouchers discarded by `RemoveTempVoucher`.
     pub virtual_vouchers_removed: u64,
+    /// Files stored in document management (`EdmFileSet(…)/FileData`).
+    pub attachments_stored: u64,
 }
 
 impl IfsCounters {
@@ -223,6 +230,8 @@ pub struct State {
     pub reference: ReferenceData,
     pub virtuals: HashMap<String, VirtualVoucher>,
     pub vouchers: Vec<Voucher>,
+    /// Document revisions connected to vouchers (see `documents`).
+    pub documents: Vec<super::documents::Document>,
     pub sequences: HashMap<(String, String, i32), i64>,
     pub tokens: HashMap<String, Instant>,
     pub counters: IfsCounters,
@@ -252,6 +261,7 @@ impl State {
             reference,
             virtuals: HashMap::new(),
             vouchers: Vec::new(),
+            documents: Vec::new(),
             sequences: HashMap::new(),
             tokens: HashMap::new(),
             counters: IfsCounters::default(),

@@ -45,6 +45,14 @@ impl VoucherKey {
         let company = CompanyCode::parse(parts.next()?).ok()?;
         Some(Self { company, accounting_year, voucher_type, voucher_no })
     }
+
+    /// The voucher's key reference in IFS (the object key document management connects documents to).
+    pub fn key_ref(&self) -> String {
+        format!(
+            "ACCOUNTING_YEAR={}^COMPANY={}^VOUCHER_NO={}^VOUCHER_TYPE={}^",
+            self.accounting_year, self.company, self.voucher_no, self.voucher_type
+        )
+    }
 }
 
 /// An amount as it goes on the wire: its exact decimal text.
@@ -211,6 +219,12 @@ mod tests {
             voucher_no: 17,
         };
         assert_eq!(key.to_string(), "10-2026-M-17");
+        assert_eq!(VoucherKey::parse("10-2026-M-17"), Some(key.clone()));
+        assert_eq!(key.key_ref(), "ACCOUNTING_YEAR=2026^COMPANY=10^VOUCHER_NO=17^VOUCHER_TYPE=M^");
+        let dashed = VoucherKey::parse("ACME-US-2026-AP-3").unwrap();
+        assert_eq!((dashed.company.as_str(), dashed.voucher_type.as_str(), dashed.voucher_no), ("ACME-US", "AP", 3));
+        assert_eq!(VoucherKey::parse("10-M-17"), None);
+        assert_eq!(VoucherKey::parse(""), None);
         assert_eq!(voucher_no(&json!({"value": 17})), Some(17));
         assert_eq!(voucher_no(&json!({"value": "18"})), Some(18));
         assert_eq!(voucher_no(&json!({"value": 1.5})), None);

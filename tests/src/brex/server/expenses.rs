@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 
 use super::BrexSimHandle;
 use super::query::{decode_cursor, encode_cursor, parse_limit, parse_query, parse_time};
+use super::receipts::present_expense_receipts;
 use super::router::{Sim, error};
 use super::state::to_micros;
 use crate::brex::model::Expense;
@@ -18,6 +19,8 @@ use crate::brex::model::Expense;
 const EXPENSE_STATUSES: [&str; 8] =
     ["DRAFT", "SUBMITTED", "APPROVED", "OUT_OF_POLICY", "VOID", "CANCELED", "SPLIT", "SETTLED"];
 const EXPANDABLE: [&str; 3] = ["department", "merchant", "user"];
+/// The expansion that mints receipt links (`receipts[].download_uris`, `null` without it).
+const RECEIPT_URIS: &str = "receipts.download_uris";
 
 /// Serializes an expense, dropping expandable objects that were not asked for.
 fn expense_json(e: &Expense, expand: &HashSet<String>) -> Value {
@@ -71,7 +74,7 @@ pub(super) async fn list_expenses(State(inner): Sim, RawQuery(q): RawQuery) -> R
             _ => {}
         }
     }
-    let st = inner.lock();
+    let mut st = inner.lock();
     let mut matching: Vec<&Expense> = st
         .expenses
         .values()
@@ -86,15 +89,24 @@ pub(super) async fn list_expenses(State(inner): Sim, RawQuery(q): RawQuery) -> R
     let next_cursor = (matching.len() > page_len)
         .then(|| matching[..page_len].last().map(|e| encode_cursor(e.updated_at, &e.id)))
         .flatten();
-    let items: Vec<Value> = matching[..page_len].iter().map(|e| expense_json(e, &expand)).collect();
+    let mut items: Vec<Value> = matching[..page_len].iter().map(|e| expense_json(e, &expand)).collect();
+    let base = format!("http://{}", inner.addr);
+    let uris = expand.contains(RECEIPT_URIS);
+    for item in &mut items {
+        present_expense_receipts(&mut st, &base, item, uris);
+    }
     Json(json!({"items": items, "next_cursor": next_cursor})).into_response()
 }
 
 pub(super) async fn get_expense(State(inner): Sim, Path(id): Path<String>, RawQuery(q): RawQuery) -> Response {
     let expand: HashSet<String> =
         parse_query(q.as_deref()).into_iter().filter(|(k, _)| k == "expand[]").map(|(_, v)| v).collect();
-    match inner.lock().expenses.get(&id) {
-        Some(e) => Json(expense_json(e, &expand)).into_response(),
+    let mut st = inner.lock();
+    match st.expenses.get(&id).map(|e| expense_json(e, &expand)) {
+        Some(mut e) => {
+            present_expense_receipts(&mut st, &format!("http://{}", inner.addr), &mut e, expand.contains(RECEIPT_URIS));
+            Json(e).into_response()
+        }
         None => error(false, StatusCode::NOT_FOUND, "NOT_FOUND", "Expense not found"),
     }
 }

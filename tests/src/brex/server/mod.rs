@@ -11,6 +11,7 @@
 //! - `records`: `GET /v3/accounting/records[/{id}]`;
 //! - `export`: `POST /v3/accounting/records/export-results`;
 //! - `expenses`: `GET /v1/expenses[/{id}]`;
+//! - `receipts`: receipt files behind presigned, expiring `download_uris` (an S3 stand-in);
 //! - `fields`: the Fields API (`/v1/fields…`);
 //! - `admin`: the `/_sim` routes.
 //!
@@ -37,6 +38,7 @@ mod export;
 pub(super) mod fields;
 mod oauth;
 mod query;
+mod receipts;
 mod records;
 mod router;
 mod state;
@@ -45,6 +47,7 @@ mod webhooks;
 pub use config::{BrexSimConfig, Faults, OAuthClient};
 pub use export::{ExportOutcome, ExportResult};
 pub use oauth::TOKEN_PATH;
+pub use receipts::DEFAULT_RECEIPT_URL_TTL;
 pub use state::{BrexCounters, RouteCount};
 pub use webhooks::{SecretStatus, WebhookSecret};
 
@@ -116,6 +119,7 @@ impl BrexSim {
             webhook_idempotency: HashMap::new(),
             routes: BTreeMap::new(),
             counters: BrexCounters::default(),
+            receipts: receipts::ReceiptState::new(config.seed ^ 0x7ec3_1b75),
         };
         let inner = Arc::new(Inner {
             addr,

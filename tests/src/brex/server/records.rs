@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 
 use super::BrexSimHandle;
 use super::query::{decode_cursor, encode_cursor, parse_limit, parse_query, parse_time};
+use super::receipts::present_record;
 use super::router::{Sim, error};
 use super::state::{bump, to_micros};
 use crate::brex::generator::GeneratorOptions;
@@ -84,7 +85,7 @@ pub(super) async fn list_records(State(inner): Sim, RawQuery(q): RawQuery) -> Re
         .then(|| TimeDelta::from_std(cfg.default_updated_window).ok().and_then(|w| Utc::now().checked_sub_signed(w)))
         .flatten();
     let id_set: HashSet<&str> = ids.iter().map(String::as_str).collect();
-    let st = inner.lock();
+    let mut st = inner.lock();
     let mut matching: Vec<&AccountingRecord> = st
         .records
         .values()
@@ -111,6 +112,9 @@ pub(super) async fn list_records(State(inner): Sim, RawQuery(q): RawQuery) -> Re
     let has_next = rest.len() > page_len;
     let page = &rest[..page_len];
     let next_cursor = if has_next { page.last().map(|r| encode_cursor(r.updated_at, &r.id)) } else { None };
+    let page: Vec<AccountingRecord> = page.iter().map(|r| (*r).clone()).collect();
+    let base = format!("http://{}", inner.addr);
+    let page: Vec<AccountingRecord> = page.iter().map(|r| present_record(&mut st, &base, r)).collect();
     Json(json!({
         "items": page,
         "next_cursor": next_cursor,
@@ -121,8 +125,9 @@ pub(super) async fn list_records(State(inner): Sim, RawQuery(q): RawQuery) -> Re
 }
 
 pub(super) async fn get_record(State(inner): Sim, Path(id): Path<String>) -> Response {
-    match inner.lock().records.get(&id) {
-        Some(r) => Json(r).into_response(),
+    let mut st = inner.lock();
+    match st.records.get(&id).cloned() {
+        Some(r) => Json(present_record(&mut st, &format!("http://{}", inner.addr), &r)).into_response(),
         None => error(true, StatusCode::NOT_FOUND, "NOT_FOUND", &format!("Accounting record {id} not found")),
     }
 }

@@ -44,7 +44,9 @@ pub(super) fn router(inner: Arc<Inner>) -> Router {
         api =
             api.route(path, method_router.route_layer(middleware::from_fn_with_state((inner.clone(), path), pipeline)));
     }
-    api.merge(admin::routes()).with_state(inner)
+    // Presigned receipt links carry their own authorization: outside the API pipeline, as S3 is.
+    let files = Router::new().route(super::receipts::FILE_ROUTE, get(super::receipts::download));
+    api.merge(admin::routes()).merge(files).with_state(inner)
 }
 
 /// Error body in the classic (v1/v2) shape or the v3 shape.

@@ -102,6 +102,8 @@ pub(super) struct SimState {
     pub(super) webhook_idempotency: HashMap<String, IdemEntry>,
     pub(super) routes: BTreeMap<(String, String, u16), u64>,
     pub(super) counters: BrexCounters,
+    /// Receipt files and their presigned links (`receipts`).
+    pub(super) receipts: super::receipts::ReceiptState,
 }
 
 pub(super) struct Inner {
