@@ -19,6 +19,7 @@ pub mod poster;
 pub mod proposal;
 pub mod reference;
 pub mod retry;
+pub mod revision;
 pub mod sync;
 pub mod telemetry;
 pub mod webhook;

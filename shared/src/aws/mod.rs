@@ -10,6 +10,7 @@ pub mod dynamodb;
 mod mapping;
 pub mod operator;
 pub mod poll_state;
+mod posted;
 pub mod report;
 pub mod secrets;
 pub mod spend;

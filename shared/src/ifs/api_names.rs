@@ -32,6 +32,14 @@ pub struct IfsApiNames {
     /// Bound action (appended to `VoucherSet(Objkey='…')/`) that discards a virtual voucher whose rows or
     /// `CreateVoucher` failed, so nothing is left behind in IFS. Empty: never remove (a release without it).
     pub remove_voucher_action: String,
+    /// Posted vouchers in the hold table, read by key (`VoucherSet(Company=…,AccountingYear=…,VoucherType=…,
+    /// VoucherNo=…)`) for their approval state when a record changes after export.
+    pub posted_voucher_projection: String,
+    pub posted_voucher_set: String,
+    /// Bound action on a posted voucher (appended to its key) that removes it from the hold table while it
+    /// is not approved, If-Match guarded. The public projections document no such action, so the name is
+    /// the operator's to set for their release; `[ifs] changed_after_export = "replace"` uses it.
+    pub remove_posted_voucher_action: String,
 }
 
 /// `[ifs.api] batch`: `"auto"`, `true` or `false`.
@@ -90,6 +98,9 @@ impl Default for IfsApiNames {
             batch: BatchMode::Auto,
             batch_max_vouchers: 10,
             remove_voucher_action: "IfsApp.VoucherEntryAssistantHandling.VoucherEntry_RemoveTempVoucher".into(),
+            posted_voucher_projection: "VoucherHandling.svc".into(),
+            posted_voucher_set: "VoucherSet".into(),
+            remove_posted_voucher_action: "IfsApp.VoucherHandling.Voucher_RemoveVoucher".into(),
         }
     }
 }

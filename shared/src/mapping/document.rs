@@ -53,6 +53,8 @@ pub struct MappingDocument {
     pub api: IfsApiNames,
     /// `[ifs] closed_period`: what happens to a record dated in a closed IFS accounting period.
     pub closed_period: ClosedPeriodPolicy,
+    /// `[ifs] changed_after_export`: what happens when Brex changes a record after its voucher was posted.
+    pub changed_after_export: ChangedAfterExport,
     pub rules: Vec<Rule>,
     pub passthrough: Passthrough,
 }
@@ -90,6 +92,49 @@ impl ClosedPeriodPolicy {
 }
 
 impl std::fmt::Display for ClosedPeriodPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `[ifs] changed_after_export`: what the poster does when a record comes back with a higher Brex `version`
+/// than the one its voucher was posted from, and the new version books something else (another amount,
+/// account or code part). A change the voucher does not carry (a receipt, a memo) is no change: the posted
+/// voucher is reported again.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangedAfterExport {
+    /// `"hold"` (the default): held for a person with both versions named; nothing changes in IFS until
+    /// the policy is changed (or the change undone in Brex) and the record replayed. The default because
+    /// nothing should move in the books on its own after a bookkeeper exported it.
+    #[default]
+    Hold,
+    /// `"replace"`: while the old voucher still waits for approval it is removed and the new version
+    /// posted; once approved, a reversal of it is posted with the new voucher.
+    Replace,
+    /// `"reverse"`: always a reversal of the old voucher plus the new voucher (the old one is never
+    /// removed, so the hold table keeps the whole history).
+    Reverse,
+}
+
+impl ChangedAfterExport {
+    pub const ALL: [Self; 3] = [Self::Hold, Self::Replace, Self::Reverse];
+
+    /// The spelling in the mapping document.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Hold => "hold",
+            Self::Replace => "replace",
+            Self::Reverse => "reverse",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.as_str() == s.trim())
+    }
+}
+
+impl std::fmt::Display for ChangedAfterExport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
     }
@@ -329,6 +374,8 @@ struct RawIfs {
     #[serde(default)]
     closed_period: Option<String>,
     #[serde(default)]
+    changed_after_export: Option<String>,
+    #[serde(default)]
     api: IfsApiNames,
 }
 
@@ -374,6 +421,15 @@ impl MappingDocument {
             })?,
         };
 
+        let changed_after_export = match ifs.changed_after_export.as_deref() {
+            None => ChangedAfterExport::default(),
+            Some(s) => ChangedAfterExport::parse(s).ok_or_else(|| {
+                ifs_err("changed_after_export")(format!(
+                    "{s:?} is not a changed-after-export policy; use \"hold\" (the default), \"replace\" or \"reverse\""
+                ))
+            })?,
+        };
+
         let rules = raw.rule.iter().enumerate().map(|(i, table)| parse_rule(i + 1, table)).collect::<Result<_, _>>()?;
         let passthrough = parse_passthrough(raw.passthrough)?;
 
@@ -388,6 +444,7 @@ impl MappingDocument {
             voucher_text,
             api: ifs.api,
             closed_period,
+            changed_after_export,
             rules,
             passthrough,
         })
@@ -595,6 +652,22 @@ gl_account_remote_id = true
         assert_eq!(doc.voucher_status, VoucherStatus::NotApproved);
         assert_eq!(doc.reimbursement_credit_account, None);
         assert_eq!(doc.closed_period, ClosedPeriodPolicy::Fail, "today's behaviour unless asked otherwise");
+    }
+
+    #[test]
+    fn the_changed_after_export_policy_is_read_and_a_bad_one_named() {
+        let doc = MappingDocument::parse(MINIMAL).unwrap();
+        assert_eq!(doc.changed_after_export, ChangedAfterExport::Hold, "nothing moves in the books unasked");
+        for policy in ChangedAfterExport::ALL {
+            let doc = MappingDocument::parse(&format!("{MINIMAL}changed_after_export = \"{policy}\"\n")).unwrap();
+            assert_eq!(doc.changed_after_export, policy);
+        }
+        let err = MappingDocument::parse(&format!("{MINIMAL}changed_after_export = \"overwrite\"\n")).unwrap_err();
+        assert!(
+            matches!(&err, DocumentError::Ifs { key: "changed_after_export", message } if message.contains("replace")),
+            "{err}"
+        );
+        assert!(err.to_string().contains("changed_after_export"), "names the key: {err}");
     }
 
     #[test]

@@ -32,6 +32,8 @@ pub(super) struct Table {
     pub positions: HashMap<Feed, PollState>,
     /// subject → queued until, epoch ms.
     pub queued: HashMap<Subject, i64>,
+    /// subject → the voucher it is posted as (`sk = "posted"`).
+    pub posted: HashMap<Subject, crate::ports::PostedVoucher>,
 }
 
 /// The table in memory. Clones share it, as `DynamoStore` clones share the DynamoDB table.
@@ -157,5 +159,19 @@ impl CapabilityStore for MemoryStore {
         let until = Utc.timestamp_opt(capability.until.timestamp(), 0).single().unwrap_or(capability.until);
         self.table().capabilities.insert(name.to_owned(), Capability { until, ..capability.clone() });
         Ok(())
+    }
+}
+
+impl MemoryStore {
+    pub(super) fn posted_voucher_of(&self, subject: &Subject) -> Option<crate::ports::PostedVoucher> {
+        self.table().posted.get(subject).cloned()
+    }
+
+    pub(super) fn record_posted_voucher(&self, subject: &Subject, posted: &crate::ports::PostedVoucher) {
+        let mut table = self.table();
+        // As DynamoDB's condition: never over a higher version.
+        if table.posted.get(subject).is_none_or(|old| old.version <= posted.version) {
+            table.posted.insert(subject.clone(), posted.clone());
+        }
     }
 }

@@ -13,10 +13,10 @@ pub use brex::{
     BrexFields, BrexPages, ExportOutcome, FetchedExpenses, FetchedRecords, RecordSource, WebhookSecretSource,
 };
 pub use clock::{Clock, SystemClock};
-pub use ifs::{AccountInfo, ChartOfAccounts, Demand, Ledger, ReferenceSource, RequestBudget};
+pub use ifs::{AccountInfo, ChartOfAccounts, Demand, Ledger, ReferenceSource, Removal, RequestBudget, VoucherState};
 pub use queue::{Redelivery, WorkQueue};
 pub use secrets::SecretStore;
 pub use storage::{
     AuditTrail, Begin, Capability, CapabilityStore, EnqueueLedger, Feed, IdempotencyKey, IdempotencyStore, LeaseStore,
-    MappingSource, Paging, PollState, PollStateStore, ReportStore, SpendClaim, SpendClaims,
+    MappingSource, Paging, PollState, PollStateStore, PostedVoucher, ReportStore, SpendClaim, SpendClaims,
 };

@@ -107,6 +107,9 @@ pub struct BatchReport {
     pub notes: BTreeMap<Subject, String>,
     /// Those of `failed_messages` that carry a held subject: redelivered with backoff.
     pub held_messages: Vec<String>,
+    /// The Brex version each voucher of this batch was made from; and the changes after export carried out.
+    pub versions: BTreeMap<Subject, i64>,
+    pub revisions: BTreeMap<Subject, crate::audit::RevisionAudit>,
 }
 
 /// Why a subject is held, and what the operator should do.
@@ -242,13 +245,11 @@ impl Poster {
         if self.options.dry_run {
             self.dry_run(carriers.keys().cloned().collect(), &mut batch).await;
         } else {
-            let mut mine = Vec::new();
+            let (mut mine, mut completed) = (Vec::new(), Vec::new());
             for subject in carriers.keys() {
                 match self.idempotency.begin(&IdempotencyKey::from(subject), batch.lease_until, now).await {
                     Ok(Begin::Started) => mine.push(subject.clone()),
-                    Ok(Begin::Completed { result }) => {
-                        batch.report.already_posted.insert(subject.clone(), result.unwrap_or_default());
-                    }
+                    Ok(Begin::Completed { result }) => completed.push((subject.clone(), result)),
                     Ok(Begin::Failed { reason }) => {
                         batch.report.failed.insert(subject.clone(), reason);
                     }
@@ -263,6 +264,7 @@ impl Poster {
             if !mine.is_empty() {
                 self.post_claimed(mine, &mut batch).await;
             }
+            self.completed(completed, &mut batch).await;
             let reported = self.report_to_brex(&batch.report).await;
             self.write_audit(&batch.report, &deliveries, &reported).await;
             // A record is done only once Brex knows: its voucher (or failure) is recorded, so the redelivery
@@ -496,6 +498,7 @@ impl Poster {
                 .find_map(|r| existing.get(r).map(|key| (r.clone(), key.clone())));
             if let Some((holder, key)) = found {
                 self.spend_posted(&c, &holder, &key).await;
+                self.remember_posted(&c, &key, batch).await;
                 if self.complete(&c.subject, &key, batch, false).await {
                     batch.report.companies.insert(c.subject.clone(), c.proposal.company.clone());
                 }
@@ -519,6 +522,7 @@ impl Poster {
                 Ok(key) => {
                     tracing::info!(subject = %c.subject, voucher = %key, version = c.version, "posted");
                     self.spend_posted(&c, &c.proposal.reference_number, &key).await;
+                    self.remember_posted(&c, &key, batch).await;
                     let latency = self.clock.now() - c.updated_at;
                     if self.complete(&c.subject, &key, batch, true).await {
                         batch.report.companies.insert(c.subject.clone(), c.proposal.company.clone());
@@ -760,6 +764,8 @@ impl Poster {
                 entry.mapping_version = report.mapping_version;
                 entry.reported_to_brex = reported.get(subject).cloned();
                 entry.note = report.notes.get(subject).cloned();
+                (entry.brex_version, entry.revision) =
+                    (report.versions.get(subject).copied(), report.revisions.get(subject).cloned());
                 entries.push((subject.clone(), entry));
             }
         }
@@ -807,5 +813,6 @@ fn held_from(reason: &str, e: &crate::error::ExternalError) -> Held {
     }
 }
 
+mod revise;
 #[cfg(test)]
 mod tests;
