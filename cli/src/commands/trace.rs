@@ -122,6 +122,16 @@ pub async fn run(ctx: &Ctx<'_>, raw: &str, out: &mut dyn Write) -> Result<i32, C
         for a in attempts.iter().filter(|a| a.note.is_some()) {
             writeln!(out, "    note {}: {}", a.at.to_rfc3339(), a.note.as_deref().unwrap_or_default())?;
         }
+        // Every Brex version that became a voucher, and what took the place of the one before.
+        for a in &attempts {
+            match (&a.revision, a.brex_version, a.outcome, &a.voucher) {
+                (Some(revision), ..) => writeln!(out, "    version {}: {revision}", a.at.to_rfc3339())?,
+                (None, Some(version), AuditOutcome::Posted, Some(voucher)) => {
+                    writeln!(out, "    version {}: version {version} posted as {voucher}", a.at.to_rfc3339())?
+                }
+                _ => {}
+            }
+        }
     }
     if !known {
         writeln!(out, "  nothing recorded for this record in the table")?;

@@ -97,6 +97,8 @@ pub struct IfsCounters {
     pub virtual_vouchers_open: u64,
     /// Virtual vouchers discarded by `RemoveTempVoucher`.
     pub virtual_vouchers_removed: u64,
+    /// Committed vouchers removed from the hold table (`RemoveVoucher`, only while not approved).
+    pub vouchers_removed: u64,
 }
 
 impl IfsCounters {
