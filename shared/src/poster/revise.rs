@@ -59,6 +59,7 @@ impl Poster {
             }
         };
         self.ledger.use_api(&mapping.document.api);
+        batch.report.mapping_version = Some(mapping.version);
         for (subject, view) in views {
             let Some(posted) = known.remove(&subject) else { continue };
             self.judge(subject, posted, view, &mapping.document, batch).await;
