@@ -869,10 +869,9 @@ async fn the_outcomes_are_counted_as_metrics() {
 /// `amount` and `memo`, under `[ifs] changed_after_export = policy`.
 async fn changed_rig(policy: &str, version: i64, amount: &str, memo: &str) -> Rig {
     let rig = rig();
-    rig.store.put_mapping(&MAPPING.replace(
-        "closed_period = \"fail\"",
-        &format!("closed_period = \"fail\"\nchanged_after_export = \"{policy}\""),
-    ));
+    rig.store.put_mapping(
+        &MAPPING.replace("changed_after_export = \"hold\"", &format!("changed_after_export = \"{policy}\"")),
+    );
     rig.brex.insert(card_record("accr_1", Some("6500 Travel"), None));
     let first = rig.process(&[records_message("m1", &["accr_1"])]).await;
     assert_eq!(names(&first.posted), ["accr_1"]);
