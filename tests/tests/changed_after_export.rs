@@ -253,7 +253,7 @@ async fn an_approved_voucher_is_reversed_and_the_vouchers_net_to_the_new_version
 }
 
 #[tokio::test]
-async fn hold_by_default_writes_nothing_and_names_both_versions() {
+async fn hold_by_default_writes_nothing_names_both_versions_and_books_once_a_person_decides() {
     let p = pipeline("revise-hold", None).await;
     let (ids, posted_version) = post(&p, 503).await;
     let id = &ids[0];
@@ -279,6 +279,20 @@ async fn hold_by_default_writes_nothing_and_names_both_versions() {
     assert!(shown.contains(&named), "{shown}");
     assert!(shown.contains("held now: changed in Brex after export") && shown.contains("fix: decide"), "{shown}");
     assert_eq!(p.stack.queue_depth(&p.stack.dlq_url).await, 1, "held until a person decides, then the DLQ");
+
+    // The person decides for the new version: the mapping says "reverse", the DLQ is replayed.
+    let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&p.stack.sdk), &p.stack.table_name);
+    let current = store.load_mapping().await.unwrap().unwrap();
+    store.store_mapping(&mapping(Some("reverse")), Some(current.version)).await.unwrap();
+    let env = Env { vars: Box::new(p.operator_env()), sdk: Some(p.stack.sdk.clone()) };
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let code = connector::run_with(&env, ["replay", "--all"].map(str::to_owned), &mut out, &mut err).await;
+    assert_eq!(code, 0, "{}", String::from_utf8_lossy(&err));
+    p.drain(Duration::from_secs(90)).await.expect("drained");
+    let new = vouchers_of(&p, &format!("{id}-v{changed_version}"));
+    let reversal = vouchers_of(&p, &format!("{id}-R"));
+    assert_eq!((new.len(), reversal.len()), (1, 1), "{:?}", p.vouchers_by_reference().keys());
+    assert_eq!(exported_as(&p, id), Some(voucher_key(&new[0])));
 }
 
 #[tokio::test]

@@ -86,9 +86,10 @@ pub fn decide(posted: &PostedVoucher, version: i64, proposal: &Proposal, policy:
                     posted.total()
                 ),
                 fix: format!(
-                    "decide in IFS which version stands: to book version {version}, set `[ifs] changed_after_export` \
-                     to \"replace\" or \"reverse\" and `connector replay` the record (voucher {} of version {} is \
-                     removed or reversed); to keep version {}, undo the change in Brex",
+                    "decide which version stands: to book version {version}, push the mapping with `[ifs] \
+                     changed_after_export = \"replace\"` or `\"reverse\"` (voucher {} of version {} is then removed \
+                     or reversed) and the held message posts it when it comes back (`connector replay --all` once it \
+                     is in the DLQ); to keep version {}, undo the change in Brex",
                     posted.voucher, posted.version, posted.version
                 ),
             }
