@@ -49,6 +49,46 @@ pub struct AuditEntry {
     /// (`[ifs] closed_period = "next_open"`). Absent in entries written before it existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// The Brex `version` the voucher of this attempt was made from (entries before it was kept have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub brex_version: Option<i64>,
+    /// A change after export: which version and voucher this one took the place of, and how.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<RevisionAudit>,
+}
+
+/// One change after export as the audit trail keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevisionAudit {
+    pub from_version: i64,
+    pub from_voucher: String,
+    pub to_version: i64,
+    pub to_voucher: String,
+    pub undone: Undone,
+}
+
+/// How the old voucher was taken out of the books.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "how", rename_all = "snake_case")]
+pub enum Undone {
+    /// Removed from the hold table before anyone approved it.
+    Removed,
+    /// Approved already: a reversal voucher (same rows, sides swapped) cancels it.
+    Reversed { reversal: String },
+}
+
+impl std::fmt::Display for RevisionAudit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let how = match &self.undone {
+            Undone::Removed => "removed from the hold table (replaced)".to_owned(),
+            Undone::Reversed { reversal } => format!("reversed by {reversal}"),
+        };
+        write!(
+            f,
+            "version {} posted as {}; version {}'s voucher {} {how}",
+            self.to_version, self.to_voucher, self.from_version, self.from_voucher
+        )
+    }
 }
 
 impl AuditEntry {
@@ -63,6 +103,8 @@ impl AuditEntry {
             mapping_version: None,
             reported_to_brex: None,
             note: None,
+            brex_version: None,
+            revision: None,
         }
     }
 }
@@ -162,5 +204,21 @@ mod tests {
         assert_eq!(serde_json::from_str::<AuditEntry>(&json).unwrap(), noted);
         let plain = serde_json::to_value(AuditEntry::new(noted.at, AuditOutcome::Posted)).unwrap();
         assert!(plain.get("note").is_none(), "no note, no key: {plain}");
+        assert_eq!((noted.brex_version, noted.revision.clone()), (None, None), "old entries read without versions");
+        let revised = AuditEntry {
+            brex_version: Some(3),
+            revision: Some(RevisionAudit {
+                from_version: 2,
+                from_voucher: "10-2026-M-1".into(),
+                to_version: 3,
+                to_voucher: "10-2026-M-3".into(),
+                undone: Undone::Reversed { reversal: "10-2026-M-2".into() },
+            }),
+            ..noted
+        };
+        let json = serde_json::to_string(&revised).unwrap();
+        assert_eq!(serde_json::from_str::<AuditEntry>(&json).unwrap(), revised);
+        let shown = revised.revision.unwrap().to_string();
+        assert!(shown.contains("version 3 posted as 10-2026-M-3") && shown.contains("reversed by 10-2026-M-2"));
     }
 }

@@ -21,6 +21,7 @@ pub mod receipts;
 pub mod reconcile;
 pub mod reference;
 pub mod retry;
+pub mod revision;
 pub mod sync;
 pub mod telemetry;
 pub mod webhook;

@@ -33,8 +33,8 @@ pub enum Metric {
     /// Poster: failed for the record's own sake and reported to Brex. `ReasonClass`: `mapping`,
     /// `ifs_refusal` (IFS refused it on its merits) or `brex_record` (Brex does not know it, or it cannot be read).
     RecordsFailed,
-    /// Poster: held because the deployment or the tenant is at fault. `ReasonClass`: `ifs`, `brex` or
-    /// `mapping_document`.
+    /// Poster: held because the deployment or the tenant is at fault, or for a person's decision on a record
+    /// changed after export. `ReasonClass`: `ifs`, `brex`, `mapping_document` or `changed_after_export`.
     RecordsHeld,
     /// Poster: given back to the queue after a passing fault.
     RecordsRetried,

@@ -22,8 +22,8 @@ use shared::mapping::MappingLoadError;
 use shared::memory::{MemoryPollState, MemoryQueue, MemoryReports, MemorySecrets, MemoryStore};
 use shared::ports::{
     AttachedReceipts, AuditTrail, Begin, Capability, CapabilityStore, EnqueueLedger, Feed, IdempotencyKey,
-    IdempotencyStore, LeaseStore, MappingSource, Paging, PollState, PollStateStore, ReportStore, SecretStore,
-    SpendClaim, SpendClaims, WorkQueue,
+    IdempotencyStore, LeaseStore, MappingSource, Paging, PollState, PollStateStore, PostedVersion, ReportStore,
+    SecretStore, SpendClaim, SpendClaims, WorkQueue,
 };
 use shared::receipts::AttachedReceipt;
 use shared::reference::{CompanySummary, ValidationReport};
@@ -71,6 +71,8 @@ contract!(
     secrets_round_trip,
     the_queue_receives_every_item,
     attached_receipts_are_kept_per_voucher_once_per_file,
+    the_posted_voucher_is_kept_beside_the_item_and_never_rolled_back,
+    a_revision_claim_is_its_own_key,
 );
 
 /// The ports of one backend, and what the tests read behind them.
@@ -773,4 +775,74 @@ async fn attached_receipts_are_kept_per_voucher_once_per_file(b: Backend) {
     assert_eq!(one, vec![entry("aa", "rcpt_1", 1), entry("bb", "rcpt_2", 2)], "oldest first, once per hash");
     assert_eq!(b.attached.attached("10-2026-M-2").await.unwrap(), vec![entry("aa", "rcpt_9", 3)]);
     assert!(b.attached.attached("10-2026-M-10").await.unwrap().is_empty(), "no prefix match across vouchers");
+}
+
+fn posted_voucher(version: i64, voucher: &str, amount: &str) -> PostedVersion {
+    let document = shared::mapping::MappingDocument::parse(include_str!("../../infra/mapping.example.toml")).unwrap();
+    let record: shared::brex::model::AccountingRecord = serde_json::from_value(serde_json::json!({
+        "id": "accr_1", "amount": {"amount": amount, "currency": "USD"}, "type": "CARD_EXPENSE_POST",
+        "review_status": "READY_FOR_EXPORT", "source_type": "CARD", "erp_posting_date": "2026-06-11T00:00:00Z",
+        "updated_at": "2026-06-11T09:09:10Z", "version": version, "vendor": {"name": "Delta"}, "memo": "Flight",
+        "line_items": [
+            {"id": "l1", "type": "DEBIT", "amount": {"amount": amount, "currency": "USD"}, "accounting_field_values": [
+                {"brex_field_id": "extended_field_gl_account", "remote_field_id": "GL_ACCOUNT",
+                 "brex_field_value_id": "efo_gl", "field_name": "GL Account", "field_value_name": "6500 Travel",
+                 "type": "IDENTIFIER"}]},
+            {"id": "l2", "type": "CREDIT", "amount": {"amount": amount, "currency": "USD"}, "accounting_field_values": []}
+        ]
+    }))
+    .unwrap();
+    let proposal = shared::mapping::map_record(&document, &record).unwrap();
+    PostedVersion { version, voucher: voucher.into(), proposal }
+}
+
+async fn the_posted_voucher_is_kept_beside_the_item_and_never_rolled_back(b: Backend) {
+    let store = b.idem.as_ref();
+    let now = Utc::now();
+    let retain = now + Duration::days(30);
+    assert_eq!(store.posted_voucher(&record("accr_1")).await.unwrap(), None, "items without one read as before");
+    store.begin(&posting("accr_1"), now + Duration::seconds(60), now).await.unwrap();
+    store.complete(&posting("accr_1"), Some("10-2026-M-1"), retain).await.unwrap();
+    let first = posted_voucher(3, "10-2026-M-1", "171.75");
+    store.record_posted(&record("accr_1"), &first, retain).await.unwrap();
+    let read = store.posted_voucher(&record("accr_1")).await.unwrap().unwrap();
+    assert_eq!(read, first, "version, voucher and the whole proposal round-trip");
+    assert_eq!(read.total(), "171.75 USD");
+    // Beside the idempotency item, not over it.
+    let state = state(&b, "accr_1").await;
+    assert_eq!((state.status.as_str(), state.result.as_deref()), ("COMPLETED", Some("10-2026-M-1")));
+    assert_eq!(
+        store.begin(&posting("accr_1"), now + Duration::seconds(60), now).await.unwrap(),
+        Begin::Completed { result: Some("10-2026-M-1".into()) }
+    );
+
+    let revised = posted_voucher(5, "10-2026-M-3", "200.00");
+    store.record_posted(&record("accr_1"), &revised, retain).await.unwrap();
+    store.record_posted(&record("accr_1"), &posted_voucher(4, "10-2026-M-2", "180.00"), retain).await.unwrap();
+    assert_eq!(store.posted_voucher(&record("accr_1")).await.unwrap(), Some(revised.clone()), "a late writer loses");
+    store.record_posted(&record("accr_1"), &revised, retain).await.unwrap();
+    assert_eq!(store.posted_voucher(&record("accr_1")).await.unwrap(), Some(revised), "the same write again is fine");
+    assert_eq!(store.posted_voucher(&Subject::Expense(ExpenseId::parse("accr_1").unwrap())).await.unwrap(), None);
+}
+
+async fn a_revision_claim_is_its_own_key(b: Backend) {
+    let store = b.idem.as_ref();
+    let now = Utc::now();
+    let lease = now + Duration::seconds(60);
+    store.begin(&posting("accr_1"), lease, now).await.unwrap();
+    store.complete(&posting("accr_1"), Some("10-2026-M-1"), now + Duration::days(1)).await.unwrap();
+    let v4 = IdempotencyKey::Revision(record("accr_1"), 4);
+    let v5 = IdempotencyKey::Revision(record("accr_1"), 5);
+    assert_eq!(store.begin(&v4, lease, now).await.unwrap(), Begin::Started);
+    assert!(matches!(store.begin(&v4, lease, now).await.unwrap(), Begin::InProgress { .. }));
+    assert_eq!(store.begin(&v5, lease, now).await.unwrap(), Begin::Started, "each version its own claim");
+    store.complete(&v4, Some("10-2026-M-2"), now + Duration::days(1)).await.unwrap();
+    assert_eq!(store.begin(&v4, lease, now).await.unwrap(), Begin::Completed { result: Some("10-2026-M-2".into()) });
+    store.release(&v5).await.unwrap();
+    assert_eq!(store.begin(&v5, lease, now).await.unwrap(), Begin::Started);
+    // The posting's own item is untouched, and the poller still sees the record as done.
+    let state = state(&b, "accr_1").await;
+    assert_eq!((state.status.as_str(), state.result.as_deref()), ("COMPLETED", Some("10-2026-M-1")));
+    let settled = b.enqueue.settled(&[record("accr_1")], now).await.unwrap();
+    assert!(settled.contains(&record("accr_1")));
 }

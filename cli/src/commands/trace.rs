@@ -149,6 +149,31 @@ pub async fn run(ctx: &Ctx<'_>, raw: &str, out: &mut dyn Write) -> Result<i32, C
             writeln!(out, "    note {}: {}", a.at.to_rfc3339(), a.note.as_deref().unwrap_or_default())?;
         }
     }
+    // Every Brex version that became a voucher, and what took the place of the one before.
+    let mut versions = Vec::new();
+    for a in &attempts {
+        match (&a.revision, a.brex_version, a.outcome, &a.voucher) {
+            (Some(revision), ..) => versions.push(format!("{}: {revision}", a.at.to_rfc3339())),
+            (None, Some(version), AuditOutcome::Posted, Some(voucher)) => {
+                versions.push(format!("{}: version {version} posted as {voucher}", a.at.to_rfc3339()))
+            }
+            _ => {}
+        }
+    }
+    if !versions.is_empty() {
+        writeln!(out, "  versions")?;
+        for line in &versions {
+            writeln!(out, "    {line}")?;
+        }
+    }
+    // A completed record held since (changed after export): its state line names the old voucher, so the
+    // hold and its fix are shown in full here.
+    if let Some(last) = attempts.last()
+        && last.outcome == AuditOutcome::Held
+        && state.as_ref().is_some_and(|s| s.status == "COMPLETED")
+    {
+        writeln!(out, "  held now: {}", last.reason.as_deref().unwrap_or_default())?;
+    }
     if !known {
         writeln!(out, "  nothing recorded for this record in the table")?;
     }

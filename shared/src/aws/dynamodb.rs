@@ -11,7 +11,7 @@ use super::table::{
     IDEM_SK, LEASE_SK, conditional_failed, corrupt, get_n, get_s, idempotency_pk, lease_pk, n, s, table_error,
 };
 use crate::error::{AwsError, Disposition};
-use crate::ports::{Begin, IdempotencyKey, IdempotencyStore, LeaseStore};
+use crate::ports::{Begin, IdempotencyKey, IdempotencyStore, LeaseStore, PostedVersion};
 
 #[derive(Debug, Clone)]
 pub struct DynamoStore {
@@ -296,6 +296,19 @@ impl IdempotencyStore for DynamoStore {
             Err(e) if conditional_failed(&e) => Ok(()),
             Err(e) => Err(AwsError::from_sdk("dynamodb", "UpdateItem", &e)),
         }
+    }
+
+    async fn posted_voucher(&self, subject: &crate::domain::Subject) -> Result<Option<PostedVersion>, AwsError> {
+        self.read_posted(subject).await
+    }
+
+    async fn record_posted(
+        &self,
+        subject: &crate::domain::Subject,
+        posted: &PostedVersion,
+        retain_until: DateTime<Utc>,
+    ) -> Result<(), AwsError> {
+        self.write_posted(subject, posted, retain_until).await
     }
 
     async fn release(&self, key: &IdempotencyKey) -> Result<(), AwsError> {

@@ -11,6 +11,7 @@ pub mod dynamodb;
 mod mapping;
 pub mod operator;
 pub mod poll_state;
+mod posted;
 pub mod reconcile;
 pub mod report;
 pub mod secrets;

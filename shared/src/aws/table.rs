@@ -6,6 +6,9 @@
 //!   IN_PROGRESS | COMPLETED | FAILED | HELD, `lease_until` (N, epoch ms), `result`/`reason` (S), `expires_at`
 //!   (N, epoch s), `updated_at` (S); a HELD item also has `fix` (S), `held_since` (S, RFC 3339, the first
 //!   hold) and `held_times` (N)
+//! - revision claim: `pk = revision#record#<id>#v<version>`, `sk = "idem"`, as an idempotency item
+//! - posted voucher: `pk = record#<id> | expense#<id>`, `sk = "posted"`, `version` (N), `voucher` (S),
+//!   `total` (S, for people), `proposal` (S, JSON), `expires_at`, `updated_at`
 //! - audit trail: `pk = record#<id> | expense#<id>`, `sk = audit#<at>#<seq>`
 //! - poll position: `pk = poll#accounting_records#<source> | poll#expenses`, `sk = "cursor"`
 //! - queued mark: `pk = queued#record#<id> | queued#expense#<id>`, `sk = "queued"`
@@ -25,6 +28,7 @@ use crate::error::{AwsError, Disposition};
 use crate::ports::{Feed, IdempotencyKey};
 
 pub const IDEM_SK: &str = "idem";
+pub const POSTED_SK: &str = "posted";
 pub const QUEUED_SK: &str = "queued";
 pub const LEASE_SK: &str = "lease";
 /// How the partitions of [`subject_pk`] begin, for Scans that look for every subject's items.
@@ -53,6 +57,8 @@ pub fn idempotency_pk(key: &IdempotencyKey) -> String {
     match key {
         IdempotencyKey::Posting(subject) => subject_pk(subject),
         IdempotencyKey::Delivery(webhook_id) => format!("webhook#{webhook_id}"),
+        // Its own partition, so scans for `record#`/`expense#` items (status, failures) never see it.
+        IdempotencyKey::Revision(subject, version) => format!("revision#{}#v{version}", subject_pk(subject)),
     }
 }
 

@@ -44,6 +44,14 @@ pub struct IfsApiNames {
     pub attachment_lu_name: String,
     /// The document class receipts are filed under (it must exist in the tenant's document basic data).
     pub attachment_doc_class: String,
+    /// Posted vouchers in the hold table, read by key (`VoucherSet(Company=…,AccountingYear=…,VoucherType=…,
+    /// VoucherNo=…)`) for their approval state when a record changes after export.
+    pub posted_voucher_projection: String,
+    pub posted_voucher_set: String,
+    /// Bound action on a posted voucher (appended to its key) that removes it from the hold table while it
+    /// is not approved, If-Match guarded. The public projections document no such action, so the name is
+    /// the operator's to set for their release; `[ifs] changed_after_export = "replace"` uses it.
+    pub remove_posted_voucher_action: String,
 }
 
 /// `[ifs.api] batch`: `"auto"`, `true` or `false`.
@@ -106,6 +114,9 @@ impl Default for IfsApiNames {
             attachment_set: "EdmFileSet".into(),
             attachment_lu_name: "Voucher".into(),
             attachment_doc_class: "BREXRCPT".into(),
+            posted_voucher_projection: "VoucherHandling.svc".into(),
+            posted_voucher_set: "VoucherSet".into(),
+            remove_posted_voucher_action: "IfsApp.VoucherHandling.Voucher_RemoveVoucher".into(),
         }
     }
 }

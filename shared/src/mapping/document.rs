@@ -59,6 +59,8 @@ pub struct MappingDocument {
     /// `[ifs] attach_receipts`: attach each Brex receipt to the voucher in IFS document management (off by
     /// default; see [`crate::receipts`]).
     pub attach_receipts: bool,
+    /// `[ifs] changed_after_export`: what happens when Brex changes a record after its voucher was posted.
+    pub changed_after_export: ChangedAfterExport,
     pub rules: Vec<Rule>,
     pub passthrough: Passthrough,
 }
@@ -96,6 +98,49 @@ impl ClosedPeriodPolicy {
 }
 
 impl std::fmt::Display for ClosedPeriodPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `[ifs] changed_after_export`: what the poster does when a record comes back with a higher Brex `version`
+/// than the one its voucher was posted from, and the new version books something else (another amount,
+/// account or code part). A change the voucher does not carry (a receipt, a memo) is no change: the posted
+/// voucher is reported again.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangedAfterExport {
+    /// `"hold"` (the default): held for a person with both versions named; nothing changes in IFS until
+    /// the policy is changed (or the change undone in Brex) and the record replayed. The default because
+    /// nothing should move in the books on its own after a bookkeeper exported it.
+    #[default]
+    Hold,
+    /// `"replace"`: while the old voucher still waits for approval it is removed and the new version
+    /// posted; once approved, a reversal of it is posted with the new voucher.
+    Replace,
+    /// `"reverse"`: always a reversal of the old voucher plus the new voucher (the old one is never
+    /// removed, so the hold table keeps the whole history).
+    Reverse,
+}
+
+impl ChangedAfterExport {
+    pub const ALL: [Self; 3] = [Self::Hold, Self::Replace, Self::Reverse];
+
+    /// The spelling in the mapping document.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Hold => "hold",
+            Self::Replace => "replace",
+            Self::Reverse => "reverse",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.as_str() == s.trim())
+    }
+}
+
+impl std::fmt::Display for ChangedAfterExport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
     }
@@ -336,6 +381,7 @@ struct RawIfs {
     closed_period: Option<String>,
     #[serde(default)]
     attach_receipts: bool,
+    changed_after_export: Option<String>,
     #[serde(default)]
     api: IfsApiNames,
     #[serde(default)]
@@ -386,6 +432,15 @@ impl MappingDocument {
         let voucher_link =
             ifs.voucher_link.as_deref().map(VoucherLink::parse).transpose().map_err(ifs_err("voucher_link"))?;
 
+        let changed_after_export = match ifs.changed_after_export.as_deref() {
+            None => ChangedAfterExport::default(),
+            Some(s) => ChangedAfterExport::parse(s).ok_or_else(|| {
+                ifs_err("changed_after_export")(format!(
+                    "{s:?} is not a changed-after-export policy; use \"hold\" (the default), \"replace\" or \"reverse\""
+                ))
+            })?,
+        };
+
         let rules = raw.rule.iter().enumerate().map(|(i, table)| parse_rule(i + 1, table)).collect::<Result<_, _>>()?;
         let passthrough = parse_passthrough(raw.passthrough)?;
 
@@ -402,6 +457,7 @@ impl MappingDocument {
             closed_period,
             voucher_link,
             attach_receipts: ifs.attach_receipts,
+            changed_after_export,
             rules,
             passthrough,
         })
@@ -612,6 +668,22 @@ gl_account_remote_id = true
         assert!(!doc.attach_receipts, "receipts are attached only when asked for");
         assert!(MappingDocument::parse(&format!("{MINIMAL}attach_receipts = true\n")).unwrap().attach_receipts);
         assert!(MappingDocument::parse(&format!("{MINIMAL}attach_receipts = \"yes\"\n")).is_err());
+    }
+
+    #[test]
+    fn the_changed_after_export_policy_is_read_and_a_bad_one_named() {
+        let doc = MappingDocument::parse(MINIMAL).unwrap();
+        assert_eq!(doc.changed_after_export, ChangedAfterExport::Hold, "nothing moves in the books unasked");
+        for policy in ChangedAfterExport::ALL {
+            let doc = MappingDocument::parse(&format!("{MINIMAL}changed_after_export = \"{policy}\"\n")).unwrap();
+            assert_eq!(doc.changed_after_export, policy);
+        }
+        let err = MappingDocument::parse(&format!("{MINIMAL}changed_after_export = \"overwrite\"\n")).unwrap_err();
+        assert!(
+            matches!(&err, DocumentError::Ifs { key: "changed_after_export", message } if message.contains("replace")),
+            "{err}"
+        );
+        assert!(err.to_string().contains("changed_after_export"), "names the key: {err}");
     }
 
     #[test]

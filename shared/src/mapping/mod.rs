@@ -54,6 +54,15 @@
 //!   every row text (the note in the audit trail says what moved where); `"hold"` holds the record with the
 //!   fix "reopen period Y/P of company C in IFS, then `connector replay`". Under `next_open`, a calendar with
 //!   no open period after the date holds the record too. Any other value is a document error naming the key.
+//! * **Changes after export.** A record that comes back with a higher Brex `version` than its posted voucher
+//!   is mapped again; when the new proposal books the same thing (same company, date, accounts, code parts,
+//!   sides, amounts and currencies — texts do not count, so a memo or receipt is no change) the posted
+//!   voucher is reported again. Otherwise `[ifs] changed_after_export` decides (see `crate::revision`):
+//!   `"hold"` (the default: nothing moves in the books without a person) holds the record with a fix naming
+//!   both versions; `"replace"` removes the old voucher while it still awaits approval and posts the new
+//!   version (`<id>-v<version>` as its reference), or once it is approved posts a reversal of it
+//!   (`<old reference>-R`, sides swapped) and the new voucher; `"reverse"` always reverses and reposts.
+//!   Any other value is a document error naming the key.
 
 mod document;
 mod engine;
@@ -64,8 +73,9 @@ mod template;
 mod validate;
 
 pub use document::{
-    ClosedPeriodPolicy, Condition, DEFAULT_GL_ACCOUNT_FIELD, DEFAULT_TEXT, DEFAULT_VOUCHER_TEXT, DocumentError,
-    LoadedMapping, MappingDocument, Passthrough, Pattern, Rule, RuleSet, code_part_key, code_part_remote_id,
+    ChangedAfterExport, ClosedPeriodPolicy, Condition, DEFAULT_GL_ACCOUNT_FIELD, DEFAULT_TEXT, DEFAULT_VOUCHER_TEXT,
+    DocumentError, LoadedMapping, MappingDocument, Passthrough, Pattern, Rule, RuleSet, code_part_key,
+    code_part_remote_id,
 };
 pub use engine::{
     CATEGORY_FIELD, DEPARTMENT_FIELD, GL_ACCOUNT_FIELD, GL_ACCOUNT_REMOTE_ID, MAX_VOUCHER_TEXT, map_record,

@@ -9,7 +9,7 @@ use super::from_millis;
 use crate::aws::operator::IdempotencyState;
 use crate::aws::table::status;
 use crate::error::AwsError;
-use crate::ports::{Begin, IdempotencyKey, IdempotencyStore};
+use crate::ports::{Begin, IdempotencyKey, IdempotencyStore, PostedVersion};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Status {
@@ -175,6 +175,20 @@ impl IdempotencyStore for MemoryStore {
         item.held_since.get_or_insert_with(|| now.to_rfc3339());
         item.held_times = Some(item.held_times.unwrap_or(0) + 1);
         item.lease_until = None;
+        Ok(())
+    }
+
+    async fn posted_voucher(&self, subject: &crate::domain::Subject) -> Result<Option<PostedVersion>, AwsError> {
+        Ok(self.posted_voucher_of(subject))
+    }
+
+    async fn record_posted(
+        &self,
+        subject: &crate::domain::Subject,
+        posted: &PostedVersion,
+        _retain_until: DateTime<Utc>,
+    ) -> Result<(), AwsError> {
+        self.record_posted_voucher(subject, posted);
         Ok(())
     }
 

@@ -34,6 +34,8 @@ pub(super) struct Table {
     pub queued: HashMap<Subject, i64>,
     /// voucher key → attached files by hash.
     pub attachments: HashMap<String, BTreeMap<String, crate::receipts::AttachedReceipt>>,
+    /// subject → the voucher it is posted as (`sk = "posted"`).
+    pub posted: HashMap<Subject, crate::ports::PostedVersion>,
 }
 
 /// The table in memory. Clones share it, as `DynamoStore` clones share the DynamoDB table.
@@ -159,5 +161,19 @@ impl CapabilityStore for MemoryStore {
         let until = Utc.timestamp_opt(capability.until.timestamp(), 0).single().unwrap_or(capability.until);
         self.table().capabilities.insert(name.to_owned(), Capability { until, ..capability.clone() });
         Ok(())
+    }
+}
+
+impl MemoryStore {
+    pub(super) fn posted_voucher_of(&self, subject: &Subject) -> Option<crate::ports::PostedVersion> {
+        self.table().posted.get(subject).cloned()
+    }
+
+    pub(super) fn record_posted_voucher(&self, subject: &Subject, posted: &crate::ports::PostedVersion) {
+        let mut table = self.table();
+        // As DynamoDB's condition: never over a higher version.
+        if table.posted.get(subject).is_none_or(|old| old.version <= posted.version) {
+            table.posted.insert(subject.clone(), posted.clone());
+        }
     }
 }

@@ -26,6 +26,20 @@ pub trait Ledger: Send + Sync {
     ) -> Result<HashMap<ReferenceNumber, String>, ExternalError>;
     /// Creates the voucher; returns its key. Resolves an uncertain commit itself (dedup re-check).
     async fn create_voucher(&self, proposal: &Proposal) -> Result<String, ExternalError>;
+    /// The approval state of a posted voucher (`voucher` as [`Ledger::create_voucher`] returned it). A
+    /// ledger that cannot tell says approved: a reversal is always safe, a removal is not.
+    async fn voucher_state(&self, _company: &CompanyCode, _voucher: &str) -> Result<VoucherState, ExternalError> {
+        Ok(VoucherState::Approved)
+    }
+    /// Removes an unapproved voucher from the hold table, If-Match `etag`.
+    async fn remove_voucher(
+        &self,
+        _company: &CompanyCode,
+        _voucher: &str,
+        _etag: &crate::domain::ETag,
+    ) -> Result<Removal, ExternalError> {
+        Ok(Removal::Approved)
+    }
     /// Creates a voucher per proposal (one result each, in order), in as few requests as the ledger can.
     /// Each voucher stands or falls alone; the default creates them one after the other.
     async fn create_vouchers(&self, proposals: &[Proposal]) -> Vec<Result<String, ExternalError>> {
@@ -35,6 +49,27 @@ pub trait Ledger: Send + Sync {
         }
         out
     }
+}
+
+/// A posted voucher as IFS holds it now (for a change after export).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VoucherState {
+    /// In the hold table and not approved: it may still be removed, guarded by this ETag.
+    Unapproved { etag: crate::domain::ETag },
+    /// Approved (or updated to the general ledger): only a reversal undoes it.
+    Approved,
+    /// Not in IFS (removed).
+    Missing,
+}
+
+/// What removing an unapproved voucher came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Removal {
+    Removed,
+    /// Approved meanwhile: IFS refuses to remove it.
+    Approved,
+    /// Gone already.
+    Missing,
 }
 
 /// What IFS demands of a code part on an account (`ReqCodeB` …): the simulator and IFS say `M`, `O`, `N`.

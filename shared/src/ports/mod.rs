@@ -15,13 +15,13 @@ pub use brex::{
 };
 pub use clock::{Clock, SystemClock};
 pub use ifs::{
-    AccountInfo, AttachmentStore, ChartOfAccounts, Demand, Ledger, PostedVoucher, ReferenceSource, RequestBudget,
-    VoucherListing,
+    AccountInfo, AttachmentStore, ChartOfAccounts, Demand, Ledger, PostedVoucher, ReferenceSource, Removal,
+    RequestBudget, VoucherListing, VoucherState,
 };
 pub use queue::{Redelivery, WorkQueue};
 pub use secrets::SecretStore;
 pub use storage::{
     AttachedReceipts, AuditTrail, Begin, Capability, CapabilityStore, CompletedSubject, CompletedSubjects,
     EnqueueLedger, Feed, IdempotencyKey, IdempotencyStore, LeaseStore, MappingSource, Paging, PollState,
-    PollStateStore, ReconcileStore, ReportStore, SpendClaim, SpendClaims,
+    PollStateStore, PostedVersion, ReconcileStore, ReportStore, SpendClaim, SpendClaims,
 };

@@ -35,6 +35,9 @@ pub enum Begin {
 pub enum IdempotencyKey {
     Posting(Subject),
     Delivery(WebhookId),
+    /// The revision of a posted subject to one Brex `version` (changed after export): claimed before its
+    /// reversal, removal or new voucher is written, completed with the new voucher.
+    Revision(Subject, i64),
 }
 
 impl From<&Subject> for IdempotencyKey {
@@ -48,6 +51,7 @@ impl std::fmt::Display for IdempotencyKey {
         match self {
             Self::Posting(subject) => write!(f, "posting of {subject}"),
             Self::Delivery(id) => write!(f, "webhook delivery {id}"),
+            Self::Revision(subject, version) => write!(f, "revision of {subject} to version {version}"),
         }
     }
 }
@@ -85,6 +89,43 @@ pub trait IdempotencyStore: Send + Sync {
     ) -> Result<(), AwsError>;
     /// Drops an in-progress claim so a retry can start over at once (used when the work could not be done).
     async fn release(&self, key: &IdempotencyKey) -> Result<(), AwsError>;
+    /// The voucher recorded beside `subject`'s idempotency item, if any. A store that keeps none answers
+    /// `None`, and completed subjects are re-reported as they always were.
+    async fn posted_voucher(&self, _subject: &Subject) -> Result<Option<PostedVersion>, AwsError> {
+        Ok(None)
+    }
+    /// Records `posted` beside `subject`'s idempotency item unless a higher version is recorded already (a
+    /// late writer never rolls a revision back); the same version is overwritten (a retry of the write).
+    async fn record_posted(
+        &self,
+        _subject: &Subject,
+        _posted: &PostedVersion,
+        _retain_until: DateTime<Utc>,
+    ) -> Result<(), AwsError> {
+        Ok(())
+    }
+}
+
+/// The voucher a subject is posted as now, and the Brex version and proposal it was posted from: what a
+/// later version is compared with (a change the voucher does not carry is no change) and what a reversal
+/// mirrors. Subjects posted before this was kept have none and are re-reported as they always were.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct PostedVersion {
+    /// Brex `version` of the record (or expense) the voucher was made from.
+    pub version: i64,
+    /// The IFS voucher key (`10-2026-M-17`).
+    pub voucher: String,
+    /// What was sent: reference, company, date, rows.
+    pub proposal: crate::proposal::Proposal,
+}
+
+impl PostedVersion {
+    /// The voucher's total: the debit side, per currency (`171.75 USD`, `10.00 EUR + 5.00 USD`).
+    pub fn total(&self) -> String {
+        let totals = self.proposal.totals();
+        let parts: Vec<String> = totals.iter().map(|(currency, (debit, _))| format!("{debit} {currency}")).collect();
+        parts.join(" + ")
+    }
 }
 
 /// Who posted (or is posting) one piece of spend. With both poll sources on, a card expense reaches us twice:

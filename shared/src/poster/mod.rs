@@ -114,6 +114,9 @@ pub struct BatchReport {
     /// Posted subjects with a receipt that could not be attached: still COMPLETED and EXPORTED; their
     /// messages come back (with the held ones' backoff) and the redelivery attaches what is missing.
     pub attachments_pending: BTreeSet<Subject>,
+    /// The Brex version each voucher of this batch was made from; and the changes after export carried out.
+    pub versions: BTreeMap<Subject, i64>,
+    pub revisions: BTreeMap<Subject, crate::audit::RevisionAudit>,
 }
 
 /// Why a subject is held, and what the operator should do.
@@ -133,6 +136,8 @@ pub enum HoldClass {
     Brex,
     /// No usable mapping document.
     MappingDocument,
+    /// Changed in Brex after its voucher was posted: waits for a person (`[ifs] changed_after_export`).
+    ChangedAfterExport,
 }
 
 impl HoldClass {
@@ -141,6 +146,7 @@ impl HoldClass {
             Self::Ifs => "ifs",
             Self::Brex => "brex",
             Self::MappingDocument => "mapping_document",
+            Self::ChangedAfterExport => "changed_after_export",
         }
     }
 
@@ -263,13 +269,11 @@ impl Poster {
         if self.options.dry_run {
             self.dry_run(carriers.keys().cloned().collect(), &mut batch).await;
         } else {
-            let mut mine = Vec::new();
+            let (mut mine, mut completed) = (Vec::new(), Vec::new());
             for subject in carriers.keys() {
                 match self.idempotency.begin(&IdempotencyKey::from(subject), batch.lease_until, now).await {
                     Ok(Begin::Started) => mine.push(subject.clone()),
-                    Ok(Begin::Completed { result }) => {
-                        batch.report.already_posted.insert(subject.clone(), result.unwrap_or_default());
-                    }
+                    Ok(Begin::Completed { result }) => completed.push((subject.clone(), result)),
                     Ok(Begin::Failed { reason }) => {
                         batch.report.failed.insert(subject.clone(), reason);
                     }
@@ -284,6 +288,7 @@ impl Poster {
             if !mine.is_empty() {
                 self.post_claimed(mine, &mut batch).await;
             }
+            self.completed(completed, &mut batch).await;
             let reported = self.report_to_brex(&batch.report).await;
             self.write_audit(&batch.report, &deliveries, &reported).await;
             // A record is done only once Brex knows: its voucher (or failure) is recorded, so the redelivery
@@ -543,6 +548,7 @@ impl Poster {
                 .find_map(|r| existing.get(r).map(|key| (r.clone(), key.clone())));
             if let Some((holder, key)) = found {
                 self.spend_posted(&c, &holder, &key).await;
+                self.remember_posted(&c, &key, batch).await;
                 if self.complete(&c.subject, &key, batch, false).await {
                     batch.report.companies.insert(c.subject.clone(), c.proposal.company.clone());
                 }
@@ -566,6 +572,7 @@ impl Poster {
                 Ok(key) => {
                     tracing::info!(subject = %c.subject, voucher = %key, version = c.version, "posted");
                     self.spend_posted(&c, &c.proposal.reference_number, &key).await;
+                    self.remember_posted(&c, &key, batch).await;
                     let latency = self.clock.now() - c.updated_at;
                     if self.complete(&c.subject, &key, batch, true).await {
                         batch.report.companies.insert(c.subject.clone(), c.proposal.company.clone());
@@ -810,6 +817,8 @@ impl Poster {
                 entry.mapping_version = report.mapping_version;
                 entry.reported_to_brex = reported.get(subject).cloned();
                 entry.note = report.notes.get(subject).cloned();
+                (entry.brex_version, entry.revision) =
+                    (report.versions.get(subject).copied(), report.revisions.get(subject).cloned());
                 entries.push((subject.clone(), entry));
             }
         }
@@ -857,5 +866,6 @@ fn held_from(reason: &str, e: &crate::error::ExternalError) -> Held {
     }
 }
 
+mod revise;
 #[cfg(test)]
 mod tests;

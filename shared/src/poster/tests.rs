@@ -18,8 +18,8 @@ use crate::domain::{ExpenseId, WebhookId};
 use crate::error::ExternalError;
 use crate::memory::{ManualClock, MemoryQueue, MemoryStore};
 use crate::ports::{
-    AccountInfo, ChartOfAccounts, FetchedExpenses, FetchedRecords, IdempotencyKey, IdempotencyStore, SpendClaim,
-    SpendClaims,
+    AccountInfo, ChartOfAccounts, FetchedExpenses, FetchedRecords, IdempotencyKey, IdempotencyStore, Removal,
+    SpendClaim, SpendClaims, VoucherState,
 };
 
 const MAPPING: &str = include_str!("../../../infra/mapping.example.toml");
@@ -131,6 +131,9 @@ struct FakeIfs {
     /// Committed, but the caller is told the connection broke.
     lose_answers: Mutex<HashSet<ReferenceNumber>>,
     unknown_accounts: Mutex<HashSet<String>>,
+    /// Voucher keys approved in IFS (no longer removable); and how many were removed.
+    approved: Mutex<HashSet<String>>,
+    removed: AtomicUsize,
 }
 
 impl FakeIfs {
@@ -234,7 +237,7 @@ impl Ledger for FakeIfs {
             proposal.company,
             proposal.voucher_date.year(),
             proposal.voucher_type.as_str(),
-            vouchers.len() + 1
+            vouchers.len() + self.removed.load(Ordering::SeqCst) + 1
         );
         let id = (proposal.company.clone(), proposal.reference_serie.clone(), proposal.reference_number.clone());
         vouchers.insert(id, (key.clone(), proposal.clone()));
@@ -242,6 +245,37 @@ impl Ledger for FakeIfs {
             return Err(ExternalError::new("IFS", "connection reset after the commit", Disposition::Retryable));
         }
         Ok(key)
+    }
+
+    async fn voucher_state(&self, _company: &CompanyCode, voucher: &str) -> Result<VoucherState, ExternalError> {
+        if lock(&self.approved).contains(voucher) {
+            return Ok(VoucherState::Approved);
+        }
+        let there = lock(&self.vouchers).values().any(|(key, _)| key == voucher);
+        Ok(if there {
+            VoucherState::Unapproved { etag: crate::domain::ETag::parse(&format!("W/\"{voucher}\"")).unwrap() }
+        } else {
+            VoucherState::Missing
+        })
+    }
+
+    async fn remove_voucher(
+        &self,
+        _company: &CompanyCode,
+        voucher: &str,
+        _etag: &crate::domain::ETag,
+    ) -> Result<Removal, ExternalError> {
+        if lock(&self.approved).contains(voucher) {
+            return Ok(Removal::Approved);
+        }
+        let mut vouchers = lock(&self.vouchers);
+        let before = vouchers.len();
+        vouchers.retain(|_, (key, _)| key != voucher);
+        if vouchers.len() == before {
+            return Ok(Removal::Missing);
+        }
+        self.removed.fetch_add(1, Ordering::SeqCst);
+        Ok(Removal::Removed)
     }
 }
 
@@ -440,7 +474,8 @@ async fn a_redelivered_completed_record_posts_nothing_and_is_reported_again() {
     assert!(again.failed_messages.is_empty());
     assert_eq!(rig.ifs.creates(), 1, "nothing created");
     assert_eq!(rig.ifs.dedup_queries.load(Ordering::SeqCst), 1, "not even asked");
-    assert_eq!(rig.brex.fetches.load(Ordering::SeqCst), fetches, "not fetched again");
+    // Read again once, to see whether Brex changed it after export (it did not).
+    assert_eq!(rig.brex.fetches.load(Ordering::SeqCst), fetches + 1, "one fetch to compare versions");
     assert_eq!(rig.brex.reported(), [success("accr_1", "10-2026-M-1"), success("accr_1", "10-2026-M-1")]);
     let outcomes: Vec<_> = rig.trail("accr_1").await.iter().map(|e| e.outcome).collect();
     assert_eq!(outcomes, [AuditOutcome::Posted, AuditOutcome::AlreadyPosted]);
@@ -827,4 +862,111 @@ async fn the_outcomes_are_counted_as_metrics() {
     let line: serde_json::Value = serde_json::from_str(&again[0]).unwrap();
     assert_eq!(line["RecordsAlreadyPosted"], json!(1.0), "the failed ones are not counted again: {line}");
     assert!(line.get("RecordsFailed").is_none() && line.get("RecordsPosted").is_none(), "{line}");
+}
+
+// --- Changes after export --------------------------------------------------------------------------------
+
+/// `accr_1` posted at version 3 (171.75 to 6500), then changed in Brex to version `version` with
+/// `amount` and `memo`, under `[ifs] changed_after_export = policy`.
+async fn changed_rig(policy: &str, version: i64, amount: &str, memo: &str) -> Rig {
+    let rig = rig();
+    rig.store.put_mapping(
+        &MAPPING.replace("changed_after_export = \"hold\"", &format!("changed_after_export = \"{policy}\"")),
+    );
+    rig.brex.insert(card_record("accr_1", Some("6500 Travel"), None));
+    let first = rig.process(&[records_message("m1", &["accr_1"])]).await;
+    assert_eq!(names(&first.posted), ["accr_1"]);
+    let mut changed = card_record("accr_1", Some("6500 Travel"), None);
+    changed.version = version;
+    changed.memo = Some(memo.to_owned());
+    let mut json = serde_json::to_value(&changed).unwrap();
+    for line in json["line_items"].as_array_mut().unwrap() {
+        line["amount"]["amount"] = json!(amount);
+    }
+    json["amount"]["amount"] = json!(amount);
+    rig.brex.insert(serde_json::from_value(json).unwrap());
+    rig
+}
+
+#[tokio::test]
+async fn a_version_that_changes_nothing_the_voucher_carries_is_reported_again() {
+    let rig = changed_rig("replace", 4, "171.75", "Flight to SFO (receipt added)").await;
+    let report = rig.process(&[records_message("m2", &["accr_1"])]).await;
+    assert_eq!(posted(&report.already_posted), [("accr_1".to_owned(), "10-2026-M-1".to_owned())]);
+    assert!(report.posted.is_empty() && report.held.is_empty() && report.revisions.is_empty(), "{report:?}");
+    assert_eq!(rig.ifs.creates(), 1, "nothing written");
+}
+
+#[tokio::test]
+async fn a_changed_amount_is_held_by_default_naming_both_versions() {
+    let rig = changed_rig("hold", 4, "200.00", "Flight to SFO").await;
+    let report = rig.process(&[records_message("m2", &["accr_1"])]).await;
+    let held = &report.held[&subject("accr_1")];
+    assert!(held.reason.contains("version 3") && held.reason.contains("version 4"), "{}", held.reason);
+    assert!(held.fix.contains("version 3") && held.fix.contains("version 4"), "{}", held.fix);
+    assert_eq!(report.held_messages, ["m2"], "comes back with backoff");
+    assert_eq!(rig.ifs.creates(), 1, "nothing written to IFS");
+    assert_eq!(rig.brex.reported().len(), 1, "not reported to Brex");
+    assert_eq!(rig.status("accr_1").as_deref(), Some("COMPLETED"), "the posted voucher stays on record");
+    let default = crate::mapping::MappingDocument::parse(MAPPING).unwrap();
+    assert_eq!(default.changed_after_export, crate::mapping::ChangedAfterExport::Hold);
+}
+
+#[tokio::test]
+async fn replace_removes_an_unapproved_voucher_and_posts_the_new_version_once() {
+    let rig = changed_rig("replace", 4, "200.00", "Flight to SFO").await;
+    let report = rig.process(&[records_message("m2", &["accr_1"])]).await;
+    assert_eq!(posted(&report.posted), [("accr_1".to_owned(), "10-2026-M-2".to_owned())]);
+    let revision = &report.revisions[&subject("accr_1")];
+    assert_eq!((revision.from_version, revision.to_version), (3, 4));
+    assert_eq!(revision.undone, crate::audit::Undone::Removed);
+    assert_eq!(rig.ifs.removed.load(Ordering::SeqCst), 1);
+    assert_eq!(rig.ifs.vouchers_by_reference().len(), 1, "one voucher net: {:?}", rig.ifs.vouchers_by_reference());
+    assert_eq!(rig.ifs.proposal("accr_1-v4").rows[0].amount, rust_decimal::Decimal::from(200));
+    assert_eq!(rig.brex.reported().last(), Some(&success("accr_1", "10-2026-M-2")));
+
+    let again = rig.process(&[records_message("m3", &["accr_1"])]).await;
+    assert_eq!(posted(&again.already_posted), [("accr_1".to_owned(), "10-2026-M-2".to_owned())]);
+    assert_eq!((rig.ifs.creates(), rig.ifs.removed.load(Ordering::SeqCst)), (2, 1), "nothing more written");
+    let trail = rig.trail("accr_1").await;
+    assert_eq!(trail[0].brex_version, Some(3));
+    assert_eq!(trail[1].revision.as_ref(), Some(revision));
+}
+
+#[tokio::test]
+async fn an_approved_voucher_is_reversed_and_the_books_net_to_the_new_version() {
+    let rig = changed_rig("replace", 4, "200.00", "Flight to SFO").await;
+    lock(&rig.ifs.approved).insert("10-2026-M-1".into());
+    let report = rig.process(&[records_message("m2", &["accr_1"])]).await;
+    let revision = &report.revisions[&subject("accr_1")];
+    assert_eq!(revision.undone, crate::audit::Undone::Reversed { reversal: "10-2026-M-3".into() });
+    assert_eq!(posted(&report.posted), [("accr_1".to_owned(), "10-2026-M-2".to_owned())]);
+    // Net per account over every voucher: the new version's.
+    let mut net: BTreeMap<String, rust_decimal::Decimal> = BTreeMap::new();
+    for (_, (_, p)) in lock(&rig.ifs.vouchers).iter() {
+        for r in &p.rows {
+            let signed = if r.side == crate::proposal::Side::Debit { r.amount } else { -r.amount };
+            *net.entry(r.account.to_string()).or_default() += signed;
+        }
+    }
+    assert_eq!(net["6500"], rust_decimal::Decimal::from(200));
+    assert_eq!(net["2410"], rust_decimal::Decimal::from(-200));
+    assert_eq!(rig.ifs.proposal("accr_1-R").rows[0].side, crate::proposal::Side::Credit);
+
+    let again = rig.process(&[records_message("m3", &["accr_1"])]).await;
+    assert!(again.posted.is_empty(), "{again:?}");
+    assert_eq!(rig.ifs.creates(), 3, "nothing more written");
+}
+
+#[tokio::test]
+async fn a_revision_that_crashed_half_way_finds_its_writes_again() {
+    let rig = changed_rig("reverse", 4, "200.00", "Flight to SFO").await;
+    // The new voucher commits but its answer is lost: the claim is given back, the message retried.
+    rig.ifs.lose_answer("accr_1-v4");
+    let first = rig.process(&[records_message("m2", &["accr_1"])]).await;
+    assert_eq!(names(&first.retry), ["accr_1"], "{first:?}");
+    let again = rig.process(&[records_message("m2", &["accr_1"])]).await;
+    assert_eq!(names(&again.posted), ["accr_1"], "{again:?}");
+    assert_eq!(rig.ifs.creates(), 3, "first voucher, new voucher once, reversal once");
+    assert_eq!(rig.ifs.vouchers_by_reference().len(), 3);
 }

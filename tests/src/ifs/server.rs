@@ -183,6 +183,8 @@ pub(super) enum Call {
     VhList,
     VhGet(VhKey),
     VhRows(VhKey),
+    /// `VoucherSet(…)/RemoveVoucher` on a committed voucher: out of the hold table while not approved.
+    VhRemove(VhKey),
     Fail(ApiError),
 }
 
@@ -203,6 +205,9 @@ const PROJECTION_PREFIXES: [(&str, Deployment); 2] = [
 
 const CREATE_VOUCHER: &str = "IfsApp.VoucherEntryAssistantHandling.VoucherEntry_CreateVoucher";
 const REMOVE_TEMP: &str = "IfsApp.VoucherEntryAssistantHandling.VoucherEntry_RemoveTempVoucher";
+/// The public projections document no action that removes a committed voucher; the simulator models one
+/// under this name (the client's `[ifs.api] remove_posted_voucher_action` default).
+const REMOVE_POSTED: &str = "IfsApp.VoucherHandling.Voucher_RemoveVoucher";
 
 /// Maps a request to its endpoint label (as counted) and target.
 pub(super) fn route(method: &Method, path: &str) -> (String, Target) {
@@ -376,6 +381,14 @@ fn route_projection(method: &Method, projection: &str, segs: &[Seg]) -> (String,
                     (false, Ok(_)) => not_allowed(method),
                 }),
             ),
+            [(name, Some(keys)), (child, None)] if name == "VoucherSet" && child == REMOVE_POSTED => (
+                format!("RemoveVoucher.{m}"),
+                Some(match (post, vh_key(keys)) {
+                    (_, Err(e)) => Call::Fail(e),
+                    (true, Ok(k)) => Call::VhRemove(k),
+                    (false, Ok(_)) => not_allowed(method),
+                }),
+            ),
             [(name, Some(keys)), (child, None)] if name == "VoucherSet" && child == "VoucherPostingArray" => (
                 if get {
                     "VoucherHandling.VoucherPostingArray.LIST".into()
@@ -523,7 +536,31 @@ fn admin(shared: &Shared, method: &Method, rest: &str, body: &Bytes) -> Response
             Err(e) => ApiError::deserialization(format!("Invalid tenant document: {e}")).into_response(),
         },
         (&Method::PUT | &Method::POST, path) if path.starts_with("periods/") => set_period(&mut st, path, body),
+        (&Method::POST, path) if path.starts_with("vouchers/") && path.ends_with("/approve") => approve(&mut st, path),
         _ => ApiError::not_found(rest).into_response(),
+    }
+}
+
+/// `POST /_sim/vouchers/{company}/{year}/{type}/{no}/approve`: a person approves a voucher in the hold table
+/// (it can no longer be removed, only reversed). Answers the voucher as it now is; 404 for an unknown one.
+fn approve(st: &mut super::state::State, path: &str) -> Response {
+    let parts: Vec<String> = path.split('/').map(percent_decode).collect();
+    let (company, year, voucher_type, no) = match parts.as_slice() {
+        [_, company, year, voucher_type, no, _] => (company, year, voucher_type, no),
+        _ => return ApiError::bad_url("use /_sim/vouchers/{company}/{year}/{type}/{no}/approve").into_response(),
+    };
+    let (Ok(year), Ok(no)) = (year.parse::<i32>(), no.parse::<i64>()) else {
+        return ApiError::bad_url("year and voucher number must be numbers").into_response();
+    };
+    let found = st.vouchers.iter_mut().find(|v| {
+        v.company == *company && v.accounting_year == year && v.voucher_type == *voucher_type && v.voucher_no == no
+    });
+    match found {
+        Some(v) => {
+            v.status = VoucherStatus::Approved;
+            axum::Json(v.clone()).into_response()
+        }
+        None => ApiError::not_found(path).into_response(),
     }
 }
 
@@ -854,6 +891,48 @@ pub(super) fn execute(st: &mut State, call: Call, req: &Req<'_>, paging: Paging)
         Call::VhGet(key) => {
             let v = find_voucher(st, &key)?;
             Ok(entity_response(StatusCode::OK, voucher_head_map(v), &voucher_head_schema(), req))
+        }
+        Call::VhRemove(key) => {
+            action_params(req)?;
+            let if_match = req.if_match();
+            if if_match.is_some() {
+                st.counters.mutations_with_if_match += 1;
+            } else {
+                st.counters.mutations_without_if_match += 1;
+            }
+            let current = find_voucher(st, &key)?;
+            let etag = voucher_head_map(current).get("@odata.etag").and_then(Value::as_str).unwrap_or("").to_owned();
+            match if_match {
+                None => {
+                    return Err(ApiError::new(
+                        StatusCode::PRECONDITION_REQUIRED,
+                        "ODP_MISSING_PRECONDITION",
+                        "The If-Match header is required for this operation",
+                    ));
+                }
+                Some(tag) if tag == "*" || tag.split(',').any(|t| t.trim() == etag) => {}
+                Some(_) => {
+                    return Err(ApiError::new(
+                        StatusCode::PRECONDITION_FAILED,
+                        "ODP_PRECONDITION_FAILED",
+                        "The record has been modified by another user. Please refresh and try again.",
+                    ));
+                }
+            }
+            if current.status == VoucherStatus::Approved {
+                return Err(ApiError::business(format!(
+                    "Voucher {} {} {} in company {} is approved and cannot be removed",
+                    key.voucher_type, key.year, key.voucher_no, key.company
+                )));
+            }
+            st.vouchers.retain(|v| {
+                !(v.company == key.company
+                    && v.accounting_year == key.year
+                    && v.voucher_type == key.voucher_type
+                    && v.voucher_no == key.voucher_no)
+            });
+            st.counters.vouchers_removed += 1;
+            Ok(StatusCode::NO_CONTENT.into_response().into())
         }
         Call::VhRows(key) => {
             let schema = voucher_row_schema("VoucherPostingArray");

@@ -104,6 +104,8 @@ pub struct IfsCounters {
     pub virtual_vouchers_removed: u64,
     /// Files stored in document management (`EdmFileSet(…)/FileData`).
     pub attachments_stored: u64,
+    /// Committed vouchers removed from the hold table (`RemoveVoucher`, only while not approved).
+    pub vouchers_removed: u64,
 }
 
 impl IfsCounters {

@@ -6,6 +6,7 @@ mod batch;
 pub mod capability;
 mod dedup;
 mod listing;
+mod posted;
 mod step;
 pub mod voucher;
 
@@ -24,8 +25,8 @@ use super::reference::IfsReference;
 use super::transport::IfsTransport;
 use crate::domain::{CompanyCode, ReferenceNumber};
 use crate::error::ExternalError;
-use crate::ports::Ledger;
 use crate::ports::{CapabilityStore, ChartOfAccounts};
+use crate::ports::{Ledger, Removal, VoucherState};
 use crate::proposal::Proposal;
 
 pub use dedup::MAX_DEDUP_URL_LEN;
@@ -131,6 +132,21 @@ impl Ledger for IfsLedger {
 
     async fn create_voucher(&self, proposal: &Proposal) -> Result<String, ExternalError> {
         Ok(IfsLedger::create_voucher(self, proposal).await?.to_string())
+    }
+
+    async fn voucher_state(&self, company: &CompanyCode, voucher: &str) -> Result<VoucherState, ExternalError> {
+        let key = posted::parse_key(company, voucher)?;
+        Ok(posted::voucher_state(&self.transport, &key).await?)
+    }
+
+    async fn remove_voucher(
+        &self,
+        company: &CompanyCode,
+        voucher: &str,
+        etag: &crate::domain::ETag,
+    ) -> Result<Removal, ExternalError> {
+        let key = posted::parse_key(company, voucher)?;
+        Ok(posted::remove_voucher(&self.transport, &key, etag).await?)
     }
 
     /// `$batch` or step by step, as `[ifs.api] batch` and the tenant's answers decide.
