@@ -44,6 +44,28 @@ pub struct IdempotencyState {
 /// A subject with its idempotency state.
 pub type SubjectState = (Subject, IdempotencyState);
 
+/// Which idempotency items [`DynamoStore::scan_subjects`] reads, and how.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct SubjectScan<'a> {
+    /// The statuses wanted; empty: every status.
+    pub statuses: &'a [&'a str],
+    /// The attributes handed on beside `pk`; `None`: the whole item.
+    pub attributes: Option<&'a [&'a str]>,
+    /// Stop after this many pages of 1 MB.
+    pub max_pages: Option<usize>,
+    pub consistent: bool,
+}
+
+/// How far a scan read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ScanExtent {
+    /// Idempotency items of subjects handed on.
+    pub items: u64,
+    pub pages: usize,
+    /// It stopped at its page limit: what it handed on is a lower bound.
+    pub truncated: bool,
+}
+
 pub(super) fn state_from_item(item: &HashMap<String, AttributeValue>) -> IdempotencyState {
     IdempotencyState {
         status: get_s(item, "status").unwrap_or_default().to_owned(),
@@ -73,37 +95,12 @@ impl DynamoStore {
     /// operator command reads the table once for both.
     pub async fn failed_and_held_subjects(&self) -> Result<(Vec<SubjectState>, Vec<SubjectState>), AwsError> {
         let (mut failed, mut held) = (Vec::new(), Vec::new());
-        let mut start = None;
-        loop {
-            let out = self
-                .client()
-                .scan()
-                .table_name(self.table())
-                .filter_expression(
-                    "sk = :idem AND (#st = :failed OR #st = :held) AND (begins_with(pk, :rec) OR begins_with(pk, :exp))",
-                )
-                .expression_attribute_names("#st", "status")
-                .expression_attribute_values(":idem", s(IDEM_SK))
-                .expression_attribute_values(":failed", s(FAILED))
-                .expression_attribute_values(":held", s(HELD))
-                .expression_attribute_values(":rec", s(RECORD_PK_PREFIX))
-                .expression_attribute_values(":exp", s(EXPENSE_PK_PREFIX))
-                .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| AwsError::from_sdk("dynamodb", "Scan", &e))?;
-            for item in out.items() {
-                // A key this version cannot parse is someone else's item; skip it.
-                let Some(subject) = get_s(item, "pk").and_then(|pk| Subject::parse(pk).ok()) else { continue };
-                let state = state_from_item(item);
-                if state.status == HELD { held.push((subject, state)) } else { failed.push((subject, state)) }
-            }
-            start = out.last_evaluated_key;
-            if start.is_none() {
-                break;
-            }
-        }
+        let scan = SubjectScan { statuses: &[FAILED, HELD], consistent: true, ..SubjectScan::default() };
+        self.scan_subjects(&scan, |subject, item| {
+            let state = state_from_item(item);
+            if state.status == HELD { held.push((subject, state)) } else { failed.push((subject, state)) }
+        })
+        .await?;
         failed.sort_by(|a, b| (&a.1.updated_at, &a.0).cmp(&(&b.1.updated_at, &b.0)));
         // Compared as instants, not text (offsets may differ); an item without `held_since` falls back to its
         // last update, and one with neither sorts first.
@@ -113,6 +110,67 @@ impl DynamoStore {
             (at, subject.clone())
         });
         Ok((failed, held))
+    }
+
+    /// Reads every record/expense idempotency item whose status is one of `scan.statuses` (all when empty), page by
+    /// page, handing each to `each` with its subject; items whose key this version cannot parse are someone else's
+    /// and skipped. A filtered Scan reads the whole table whatever the filter: for operator commands and the daily
+    /// reconciliation, never a function's hot path.
+    pub(crate) async fn scan_subjects(
+        &self,
+        scan: &SubjectScan<'_>,
+        mut each: impl FnMut(Subject, &HashMap<String, AttributeValue>),
+    ) -> Result<ScanExtent, AwsError> {
+        let mut filter = "#sk = :idem AND (begins_with(#pk, :rec) OR begins_with(#pk, :exp))".to_owned();
+        if !scan.statuses.is_empty() {
+            let alternatives: Vec<String> = (0..scan.statuses.len()).map(|i| format!("#st = :st{i}")).collect();
+            filter.push_str(&format!(" AND ({})", alternatives.join(" OR ")));
+        }
+        let mut extent = ScanExtent::default();
+        let mut start = None;
+        loop {
+            let mut request = self
+                .client()
+                .scan()
+                .table_name(self.table())
+                .filter_expression(&filter)
+                .expression_attribute_names("#pk", "pk")
+                .expression_attribute_names("#sk", "sk")
+                .expression_attribute_values(":idem", s(IDEM_SK))
+                .expression_attribute_values(":rec", s(RECORD_PK_PREFIX))
+                .expression_attribute_values(":exp", s(EXPENSE_PK_PREFIX))
+                .consistent_read(scan.consistent)
+                .set_exclusive_start_key(start);
+            if !scan.statuses.is_empty() {
+                request = request.expression_attribute_names("#st", "status");
+            }
+            for (i, status) in scan.statuses.iter().enumerate() {
+                request = request.expression_attribute_values(format!(":st{i}"), s(*status));
+            }
+            if let Some(attributes) = scan.attributes {
+                // Only what the caller reads (less to transfer; the read cost is the same).
+                let names: Vec<String> = (0..attributes.len()).map(|i| format!("#a{i}")).collect();
+                request = request.projection_expression(format!("#pk, {}", names.join(", ")));
+                for (name, attribute) in names.iter().zip(attributes) {
+                    request = request.expression_attribute_names(name, *attribute);
+                }
+            }
+            let out = request.send().await.map_err(|e| AwsError::from_sdk("dynamodb", "Scan", &e))?;
+            extent.pages += 1;
+            for item in out.items() {
+                let Some(subject) = get_s(item, "pk").and_then(|pk| Subject::parse(pk).ok()) else { continue };
+                extent.items += 1;
+                each(subject, item);
+            }
+            start = out.last_evaluated_key;
+            if start.is_none() {
+                return Ok(extent);
+            }
+            if scan.max_pages.is_some_and(|max| extent.pages >= max) {
+                extent.truncated = true;
+                return Ok(extent);
+            }
+        }
     }
 
     /// The subject's idempotency item, if the poster has seen it.

@@ -11,9 +11,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
 
 use super::DynamoStore;
+use super::operator::SubjectScan;
 use super::table::status::COMPLETED;
-use super::table::{IDEM_SK, corrupt, get_s, n, s};
-use crate::domain::Subject;
+use super::table::{corrupt, get_s, n, s};
 use crate::error::AwsError;
 use crate::ports::{CompletedSubject, CompletedSubjects, ReconcileStore};
 use crate::reconcile::ReconcileReport;
@@ -27,40 +27,18 @@ pub const RUN_RETENTION_DAYS: i64 = 30;
 impl CompletedSubjects for DynamoStore {
     async fn completed_subjects(&self) -> Result<Vec<CompletedSubject>, AwsError> {
         let mut out = Vec::new();
-        let mut start = None;
-        loop {
-            let page = self
-                .client()
-                .scan()
-                .table_name(self.table())
-                .filter_expression("sk = :idem AND #st = :done AND (begins_with(pk, :rec) OR begins_with(pk, :exp))")
-                .expression_attribute_names("#st", "status")
-                .expression_attribute_values(":idem", s(IDEM_SK))
-                .expression_attribute_values(":done", s(COMPLETED))
-                .expression_attribute_values(":rec", s("record#"))
-                .expression_attribute_values(":exp", s("expense#"))
-                .projection_expression("pk, #res, updated_at")
-                .expression_attribute_names("#res", "result")
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| AwsError::from_sdk("dynamodb", "Scan", &e))?;
-            for item in page.items() {
-                // A key this version cannot parse is someone else's item; skip it.
-                let Some(subject) = get_s(item, "pk").and_then(|pk| Subject::parse(pk).ok()) else { continue };
-                // A completed item without a voucher predates nothing this version writes; it names no
-                // voucher to check, so it is left out rather than reported as missing.
-                let Some(voucher) = get_s(item, "result").filter(|v| !v.is_empty()) else { continue };
-                let updated_at = get_s(item, "updated_at")
-                    .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-                    .map(|t| t.with_timezone(&Utc));
-                out.push(CompletedSubject { subject, voucher: voucher.to_owned(), updated_at });
-            }
-            start = page.last_evaluated_key;
-            if start.is_none() {
-                break;
-            }
-        }
+        let done =
+            SubjectScan { statuses: &[COMPLETED], attributes: Some(&["result", "updated_at"]), ..Default::default() };
+        self.scan_subjects(&done, |subject, item| {
+            // A completed item without a voucher predates nothing this version writes; it names no voucher to
+            // check, so it is left out rather than reported as missing.
+            let Some(voucher) = get_s(item, "result").filter(|v| !v.is_empty()) else { return };
+            let updated_at = get_s(item, "updated_at")
+                .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| t.with_timezone(&Utc));
+            out.push(CompletedSubject { subject, voucher: voucher.to_owned(), updated_at });
+        })
+        .await?;
         out.sort_by(|a, b| a.subject.cmp(&b.subject));
         Ok(out)
     }

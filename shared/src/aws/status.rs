@@ -9,12 +9,10 @@
 use chrono::{DateTime, Utc};
 
 use super::DynamoStore;
-use super::operator::{SubjectState, state_from_item};
+use super::operator::{SubjectScan, SubjectState, state_from_item};
 use super::poll_state::DynamoPollState;
 use super::table::status::{COMPLETED, FAILED, HELD, IN_PROGRESS};
-use super::table::{EXPENSE_PK_PREFIX, IDEM_SK, RECORD_PK_PREFIX, get_s, s};
 use crate::brex::model::SourceType;
-use crate::domain::Subject;
 use crate::error::AwsError;
 use crate::ports::{Feed, PollState, PollStateStore};
 
@@ -72,36 +70,10 @@ impl DynamoStore {
     /// are all returned.
     pub async fn status_scan(&self, since: DateTime<Utc>, max_pages: usize) -> Result<StatusScan, AwsError> {
         let mut scan = StatusScan::default();
-        let mut start = None;
-        loop {
-            let out = self
-                .client()
-                .scan()
-                .table_name(self.table())
-                .filter_expression("#sk = :idem AND (begins_with(#pk, :rec) OR begins_with(#pk, :exp))")
-                // Only what the report shows (less to transfer; the read cost is the same).
-                .projection_expression("#pk, #st, #reason, #fix, #hs, #ht, #upd, #lease")
-                .expression_attribute_names("#pk", "pk")
-                .expression_attribute_names("#sk", "sk")
-                .expression_attribute_names("#st", "status")
-                .expression_attribute_names("#reason", "reason")
-                .expression_attribute_names("#fix", "fix")
-                .expression_attribute_names("#hs", "held_since")
-                .expression_attribute_names("#ht", "held_times")
-                .expression_attribute_names("#upd", "updated_at")
-                .expression_attribute_names("#lease", "lease_until")
-                .expression_attribute_values(":idem", s(IDEM_SK))
-                .expression_attribute_values(":rec", s(RECORD_PK_PREFIX))
-                .expression_attribute_values(":exp", s(EXPENSE_PK_PREFIX))
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| AwsError::from_sdk("dynamodb", "Scan", &e))?;
-            scan.pages += 1;
-            for item in out.items() {
-                // A key this version cannot parse is someone else's item; skip it.
-                let Some(subject) = get_s(item, "pk").and_then(|pk| Subject::parse(pk).ok()) else { continue };
-                scan.items += 1;
+        let attributes = ["status", "reason", "fix", "held_since", "held_times", "updated_at", "lease_until"];
+        let every = SubjectScan { attributes: Some(&attributes), max_pages: Some(max_pages), ..SubjectScan::default() };
+        let extent = self
+            .scan_subjects(&every, |subject, item| {
                 let state = state_from_item(item);
                 let recent = updated_at(&state).is_some_and(|t| t >= since);
                 match state.status.as_str() {
@@ -115,16 +87,9 @@ impl DynamoStore {
                     IN_PROGRESS => scan.in_progress.push((subject, state)),
                     _ => {}
                 }
-            }
-            start = out.last_evaluated_key;
-            if start.is_none() {
-                break;
-            }
-            if scan.pages >= max_pages {
-                scan.truncated = true;
-                break;
-            }
-        }
+            })
+            .await?;
+        (scan.items, scan.pages, scan.truncated) = (extent.items, extent.pages, extent.truncated);
         scan.failed.sort_by_cached_key(|(subject, state)| (std::cmp::Reverse(updated_at(state)), subject.clone()));
         scan.held.sort_by_cached_key(|(subject, state)| (held_since(state), subject.clone()));
         scan.in_progress.sort_by_cached_key(|(subject, state)| (updated_at(state), subject.clone()));
