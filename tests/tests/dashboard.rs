@@ -8,6 +8,7 @@ use std::collections::BTreeSet;
 use serde_json::{Value as Json, json};
 use serde_yaml::Value as Yaml;
 use shared::metrics::Metric;
+use shared::poster::{FailureClass, HoldClass};
 use sims::template::{
     MetricUse, alarm_metrics, catalogue_problems, custom_metrics_referenced, dashboard_body, dashboard_metrics, load,
     own_namespace, resources_of, substitute,
@@ -62,9 +63,10 @@ fn the_dashboard_shows_what_the_operator_needs() {
     let reasons = |metric: &str| -> BTreeSet<String> {
         uses.iter().filter(|u| u.name == metric).filter_map(|u| u.dimensions.get("ReasonClass").cloned()).collect()
     };
-    let set = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
-    assert_eq!(reasons("RecordsFailed"), set(&["mapping", "ifs_refusal", "brex_record"]));
-    assert_eq!(reasons("RecordsHeld"), set(&["ifs", "brex", "mapping_document", "storage"]));
+    let failed = FailureClass::ALL.iter().map(|c| c.as_str().to_owned()).collect::<BTreeSet<_>>();
+    let held = HoldClass::ALL.iter().map(|c| c.as_str().to_owned()).collect::<BTreeSet<_>>();
+    assert_eq!(reasons("RecordsFailed"), failed);
+    assert_eq!(reasons("RecordsHeld"), held);
     // The queue's oldest message and the DLQ's depth.
     let sqs = |metric: &str, queue: &str| {
         uses.iter().any(|u| {

@@ -141,6 +141,8 @@ pub enum HoldClass {
 }
 
 impl HoldClass {
+    pub const ALL: [HoldClass; 4] = [Self::Ifs, Self::Brex, Self::MappingDocument, Self::ChangedAfterExport];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Ifs => "ifs",
@@ -167,6 +169,8 @@ pub enum FailureClass {
 }
 
 impl FailureClass {
+    pub const ALL: [FailureClass; 3] = [Self::Mapping, Self::IfsRefusal, Self::BrexRecord];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Mapping => "mapping",
