@@ -15,7 +15,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use connector::Env;
 use rust_decimal::Decimal;
 use shared::aws::{CachedMapping, DynamoStore};
 use shared::domain::{Origin, WebhookId};
@@ -23,6 +22,7 @@ use sims::brex::ExportOutcome;
 use sims::brex::generator::{GeneratorOptions, RecordGenerator};
 use sims::brex::model::{AccountingRecord, LineType, ReviewStatus};
 use sims::ifs::model::Voucher;
+use sims::operator::cli;
 use sims::pipeline::{EXAMPLE_MAPPING, Pipeline, PipelineOptions};
 
 /// The example mapping with `[ifs] changed_after_export = policy`, or without the key.
@@ -158,14 +158,9 @@ async fn approve(p: &Pipeline, v: &Voucher) {
 }
 
 async fn trace(p: &Pipeline, id: &str) -> String {
-    let env = Env { vars: Box::new(p.operator_env()), sdk: Some(p.stack.sdk.clone()) };
-    let (mut out, mut err) = (Vec::new(), Vec::new());
-    let line = ["trace", id].map(str::to_owned);
-    let code = connector::run_with(&env, line, &mut out, &mut err).await;
-    let out = String::from_utf8_lossy(&out).into_owned();
-    eprintln!("$ connector trace {id}\n{out}{}(exit {code})", String::from_utf8_lossy(&err));
-    assert_eq!(code, 0);
-    out
+    let run = cli(p, &["trace", id]).await;
+    assert_eq!(run.code, 0);
+    run.out
 }
 
 async fn status(p: &Pipeline, id: &str) -> Option<String> {
@@ -284,10 +279,8 @@ async fn hold_by_default_writes_nothing_names_both_versions_and_books_once_a_per
     let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&p.stack.sdk), &p.stack.table_name);
     let current = store.load_mapping().await.unwrap().unwrap();
     store.store_mapping(&mapping(Some("reverse")), Some(current.version)).await.unwrap();
-    let env = Env { vars: Box::new(p.operator_env()), sdk: Some(p.stack.sdk.clone()) };
-    let (mut out, mut err) = (Vec::new(), Vec::new());
-    let code = connector::run_with(&env, ["replay", "--all"].map(str::to_owned), &mut out, &mut err).await;
-    assert_eq!(code, 0, "{}", String::from_utf8_lossy(&err));
+    let replayed = cli(&p, &["replay", "--all"]).await;
+    assert_eq!(replayed.code, 0, "{}", replayed.err);
     p.drain(Duration::from_secs(90)).await.expect("drained");
     let new = vouchers_of(&p, &format!("{id}-v{changed_version}"));
     let reversal = vouchers_of(&p, &format!("{id}-R"));

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{TimeDelta, Utc};
-use connector::Env;
 use shared::brex::{BrexAuth, BrexClient, BrexConfig};
 use shared::domain::{IfsCredentials, Origin, Secret};
 use shared::ifs::{IfsClient, IfsClientConfig};
@@ -69,13 +68,8 @@ fn by_remote(values: Vec<SimFieldValue>) -> BTreeMap<String, SimFieldValue> {
 }
 
 async fn cli(p: &Pipeline, line: &[&str]) -> (i32, String) {
-    let vars = p.operator_env();
-    let env = Env { vars: Box::new(vars), sdk: Some(p.stack.sdk.clone()) };
-    let (mut out, mut err) = (Vec::new(), Vec::new());
-    let code = connector::run_with(&env, line.iter().map(|s| (*s).to_owned()), &mut out, &mut err).await;
-    let out = String::from_utf8_lossy(&out).into_owned();
-    eprintln!("$ connector {}\n{out}{}(exit {code})", line.join(" "), String::from_utf8_lossy(&err));
-    (code, out)
+    let run = sims::operator::cli(p, line).await;
+    (run.code, run.out)
 }
 
 #[tokio::test]

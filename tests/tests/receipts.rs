@@ -18,6 +18,7 @@ use sims::ifs::IfsFaults;
 use sims::ifs::documents::SimAttachment;
 use sims::ifs::model::Voucher;
 use sims::logs::{captured_lines, install_capture};
+use sims::operator::cli;
 use sims::pipeline::{EXAMPLE_MAPPING, Pipeline, PipelineOptions};
 
 const PDF: &[u8] = b"%PDF-1.4 receipt: Delta Air Lines, 171.75 USD";
@@ -318,19 +319,15 @@ async fn connector_trace_shows_the_attachments_of_the_voucher() {
     assert!(w.brex.add_receipt(&id, "rcpt_t", "application/pdf", PDF));
     enqueue(&w, &id).await;
     w.drain(Duration::from_secs(30)).await.unwrap();
-    let vars = w.operator_env();
-    let env = connector::Env { vars: Box::new(vars), sdk: Some(w.stack.sdk.clone()) };
-    let (mut out, mut err) = (Vec::new(), Vec::new());
-    let code = connector::run_with(&env, ["trace", id.as_str()].map(str::to_owned), &mut out, &mut err).await;
-    let text = String::from_utf8_lossy(&out);
-    assert_eq!(code, 0, "{text}{}", String::from_utf8_lossy(&err));
+    let run = cli(&w, &["trace", &id]).await;
+    let text = &run.out;
+    assert_eq!(run.code, 0, "{text}{}", run.err);
     let v = the_voucher(&w, &id);
     assert!(text.contains(&format!("receipts   1 attached to voucher {}", key(&v))), "{text}");
     assert!(text.contains("brex-rcpt_t.pdf (Brex rcpt_t)") && text.contains(&sha(PDF)), "{text}");
-    let (mut out, mut err) = (Vec::new(), Vec::new());
-    let code = connector::run_with(&env, ["trace", id.as_str(), "--json"].map(str::to_owned), &mut out, &mut err).await;
-    assert_eq!(code, 0);
-    let json: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    let run = cli(&w, &["trace", &id, "--json"]).await;
+    assert_eq!(run.code, 0);
+    let json = run.json();
     assert_eq!(json["receipts"][0]["sha256"], sha(PDF));
     assert_eq!(json["receipts"][0]["size"], PDF.len());
 }
