@@ -225,23 +225,7 @@ fn file_data(st: &mut State, keys: &BTreeMap<String, KeyValue>, req: &Req<'_>) -
         st.counters.mutations_without_if_match += 1;
     }
     let current = st.documents[at].etag();
-    match if_match {
-        None => {
-            return Err(ApiError::new(
-                StatusCode::PRECONDITION_REQUIRED,
-                "ODP_MISSING_PRECONDITION",
-                "The If-Match header is required for this operation",
-            ));
-        }
-        Some(tag) if tag == "*" || tag.split(',').any(|t| t.trim() == current) => {}
-        Some(_) => {
-            return Err(ApiError::new(
-                StatusCode::PRECONDITION_FAILED,
-                "ODP_PRECONDITION_FAILED",
-                "The record has been modified by another user. Please refresh and try again.",
-            ));
-        }
-    }
+    super::server::check_if_match(if_match.as_deref(), &current)?;
     if req.body.is_empty() {
         return Err(ApiError::deserialization("The file data stream is empty"));
     }

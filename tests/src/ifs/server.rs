@@ -902,23 +902,7 @@ pub(super) fn execute(st: &mut State, call: Call, req: &Req<'_>, paging: Paging)
             }
             let current = find_voucher(st, &key)?;
             let etag = voucher_head_map(current).get("@odata.etag").and_then(Value::as_str).unwrap_or("").to_owned();
-            match if_match {
-                None => {
-                    return Err(ApiError::new(
-                        StatusCode::PRECONDITION_REQUIRED,
-                        "ODP_MISSING_PRECONDITION",
-                        "The If-Match header is required for this operation",
-                    ));
-                }
-                Some(tag) if tag == "*" || tag.split(',').any(|t| t.trim() == etag) => {}
-                Some(_) => {
-                    return Err(ApiError::new(
-                        StatusCode::PRECONDITION_FAILED,
-                        "ODP_PRECONDITION_FAILED",
-                        "The record has been modified by another user. Please refresh and try again.",
-                    ));
-                }
-            }
+            check_if_match(if_match.as_deref(), &etag)?;
             if current.status == VoucherStatus::Approved {
                 return Err(ApiError::business(format!(
                     "Voucher {} {} {} in company {} is approved and cannot be removed",
@@ -986,6 +970,11 @@ fn guard(st: &mut State, objkey: &str, req: &Req<'_>) -> Result<(), ApiError> {
         st.counters.add_fault("concurrent_modification");
     }
     let current = st.virtuals.get(objkey).map(|v| v.etag()).unwrap_or_default();
+    check_if_match(if_match.as_deref(), &current)
+}
+
+/// IFS's answer to a guarded mutation: 428 without `If-Match`, 412 unless it names the current ETag (or `*`).
+pub(super) fn check_if_match(if_match: Option<&str>, current: &str) -> Result<(), ApiError> {
     match if_match {
         None => Err(ApiError::new(
             StatusCode::PRECONDITION_REQUIRED,
