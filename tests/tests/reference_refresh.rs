@@ -7,7 +7,8 @@ use std::time::Duration;
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{Datelike, NaiveDate, Utc};
 use shared::aws::DynamoStore;
-use shared::aws::report::{DynamoReportStore, LATEST_SK, REPORT_PK};
+use shared::aws::report::{DynamoReportStore, REPORT_PK};
+use shared::aws::table::LATEST_REPORT_SK;
 use shared::domain::{IfsCredentials, Secret};
 use shared::ifs::{IfsClient, IfsClientConfig};
 use shared::mapping::LoadedMapping;
@@ -142,7 +143,7 @@ async fn the_refresh_names_the_unknown_account_and_the_missing_code_part_and_sto
         .unwrap_or_default();
     assert_eq!(items.len(), 2, "latest + one run");
     let sk = |item: &std::collections::HashMap<String, AttributeValue>| item["sk"].as_s().unwrap().clone();
-    let latest_item = items.iter().find(|i| sk(i) == LATEST_SK).unwrap();
+    let latest_item = items.iter().find(|i| sk(i) == LATEST_REPORT_SK).unwrap();
     assert_eq!(latest_item["errors"].as_n().unwrap(), "4");
     assert_eq!(latest_item["warnings"].as_n().unwrap(), "1");
     assert_eq!(latest_item["mapping_version"].as_n().unwrap(), "1");

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::DynamoStore;
-use super::table::{RECEIPT_SK_PREFIX, get_s, n, receipt_sk, s, voucher_pk};
+use super::table::{RECEIPT_SK_PREFIX, get_s, n, query_sk_prefix, receipt_sk, s, voucher_pk};
 use crate::error::{AwsError, Disposition};
 use crate::ports::AttachedReceipts;
 use crate::receipts::AttachedReceipt;
@@ -15,42 +15,24 @@ use crate::receipts::AttachedReceipt;
 impl AttachedReceipts for DynamoStore {
     async fn attached(&self, voucher: &str) -> Result<Vec<AttachedReceipt>, AwsError> {
         let mut found = Vec::new();
-        let mut start = None;
-        loop {
-            let out = self
-                .client()
-                .query()
-                .table_name(self.table())
-                .key_condition_expression("pk = :pk AND begins_with(sk, :receipt)")
-                .expression_attribute_values(":pk", s(voucher_pk(voucher)))
-                .expression_attribute_values(":receipt", s(RECEIPT_SK_PREFIX))
-                .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| AwsError::from_sdk("dynamodb", "Query", &e))?;
-            for item in out.items() {
-                match get_s(item, "entry").map(serde_json::from_str::<AttachedReceipt>) {
-                    Some(Ok(entry)) => found.push(entry),
-                    // Unreadable: its hash (the sort key) still says the file is there.
-                    _ => match get_s(item, "sk").and_then(|sk| sk.strip_prefix(RECEIPT_SK_PREFIX)) {
-                        Some(sha256) => found.push(AttachedReceipt {
-                            sha256: sha256.to_owned(),
-                            receipt_id: String::new(),
-                            name: String::new(),
-                            size: 0,
-                            subject: String::new(),
-                            attached_at: DateTime::<Utc>::MIN_UTC,
-                        }),
-                        None => tracing::warn!(voucher, "unreadable attached-receipt item"),
-                    },
-                }
+        query_sk_prefix(self.client(), self.table(), &voucher_pk(voucher), RECEIPT_SK_PREFIX, |item| {
+            match get_s(item, "entry").map(serde_json::from_str::<AttachedReceipt>) {
+                Some(Ok(entry)) => found.push(entry),
+                // Unreadable: its hash (the sort key) still says the file is there.
+                _ => match get_s(item, "sk").and_then(|sk| sk.strip_prefix(RECEIPT_SK_PREFIX)) {
+                    Some(sha256) => found.push(AttachedReceipt {
+                        sha256: sha256.to_owned(),
+                        receipt_id: String::new(),
+                        name: String::new(),
+                        size: 0,
+                        subject: String::new(),
+                        attached_at: DateTime::<Utc>::MIN_UTC,
+                    }),
+                    None => tracing::warn!(voucher, "unreadable attached-receipt item"),
+                },
             }
-            start = out.last_evaluated_key;
-            if start.is_none() {
-                break;
-            }
-        }
+        })
+        .await?;
         found.sort_by(|a, b| (a.attached_at, &a.sha256).cmp(&(b.attached_at, &b.sha256)));
         Ok(found)
     }

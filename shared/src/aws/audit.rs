@@ -8,7 +8,7 @@ use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
 use chrono::{DateTime, SecondsFormat, Utc};
 
 use super::DynamoStore;
-use super::table::{get_s, n, s, subject_pk};
+use super::table::{get_s, n, query_sk_prefix, s, subject_pk};
 use crate::audit::AuditEntry;
 use crate::domain::Subject;
 use crate::error::{AwsError, Disposition};
@@ -78,32 +78,14 @@ impl AuditTrail for DynamoStore {
 
     async fn read(&self, subject: &Subject) -> Result<Vec<AuditEntry>, AwsError> {
         let mut entries = Vec::new();
-        let mut start = None;
-        loop {
-            let out = self
-                .client()
-                .query()
-                .table_name(self.table())
-                .key_condition_expression("pk = :pk AND begins_with(sk, :audit)")
-                .expression_attribute_values(":pk", s(subject_pk(subject)))
-                .expression_attribute_values(":audit", s("audit#"))
-                .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| AwsError::from_sdk("dynamodb", "Query", &e))?;
-            for item in out.items() {
-                // An entry written by a newer version that this one cannot read is skipped, not fatal.
-                match get_s(item, "entry").map(serde_json::from_str::<AuditEntry>) {
-                    Some(Ok(entry)) => entries.push(entry),
-                    other => tracing::warn!(subject = %subject, ok = other.is_some(), "unreadable audit entry"),
-                }
+        query_sk_prefix(self.client(), self.table(), &subject_pk(subject), "audit#", |item| {
+            // An entry written by a newer version that this one cannot read is skipped, not fatal.
+            match get_s(item, "entry").map(serde_json::from_str::<AuditEntry>) {
+                Some(Ok(entry)) => entries.push(entry),
+                other => tracing::warn!(subject = %subject, ok = other.is_some(), "unreadable audit entry"),
             }
-            start = out.last_evaluated_key;
-            if start.is_none() {
-                break;
-            }
-        }
+        })
+        .await?;
         Ok(entries)
     }
 }

@@ -13,13 +13,12 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use super::DynamoStore;
 use super::operator::SubjectScan;
 use super::table::status::COMPLETED;
-use super::table::{corrupt, get_s, n, s};
+use super::table::{LATEST_REPORT_SK, corrupt, get_s, n, read_latest_report, s};
 use crate::error::AwsError;
 use crate::ports::{CompletedSubject, CompletedSubjects, ReconcileStore};
 use crate::reconcile::ReconcileReport;
 
 pub const REPORT_PK: &str = "report#reconcile";
-pub const LATEST_SK: &str = "latest";
 /// How long the per-run copies are kept.
 pub const RUN_RETENTION_DAYS: i64 = 30;
 
@@ -79,25 +78,10 @@ impl ReconcileStore for DynamoStore {
         let run_sk = format!("run#{}", report.checked_at.to_rfc3339_opts(SecondsFormat::Millis, true));
         let expires = (report.checked_at + chrono::Duration::days(RUN_RETENTION_DAYS)).timestamp();
         self.put_reconcile(&run_sk, report, &json, Some(expires)).await?;
-        self.put_reconcile(LATEST_SK, report, &json, None).await
+        self.put_reconcile(LATEST_REPORT_SK, report, &json, None).await
     }
 
     async fn load_latest(&self) -> Result<Option<ReconcileReport>, AwsError> {
-        let out = self
-            .client()
-            .get_item()
-            .table_name(self.table())
-            .key("pk", s(REPORT_PK))
-            .key("sk", s(LATEST_SK))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| AwsError::from_sdk("dynamodb", "GetItem", &e))?;
-        let Some(item) = out.item else { return Ok(None) };
-        let json =
-            get_s(&item, "report").ok_or_else(|| corrupt("GetItem", "reconciliation report without `report`"))?;
-        serde_json::from_str(json)
-            .map(Some)
-            .map_err(|e| corrupt("GetItem", format!("reconciliation report unreadable: {e}")))
+        read_latest_report(self.client(), self.table(), REPORT_PK, "reconciliation report").await
     }
 }

@@ -10,13 +10,12 @@
 use async_trait::async_trait;
 use chrono::{SecondsFormat, Utc};
 
-use super::table::{get_s, n, s};
+use super::table::{LATEST_REPORT_SK, n, read_latest_report, s};
 use crate::error::{AwsError, Disposition};
 use crate::ports::ReportStore;
 use crate::reference::ValidationReport;
 
 pub const REPORT_PK: &str = "report#mapping";
-pub const LATEST_SK: &str = "latest";
 /// How long the per-run copies are kept.
 pub const RUN_RETENTION_DAYS: i64 = 30;
 
@@ -81,26 +80,11 @@ impl ReportStore for DynamoReportStore {
         let run_sk = format!("run#{}", checked_at.to_rfc3339_opts(SecondsFormat::Micros, true));
         let expires_at = (checked_at + chrono::Duration::days(RUN_RETENTION_DAYS)).timestamp();
         self.put(&run_sk, report, &json, Some(expires_at)).await?;
-        self.put(LATEST_SK, report, &json, None).await
+        self.put(LATEST_REPORT_SK, report, &json, None).await
     }
 
     /// The report of the last refresh, if one ran.
     async fn load_latest(&self) -> Result<Option<ValidationReport>, AwsError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key("pk", s(REPORT_PK))
-            .key("sk", s(LATEST_SK))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| AwsError::from_sdk("dynamodb", "GetItem", &e))?;
-        let Some(item) = out.item else { return Ok(None) };
-        let corrupt = |message: String| AwsError::new("dynamodb", "GetItem", message, Disposition::Permanent);
-        let json = get_s(&item, "report").ok_or_else(|| corrupt("validation report item has no `report`".into()))?;
-        serde_json::from_str(json)
-            .map(Some)
-            .map_err(|e| corrupt(format!("validation report item holds no readable report: {e}")))
+        read_latest_report(&self.client, &self.table, REPORT_PK, "validation report").await
     }
 }

@@ -86,6 +86,8 @@ pub fn voucher_pk(voucher: &str) -> String {
 
 /// How the sort keys of attached receipts begin.
 pub const RECEIPT_SK_PREFIX: &str = "receipt#";
+/// The latest run of a stored report (`report#mapping`, `report#reconcile`); each run's copy is `run#<time>`.
+pub const LATEST_REPORT_SK: &str = "latest";
 
 /// The sort key of one attached file, by its content hash.
 pub fn receipt_sk(sha256: &str) -> String {
@@ -127,4 +129,58 @@ pub(crate) fn table_error(operation: &'static str, message: impl Into<String>, d
 /// An item that is not what this module writes: retrying reads it again, so it is permanent.
 pub(crate) fn corrupt(operation: &'static str, message: impl Into<String>) -> AwsError {
     table_error(operation, message, Disposition::Permanent)
+}
+
+/// The latest run of a report kept as JSON in its `report` attribute (`pk`, `sk = "latest"`: the mapping
+/// validation, the reconciliation); `None` before the first run. `what` names it in errors.
+pub(crate) async fn read_latest_report<T: serde::de::DeserializeOwned>(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    pk: &str,
+    what: &str,
+) -> Result<Option<T>, AwsError> {
+    let out = client
+        .get_item()
+        .table_name(table)
+        .key("pk", s(pk))
+        .key("sk", s(LATEST_REPORT_SK))
+        .consistent_read(true)
+        .send()
+        .await
+        .map_err(|e| AwsError::from_sdk("dynamodb", "GetItem", &e))?;
+    let Some(item) = out.item else { return Ok(None) };
+    let json = get_s(&item, "report").ok_or_else(|| corrupt("GetItem", format!("{what} item has no `report`")))?;
+    serde_json::from_str(json)
+        .map(Some)
+        .map_err(|e| corrupt("GetItem", format!("{what} item holds no readable report: {e}")))
+}
+
+/// Every item of partition `pk` whose sort key starts with `sk_prefix`, in sort-key order, page by page, each
+/// handed to `each` (the audit trail, a voucher's attached receipts). Consistent reads: they follow writes.
+pub(crate) async fn query_sk_prefix(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    pk: &str,
+    sk_prefix: &str,
+    mut each: impl FnMut(&HashMap<String, AttributeValue>),
+) -> Result<(), AwsError> {
+    let mut start = None;
+    loop {
+        let out = client
+            .query()
+            .table_name(table)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+            .expression_attribute_values(":pk", s(pk))
+            .expression_attribute_values(":prefix", s(sk_prefix))
+            .consistent_read(true)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("dynamodb", "Query", &e))?;
+        out.items().iter().for_each(&mut each);
+        start = out.last_evaluated_key;
+        if start.is_none() {
+            return Ok(());
+        }
+    }
 }
