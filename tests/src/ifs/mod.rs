@@ -378,19 +378,7 @@ impl IfsSim {
 
     /// Opens or closes a period; false if it does not exist.
     pub fn set_period_status(&self, company: &str, year: i32, period: u32, status: PeriodStatus) -> bool {
-        let mut st = self.shared.lock();
-        match st
-            .reference
-            .periods
-            .iter_mut()
-            .find(|p| p.company == company && p.accounting_year == year && p.accounting_period == period)
-        {
-            Some(p) => {
-                p.status = status;
-                true
-            }
-            None => false,
-        }
+        self.shared.lock().reference.set_period_status(company, year, period, status).is_some()
     }
 
     /// Adds an account, replacing one with the same company and number.

@@ -170,6 +170,22 @@ impl Default for ReferenceData {
 }
 
 impl ReferenceData {
+    /// Opens or closes a period; the period as it is now, or `None` if it does not exist.
+    pub fn set_period_status(
+        &mut self,
+        company: &str,
+        year: i32,
+        period: u32,
+        status: PeriodStatus,
+    ) -> Option<&AccountingPeriod> {
+        let found = self
+            .periods
+            .iter_mut()
+            .find(|p| p.company == company && p.accounting_year == year && p.accounting_period == period)?;
+        found.status = status;
+        Some(found)
+    }
+
     /// The demo seed used by the local run and the example mapping, with a calendar for
     /// (current year − 2) ..= (current year + 1), all periods open.
     ///

@@ -592,16 +592,8 @@ fn set_period(st: &mut super::state::State, path: &str, body: &Bytes) -> Respons
             .into_response();
         }
     };
-    match st
-        .reference
-        .periods
-        .iter_mut()
-        .find(|p| p.company == company && p.accounting_year == year && p.accounting_period == period)
-    {
-        Some(p) => {
-            p.status = status;
-            axum::Json(p.clone()).into_response()
-        }
+    match st.reference.set_period_status(company, year, period, status) {
+        Some(p) => axum::Json(p.clone()).into_response(),
         None => ApiError::not_found(path).into_response(),
     }
 }
